@@ -1,0 +1,196 @@
+"""Per-run cgroups (v1 hierarchies, as this kind of machine offers): the one reliable handle on a tree.
+
+A double-forked ``setsid`` daemon escapes ``killpg`` and psutil's ``children()``; it cannot leave its
+cgroup. Each run gets one cgroup in each of the memory, pids, cpuacct and freezer hierarchies (cpu too
+when a CPU quota is asked for). Killing is freeze, SIGKILL every member, lift the CPU quota, thaw:
+a frozen fork bomb cannot fork while it is being killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["CgroupV1", "RunCgroup", "cgroup_v1_controllers"]
+
+_ROOT = Path("/sys/fs/cgroup")
+_WANTED = ("memory", "pids", "cpuacct", "freezer", "cpu")
+_PARENT = "rh-host"
+
+
+def _writable_controller(name: str) -> bool:
+    path = _ROOT / name
+    # v1 hierarchies have a "tasks" file; the unified (v2) one does not
+    return (path / "tasks").exists() and os.access(path, os.W_OK)
+
+
+def cgroup_v1_controllers() -> list[str]:
+    """The v1 controllers this process may create child cgroups in."""
+    return [c for c in _WANTED if _writable_controller(c)]
+
+
+def _write(path: Path, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def _read_int(path: Path) -> int:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+@dataclass
+class RunCgroup:
+    """One run's cgroups. ``close()`` kills whatever is left and removes them."""
+
+    paths: dict[str, Path]
+    owner_uid: int | None = None
+    _closed: bool = field(default=False, repr=False)
+
+    @property
+    def procs_files(self) -> list[str]:
+        return [str(p / "cgroup.procs") for p in self.paths.values()]
+
+    def add(self, pid: int) -> None:
+        for path in self.paths.values():
+            _write(path / "cgroup.procs", str(pid))
+
+    def pids(self) -> set[int]:
+        found: set[int] = set()
+        for path in self.paths.values():
+            with contextlib.suppress(OSError):
+                found.update(int(p) for p in (path / "cgroup.procs").read_text().split())
+        return found
+
+    def cpu_ms(self) -> float:
+        if "cpuacct" in self.paths:
+            return _read_int(self.paths["cpuacct"] / "cpuacct.usage") / 1e6
+        return 0.0
+
+    def peak_memory_kb(self) -> int:
+        if "memory" in self.paths:
+            return _read_int(self.paths["memory"] / "memory.max_usage_in_bytes") // 1024
+        return 0
+
+    def oom_killed(self) -> bool:
+        path = self.paths.get("memory")
+        if path is None:
+            return False
+        with contextlib.suppress(OSError):
+            for line in (path / "memory.oom_control").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill" and int(value) > 0:
+                    return True
+        return False
+
+    def pids_limited(self) -> bool:
+        """Whether a fork was refused because pids.max was reached."""
+        path = self.paths.get("pids")
+        if path is None:
+            return False
+        with contextlib.suppress(OSError, ValueError):
+            for line in (path / "pids.events").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "max":
+                    return int(value) > 0
+        return False
+
+    def kill(self, timeout: float = 5.0) -> None:
+        """Freeze, SIGKILL every member, lift the CPU quota, thaw; wait until empty."""
+        freezer = self.paths.get("freezer")
+        if freezer is not None:
+            with contextlib.suppress(OSError):
+                _write(freezer / "freezer.state", "FROZEN")
+        deadline = time.monotonic() + timeout
+        while True:
+            members = self.pids()
+            for pid in members:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            if "cpu" in self.paths:
+                with contextlib.suppress(OSError):
+                    _write(self.paths["cpu"] / "cpu.cfs_quota_us", "-1")
+            if freezer is not None:
+                with contextlib.suppress(OSError):
+                    _write(freezer / "freezer.state", "THAWED")
+            if not members or time.monotonic() > deadline:
+                return
+            time.sleep(0.005)
+            if not self.pids():
+                return
+            if freezer is not None:
+                with contextlib.suppress(OSError):
+                    _write(freezer / "freezer.state", "FROZEN")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.kill()
+        for path in self.paths.values():
+            for _ in range(50):
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.01)
+
+
+class CgroupV1:
+    """Creates per-run cgroups under ``/sys/fs/cgroup/<controller>/rh-host/``."""
+
+    def __init__(self, controllers: list[str] | None = None) -> None:
+        self.controllers = cgroup_v1_controllers() if controllers is None else controllers
+
+    @property
+    def available(self) -> bool:
+        return {"pids", "freezer"} <= set(self.controllers)
+
+    def create(
+        self,
+        *,
+        memory_mb: int | None,
+        max_processes: int | None,
+        cpu_quota_cores: float | None = None,
+        owner_uid: int | None = None,
+    ) -> RunCgroup:
+        name = uuid.uuid4().hex[:16]
+        paths: dict[str, Path] = {}
+        try:
+            for controller in self.controllers:
+                if controller == "cpu" and cpu_quota_cores is None:
+                    continue
+                parent = _ROOT / controller / _PARENT
+                parent.mkdir(exist_ok=True)
+                path = parent / name
+                path.mkdir()
+                paths[controller] = path
+            if memory_mb and "memory" in paths:
+                limit = str(memory_mb * 1024 * 1024)
+                _write(paths["memory"] / "memory.limit_in_bytes", limit)
+                with contextlib.suppress(OSError):  # swap accounting may be off
+                    _write(paths["memory"] / "memory.memsw.limit_in_bytes", limit)
+            if max_processes and "pids" in paths:
+                _write(paths["pids"] / "pids.max", str(max_processes))
+            if cpu_quota_cores and "cpu" in paths:
+                _write(paths["cpu"] / "cpu.cfs_period_us", "100000")
+                _write(paths["cpu"] / "cpu.cfs_quota_us", str(int(cpu_quota_cores * 100000)))
+            if owner_uid is not None:
+                for path in paths.values():
+                    os.chown(path / "cgroup.procs", owner_uid, -1)
+        except OSError:
+            RunCgroup(paths).close()
+            raise
+        return RunCgroup(paths, owner_uid)

@@ -1,0 +1,90 @@
+"""From how a child ended to exactly one status. Shared by every process-based runner."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+
+import msgspec
+from rh_sdk.protocol import Encoding, LogRecord, Reply, RunStatus, decode_reply
+
+from rh_sandbox._pump import Breach
+
+__all__ = ["Ending", "classify", "parse_logs"]
+
+_log_decoder = msgspec.json.Decoder(LogRecord)
+
+
+def parse_logs(data: bytes, truncated: bool = False) -> list[LogRecord]:
+    """JSON-line records from stderr; any other line (a print, a C library) becomes a plain record."""
+    records: list[LogRecord] = []
+    for raw in data.splitlines():
+        if not raw.strip():
+            continue
+        try:
+            records.append(_log_decoder.decode(raw))
+        except msgspec.DecodeError:
+            records.append(LogRecord(level="INFO", logger="stderr", message=raw.decode("utf-8", "replace")))
+    if truncated:
+        note = "log output truncated at max_log_kb"
+        records.append(LogRecord(level="WARNING", logger="rh.sandbox", message=note))
+    return records
+
+
+@dataclass
+class Ending:
+    """Everything known about a finished child, gathered by the runner."""
+
+    stdout: bytes
+    breach: Breach | None
+    returncode: int | None  # negative: killed by that signal
+    cpu_ms: float
+    cpu_limit_ms: float
+    oom_killed: bool = False
+    wall_limit_s: float = 0.0
+    output_limit_kb: int = 0
+    log_limit_kb: int = 0
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def classify(end: Ending, encoding: Encoding) -> tuple[RunStatus, Reply | None, str | None]:
+    """(status, reply, error). Limits first: a reply written by a run that breached one does not count."""
+    if end.breach is Breach.OUTPUT:
+        return RunStatus.OUTPUT_LIMIT, None, f"reply exceeded max_output_kb={end.output_limit_kb}"
+    if end.breach is Breach.LOGS:
+        return RunStatus.OUTPUT_LIMIT, None, f"log output exceeded max_log_kb={end.log_limit_kb}"
+    if end.breach is Breach.TIMEOUT:
+        return RunStatus.TIMEOUT, None, f"wall-clock limit of {end.wall_limit_s:g} s reached"
+    signum = -end.returncode if end.returncode is not None and end.returncode < 0 else None
+    cpu_hit = end.breach is Breach.CPU or signum == signal.SIGXCPU
+    if signum == signal.SIGKILL and end.cpu_ms >= end.cpu_limit_ms * 0.95:
+        cpu_hit = True  # the hard RLIMIT_CPU follows SIGXCPU with SIGKILL
+    if cpu_hit:
+        return RunStatus.CPU_LIMIT, None, f"CPU limit of {end.cpu_limit_ms / 1000:g} s reached"
+    if end.oom_killed:
+        return RunStatus.MEMORY_LIMIT, None, "memory limit reached (killed by the OOM killer)"
+    if not end.stdout:
+        if signum is not None:
+            return RunStatus.CRASHED, None, f"killed by {_signal_name(signum)} without a reply"
+        if end.returncode:
+            return RunStatus.FAILED, None, f"exited with status {end.returncode} without a reply"
+        return RunStatus.PROTOCOL_ERROR, None, "exited without writing a reply"
+    try:
+        reply = decode_reply(end.stdout, encoding)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return RunStatus.PROTOCOL_ERROR, None, f"undecodable reply ({len(end.stdout)} bytes): {exc}"
+    if not reply.ran:
+        if not reply.ok:
+            return RunStatus.PROTOCOL_ERROR, reply, reply.error or "the guest could not decode the invocation"
+        return RunStatus.SKIPPED, reply, None
+    if reply.ok:
+        return RunStatus.OK, reply, None
+    if reply.error_type == "MemoryError":
+        return RunStatus.MEMORY_LIMIT, reply, reply.error
+    return RunStatus.FAILED, reply, reply.error

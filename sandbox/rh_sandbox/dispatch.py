@@ -1,0 +1,52 @@
+"""One entry point for the host: route each run to the backend for its runtime."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from rh_sandbox.types import Backend, RunResult, RunSpec, Runtime, SandboxError
+
+__all__ = ["Dispatcher"]
+
+
+class Dispatcher:
+    """Routes a :class:`RunSpec` by ``runtime`` to a backend, created on first use and closed once.
+
+    ``factories`` maps a runtime to a zero-argument callable building its backend, so that a host
+    that never meets a WASM plugin never starts a WASM worker.
+    """
+
+    def __init__(self, factories: dict[Runtime, Callable[[], Backend]]) -> None:
+        self._factories = dict(factories)
+        self._backends: dict[Runtime, Backend] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def backend(self, runtime: Runtime) -> Backend:
+        with self._lock:
+            if self._closed:
+                raise SandboxError("dispatcher is closed")
+            backend = self._backends.get(runtime)
+            if backend is None:
+                factory = self._factories.get(runtime)
+                if factory is None:
+                    raise SandboxError(f"no backend for runtime {runtime!r}")
+                backend = self._backends[runtime] = factory()
+            return backend
+
+    def run(self, spec: RunSpec, payload: bytes) -> RunResult:
+        return self.backend(spec.runtime).run(spec, payload)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            backends, self._backends = list(self._backends.values()), {}
+        for backend in backends:
+            backend.close()
+
+    def __enter__(self) -> Dispatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,235 @@
+"""The process backend: each Python handler run in its own short-lived, limited subprocess.
+
+Steps per run, in order: scratch dir, cgroup (when the machine offers one), spawn the guest (clean
+environment, own session, scratch as cwd; the boot script joins the cgroup and applies rlimits before
+any plugin code), exchange stdin/stdout/stderr under caps and a deadline, kill the whole tree, measure,
+classify. No Python runs between fork and exec, so concurrent runs from threads are safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+from rh_sdk.protocol import Usage
+
+from rh_sandbox._pump import Breach, exchange
+from rh_sandbox.cgroups import CgroupV1, RunCgroup
+from rh_sandbox.classify import Ending, classify, parse_logs
+from rh_sandbox.runtime import GuestRuntime
+from rh_sandbox.types import IsolationLevel, Limits, RunResult, RunSpec, SandboxError
+
+__all__ = ["ProcessBackend", "clean_environment", "guest_rlimits"]
+
+_MIB = 1024 * 1024
+
+
+def clean_environment(scratch: str) -> dict[str, str]:
+    """The child's whole environment: nothing of the host's, no secrets."""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "HOME": scratch,
+        "TMPDIR": scratch,
+        "MALLOC_ARENA_MAX": "2",  # glibc reserves 64 MiB of address space per thread arena otherwise
+    }
+
+
+def guest_rlimits(limits: Limits, *, nproc: int | None = None) -> dict[str, tuple[int, int]]:
+    """rlimits the boot script applies; CPU soft limit sends SIGXCPU, the hard one SIGKILL a second later."""
+    cpu = max(1, math.ceil(limits.cpu_seconds))
+    rlimits = {
+        "as": (limits.memory_mb * _MIB, limits.memory_mb * _MIB),
+        "cpu": (cpu, cpu + 1),
+        "nofile": (limits.max_open_files, limits.max_open_files),
+        "fsize": (limits.scratch_mb * _MIB, limits.scratch_mb * _MIB),
+        "core": (0, 0),
+    }
+    if nproc is not None:
+        rlimits["nproc"] = (nproc, nproc)
+    return rlimits
+
+
+def _exited(pid: int) -> bool:
+    """Whether the child has exited, without reaping it (its rusage is collected by wait4 later)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+class ProcessBackend:
+    """Runs Python handlers in subprocesses at the ``basic`` isolation level.
+
+    Kills whole process trees through a per-run cgroup when the machine offers one; otherwise
+    through the session and psutil's view of descendants (a double-forked daemon can then escape:
+    ``rh-host doctor`` says so, and the strict level closes that gap with a PID namespace).
+    """
+
+    isolation = IsolationLevel.BASIC
+
+    def __init__(
+        self,
+        runtime: GuestRuntime | None = None,
+        scratch_root: Path | None = None,
+        cgroups: CgroupV1 | None = None,
+    ) -> None:
+        self.runtime = runtime or GuestRuntime.prepare()
+        self.scratch_root = scratch_root
+        self.cgroups = cgroups if cgroups is not None else CgroupV1()
+
+    def run(self, spec: RunSpec, payload: bytes) -> RunResult:
+        if spec.runtime != "python":
+            raise SandboxError(f"ProcessBackend runs python handlers, not {spec.runtime!r}")
+        limits = spec.limits
+        scratch = tempfile.mkdtemp(prefix="rh-run-", dir=self.scratch_root)
+        cgroup = self._cgroup(limits)
+        try:
+            return self._run(spec, payload, scratch, cgroup)
+        finally:
+            if cgroup is not None:
+                cgroup.close()
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def close(self) -> None:
+        """Nothing warm to stop: every run's processes are gone when ``run`` returns."""
+
+    def _cgroup(self, limits: Limits) -> RunCgroup | None:
+        if not self.cgroups.available:
+            return None
+        try:
+            return self.cgroups.create(memory_mb=limits.memory_mb, max_processes=limits.max_processes)
+        except OSError as exc:
+            raise SandboxError(f"cannot create a cgroup for the run: {exc}") from exc
+
+    def _argv(self, spec: RunSpec, cgroup: RunCgroup | None) -> list[str]:
+        nproc = None
+        if cgroup is None and os.geteuid() != 0:
+            nproc = len(psutil.pids()) + spec.limits.max_processes  # counts every process of this uid
+        args = {
+            "site": str(self.runtime.site),
+            "plugin_dir": str(Path(spec.plugin_dir).resolve()),
+            "entry": spec.entry,
+            "encoding": spec.encoding,
+            "rlimits": guest_rlimits(spec.limits, nproc=nproc),
+            "cgroup_procs": cgroup.procs_files if cgroup else [],
+        }
+        return [self.runtime.interpreter, "-I", "-S", "-B", str(self.runtime.boot), json.dumps(args)]
+
+    def _run(self, spec: RunSpec, payload: bytes, scratch: str, cgroup: RunCgroup | None) -> RunResult:
+        limits = spec.limits
+        started = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                self._argv(spec, cgroup),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=scratch,
+                env=clean_environment(scratch),
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise SandboxError(f"cannot start the guest interpreter: {exc}") from exc
+        if cgroup is not None:
+            with contextlib.suppress(OSError):  # the boot script joins too; whoever is first wins
+                cgroup.add(proc.pid)
+        assert proc.stdout is not None and proc.stderr is not None
+        cpu_limit_ms = limits.cpu_seconds * 1000
+
+        def over_cpu() -> bool:  # the whole tree's CPU time, not only the direct child's rlimit
+            return cgroup is not None and cgroup.cpu_ms() > cpu_limit_ms
+
+        try:
+            io = exchange(
+                stdin=proc.stdin,
+                stdout=proc.stdout,
+                stderr=proc.stderr,
+                payload=payload,
+                deadline=started + limits.wall_seconds,
+                max_stdout=limits.max_output_kb * 1024,
+                max_stderr=limits.max_log_kb * 1024,
+                exited=lambda: _exited(proc.pid),
+                over_cpu=over_cpu,
+                started=started,
+            )
+        finally:
+            descendants = self._kill_tree(proc, cgroup)
+            proc.stdout.close()
+            proc.stderr.close()
+        returncode, rusage = self._reap(proc)
+        for child in descendants:
+            with contextlib.suppress(psutil.Error):
+                child.wait(timeout=1)
+        cpu_ms = (rusage.ru_utime + rusage.ru_stime) * 1000 if rusage else 0.0
+        peak_kb = rusage.ru_maxrss if rusage else 0
+        oom = False
+        if cgroup is not None:
+            cpu_ms = max(cpu_ms, cgroup.cpu_ms())
+            peak_kb = max(peak_kb, cgroup.peak_memory_kb())
+            oom = cgroup.oom_killed()
+        ending = Ending(
+            stdout=io.stdout,
+            breach=io.breach,
+            returncode=returncode,
+            cpu_ms=cpu_ms,
+            cpu_limit_ms=cpu_limit_ms,
+            oom_killed=oom,
+            wall_limit_s=limits.wall_seconds,
+            output_limit_kb=limits.max_output_kb,
+            log_limit_kb=limits.max_log_kb,
+        )
+        status, reply, error = classify(ending, spec.encoding)
+        return RunResult(
+            status=status,
+            reply=reply,
+            error=error,
+            logs=parse_logs(io.stderr, truncated=io.breach is Breach.LOGS),
+            usage=Usage(
+                wall_ms=round(io.wall_s * 1000, 3), cpu_ms=round(cpu_ms, 3), peak_rss_kb=int(peak_kb)
+            ),
+            isolation=self.isolation.value + ("+cgroup" if cgroup is not None else ""),
+            exit_code=returncode,
+        )
+
+    @staticmethod
+    def _kill_tree(proc: subprocess.Popen[bytes], cgroup: RunCgroup | None) -> list[psutil.Process]:
+        """Kill the child and everything it started; return descendants to reap."""
+        if cgroup is not None:
+            cgroup.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)  # not proc.kill(): it would reap and lose the rusage
+            return []
+        try:
+            descendants = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.Error:
+            descendants = []
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        for child in descendants:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)  # not proc.kill(): it would reap and lose the rusage
+        return descendants
+
+    @staticmethod
+    def _reap(proc: subprocess.Popen[bytes]) -> tuple[int | None, object | None]:
+        try:
+            _, status, rusage = os.wait4(proc.pid, 0)
+        except ChildProcessError:
+            proc.wait()
+            return proc.returncode, None
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        return proc.returncode, rusage

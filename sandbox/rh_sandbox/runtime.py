@@ -1,0 +1,144 @@
+"""The guest runtime: an interpreter and a site dir that the sandboxed child can read.
+
+The child must not see the host's environment (its site-packages hold the service's dependencies and
+maybe secrets in config), and an unprivileged sandbox uid cannot read a pyenv build under /root. So the
+host copies exactly what a guest needs, the SDK and msgspec, into a world-readable directory keyed by
+their content hash, and runs them with an interpreter of the same minor version that any uid can read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import sys
+import sysconfig
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import rh_sdk
+
+from rh_sandbox.types import SandboxError
+
+__all__ = ["GuestRuntime", "default_runtime_root", "find_interpreter", "readable_by_others"]
+
+_BOOT = Path(__file__).with_name("_boot.py")
+_lock = threading.Lock()
+
+
+def readable_by_others(path: Path) -> bool:
+    """True when any uid can read ``path`` (every parent searchable, the file readable)."""
+    path = path.resolve()
+    try:
+        if not path.stat().st_mode & stat.S_IROTH:
+            return False
+        return all(parent.stat().st_mode & stat.S_IXOTH for parent in path.parents)
+    except OSError:
+        return False
+
+
+def find_interpreter() -> str:
+    """An interpreter of the host's minor version that an unprivileged uid can execute."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    candidates = [
+        os.environ.get("RH_GUEST_PYTHON", ""),
+        os.path.realpath(sys.executable),
+        os.path.realpath(getattr(sys, "_base_executable", sys.executable)),
+        f"/usr/bin/python{version}",
+        f"/usr/local/bin/python{version}",
+    ]
+    for candidate in candidates:
+        usable = candidate and os.access(candidate, os.X_OK) and readable_by_others(Path(candidate))
+        if usable and _same_minor(candidate, version):
+            return candidate
+    raise SandboxError(
+        f"no Python {version} interpreter readable by an unprivileged uid "
+        f"(tried {', '.join(c for c in candidates if c)}); install python{version} or set RH_GUEST_PYTHON"
+    )
+
+
+def _same_minor(interpreter: str, version: str) -> bool:
+    name = os.path.basename(interpreter)
+    if name.endswith(version):
+        return True
+    # python3 -> python3.11 symlinks resolve above; otherwise trust the host's own interpreter only
+    return os.path.realpath(interpreter) == os.path.realpath(sys.executable)
+
+
+def default_runtime_root() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/rh-host/runtime")
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(cache) / "rh-host" / "runtime"
+
+
+def _package_dir(module: object) -> Path:
+    return Path(module.__file__).resolve().parent  # type: ignore[attr-defined]
+
+
+def _tree_digest(dirs: list[Path], extra: list[Path]) -> str:
+    digest = hashlib.sha256(sys.version.encode())
+    for root in dirs:
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(root.parent)).encode())
+                digest.update(path.read_bytes())
+    for path in extra:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class GuestRuntime:
+    """Where the sandboxed child finds Python, the SDK and the boot script."""
+
+    interpreter: str
+    site: Path  # holds rh_sdk/ and msgspec/ only
+    boot: Path
+
+    @classmethod
+    def prepare(cls, root: Path | None = None, interpreter: str | None = None) -> GuestRuntime:
+        """Build (once per content hash) and return the guest runtime under ``root``."""
+        root = root or default_runtime_root()
+        packages = [_package_dir(rh_sdk), _package_dir(msgspec)]
+        target = root / _tree_digest(packages, [_BOOT])
+        with _lock:
+            if not (target / "ready").exists():
+                _build(target, packages)
+        return cls(
+            interpreter=interpreter or find_interpreter(),
+            site=target / "site",
+            boot=target / "site" / "_rh_boot.py",
+        )
+
+    @property
+    def stdlib_paths(self) -> list[str]:
+        """Interpreter directories a mount-namespaced child needs to see (read-only)."""
+        paths = {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]}
+        return sorted(paths)
+
+
+def _build(target: Path, packages: list[Path]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(target.parent, 0o755)
+    staging = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+    try:
+        site = staging / "site"
+        site.mkdir()
+        for package in packages:
+            shutil.copytree(package, site / package.name, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy2(_BOOT, site / "_rh_boot.py")
+        for path in [staging, *staging.rglob("*")]:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        (staging / "ready").touch(mode=0o644)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if not (target / "ready").exists():  # lost a race to another process: fine if it finished
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

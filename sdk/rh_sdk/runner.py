@@ -1,0 +1,132 @@
+"""The guest runner: decode one invocation from stdin, run the handler, write one reply to stdout.
+
+Runs inside the sandbox, before any plugin code is imported. Everything a plugin does wrong
+(an import error, ``__init__`` raising the guide's ``ValueError``, ``handle`` raising or returning
+False, ``sys.exit``) becomes a :class:`~rh_sdk.protocol.Reply`; the host never sees a traceback
+it has to interpret. Plugin ``print()`` output goes to stderr so it cannot corrupt the reply.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import types
+from typing import Any, BinaryIO
+
+from rh_sdk import _handler, _registry
+from rh_sdk._handler import ResultHandler, interpret_return
+from rh_sdk._logs import JsonLineHandler
+from rh_sdk.protocol import Encoding, GuestInvocation, Reply, encode_reply, invocation_decoder
+
+__all__ = ["install_seed_alias", "load_handler_class", "main", "run_invocation"]
+
+_SEED_MODULES = ("core", "core.result_handlers", "core.result_handlers.base")
+
+
+def install_seed_alias() -> None:
+    """Make the plugin guide's import path, ``core.result_handlers.base``, resolve to rh_sdk.
+
+    Only the guest runner calls this, so the host's environment never gains a ``core`` package.
+    """
+    base = types.ModuleType("core.result_handlers.base")
+    base.ResultHandler = ResultHandler  # type: ignore[attr-defined]
+    base.HandlerRegistry = _registry.HandlerRegistry  # type: ignore[attr-defined]
+    base.get_registry = _registry.get_registry  # type: ignore[attr-defined]
+    base.DEFAULT_PRIORITY = _handler.DEFAULT_PRIORITY  # type: ignore[attr-defined]
+    pkg = types.ModuleType("core")
+    sub = types.ModuleType("core.result_handlers")
+    pkg.__path__ = []  # mark as packages so submodule imports resolve via sys.modules
+    sub.__path__ = []
+    pkg.result_handlers = sub  # type: ignore[attr-defined]
+    sub.base = base  # type: ignore[attr-defined]
+    for name, module in zip(_SEED_MODULES, (pkg, sub, base), strict=True):
+        sys.modules.setdefault(name, module)
+
+
+def load_handler_class(entry: str, plugin_dir: str) -> type[ResultHandler]:
+    """Import ``module:Class`` from the plugin directory."""
+    module_name, sep, class_name = entry.partition(":")
+    if not sep or not module_name or not class_name:
+        raise ValueError(f"entry {entry!r} is not of the form module:Class")
+    if plugin_dir not in sys.path:
+        sys.path.insert(0, plugin_dir)
+    module = importlib.import_module(module_name)
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise AttributeError(f"module {module_name!r} has no attribute {class_name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, ResultHandler)):
+        raise TypeError(f"{entry} is not a ResultHandler subclass")
+    return cls
+
+
+def _failed(stage: str, exc: BaseException) -> Reply:
+    if isinstance(exc, SystemExit):
+        message = f"{stage} called sys.exit({exc.code!r})"
+    else:
+        message = f"{stage} raised {type(exc).__name__}: {exc}"
+    logging.getLogger("rh.runner").error(
+        message, exc_info=(type(exc), exc, exc.__traceback__), extra={"stage": stage}
+    )
+    return Reply(ran=True, ok=False, error=message, error_type=type(exc).__name__)
+
+
+def run_invocation(invocation: GuestInvocation, entry: str, plugin_dir: str) -> Reply:
+    """Construct the handler, ask ``enabled``, call ``handle``; every failure becomes a Reply."""
+    config: dict[str, Any] = invocation.config
+    try:
+        cls = load_handler_class(entry, plugin_dir)
+    except BaseException as exc:
+        return _failed(f"loading {entry}", exc)
+    try:
+        handler = cls(config)
+    except BaseException as exc:
+        return _failed(f"{cls.__name__}.__init__", exc)
+    try:
+        if not config.get("enabled", True) or not handler.enabled(invocation.metadata):
+            return Reply(ran=False, ok=True)
+    except BaseException as exc:
+        return _failed(f"{cls.__name__}.enabled", exc)
+    try:
+        returned = handler.handle(invocation.batch_id, invocation.results, invocation.metadata)
+    except BaseException as exc:
+        reply = _failed(f"{cls.__name__}.handle", exc)
+        try:
+            handler.on_error(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+        except BaseException as on_error_exc:
+            logging.getLogger("rh.runner").error("on_error raised %r", on_error_exc)
+        return reply
+    ok, output, error = interpret_return(returned)
+    return Reply(ran=True, ok=ok, output=output, error=error)
+
+
+def _setup_logging(stderr: BinaryIO, level: str) -> None:
+    root = logging.getLogger()
+    root.handlers[:] = [JsonLineHandler(stderr)]
+    root.setLevel(level)
+
+
+def main(entry: str, plugin_dir: str, encoding: Encoding = "msgpack") -> int:
+    """Entry point inside the sandbox. Returns the process exit status (0 when a reply was written)."""
+    # Keep the real stdout for the reply; point fd 1 at stderr so stray prints land in the logs.
+    reply_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    stderr = os.fdopen(os.dup(2), "wb", buffering=0)
+    install_seed_alias()
+    data = sys.stdin.buffer.read()
+    try:
+        invocation = invocation_decoder(encoding).decode(data)
+    except Exception as exc:
+        _setup_logging(stderr, "INFO")
+        reply = Reply(ran=False, ok=False, error=f"undecodable invocation: {exc}", error_type="DecodeError")
+    else:
+        _setup_logging(stderr, str(invocation.config.get("log_level", "INFO")).upper())
+        reply = run_invocation(invocation, entry, plugin_dir)
+    payload = encode_reply(reply, encoding)
+    with os.fdopen(reply_fd, "wb", buffering=0) as out:
+        view = memoryview(payload)
+        while view:
+            view = view[out.write(view) :]
+    return 0
