@@ -61,14 +61,15 @@ def load_handler_class(entry: str, plugin_dir: str) -> type[ResultHandler]:
     return cls
 
 
-def _failed(stage: str, exc: BaseException) -> Reply:
+def _failed(stage: str, exc: BaseException, log: bool = True) -> Reply:
     if isinstance(exc, SystemExit):
         message = f"{stage} called sys.exit({exc.code!r})"
     else:
         message = f"{stage} raised {type(exc).__name__}: {exc}"
-    logging.getLogger("rh.runner").error(
-        message, exc_info=(type(exc), exc, exc.__traceback__), extra={"stage": stage}
-    )
+    if log:
+        logging.getLogger("rh.runner").error(
+            message, exc_info=(type(exc), exc, exc.__traceback__), extra={"stage": stage}
+        )
     return Reply(ran=True, ok=False, error=message, error_type=type(exc).__name__)
 
 
@@ -91,9 +92,10 @@ def run_invocation(invocation: GuestInvocation, entry: str, plugin_dir: str) -> 
     try:
         returned = handler.handle(invocation.batch_id, invocation.results, invocation.metadata)
     except BaseException as exc:
-        reply = _failed(f"{cls.__name__}.handle", exc)
+        # on_error logs it (the guide's default does, with the traceback); the reply carries the message
+        reply = _failed(f"{cls.__name__}.handle", exc, log=False)
         try:
-            handler.on_error(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+            handler.on_error(exc if isinstance(exc, Exception) else RuntimeError(reply.error))
         except BaseException as on_error_exc:
             logging.getLogger("rh.runner").error("on_error raised %r", on_error_exc)
         return reply

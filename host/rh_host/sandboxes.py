@@ -1,0 +1,41 @@
+"""Build the sandbox the host runs plugins in: one dispatcher, a backend per runtime."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from rh_sandbox.dispatch import Dispatcher
+from rh_sandbox.types import Backend
+
+__all__ = ["ISOLATION_CHOICES", "make_dispatcher"]
+
+ISOLATION_CHOICES = ("auto", "basic", "strict")
+_log = logging.getLogger("rh.host")
+
+
+def _python_backend(isolation: str) -> Backend:
+    try:
+        from rh_sandbox.isolation import make_python_backend
+    except ImportError:  # strict isolation not built into this installation
+        from rh_sandbox.process import ProcessBackend
+        from rh_sandbox.types import SandboxError
+
+        if isolation == "strict":
+            raise SandboxError("strict isolation is not available in this installation") from None
+        if isolation == "auto":
+            _log.warning("isolation degraded to 'basic': strict isolation is not available")
+        return ProcessBackend()
+    return make_python_backend(isolation)
+
+
+def _wasm_backend(cache_dir: Path | None) -> Backend:
+    from rh_sandbox.wasm import WasmBackend
+
+    return WasmBackend(cache_dir=cache_dir) if cache_dir is not None else WasmBackend()
+
+
+def make_dispatcher(isolation: str = "auto", wasm_cache_dir: Path | None = None) -> Dispatcher:
+    return Dispatcher(
+        {"python": lambda: _python_backend(isolation), "wasm": lambda: _wasm_backend(wasm_cache_dir)}
+    )
