@@ -6,9 +6,9 @@ import signal
 from dataclasses import dataclass
 
 import msgspec
-from rh_sdk.protocol import Encoding, LogRecord, Reply, RunStatus, decode_reply
 
 from rh_sandbox._pump import Breach
+from rh_sdk.protocol import Encoding, LogRecord, Reply, RunStatus, decode_reply
 
 __all__ = ["Ending", "classify", "parse_logs"]
 

@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 
 import psutil
-from rh_sdk.protocol import Usage
 
 from rh_sandbox._pump import Breach, exchange
 from rh_sandbox.cgroups import CgroupV1, RunCgroup
 from rh_sandbox.classify import Ending, classify, parse_logs
 from rh_sandbox.runtime import GuestRuntime
 from rh_sandbox.types import IsolationLevel, Limits, RunResult, RunSpec, SandboxError
+from rh_sdk.protocol import Usage
 
 __all__ = ["ProcessBackend", "clean_environment", "guest_rlimits"]
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
-import rh_sdk
 
+import rh_sdk
 from rh_sandbox.types import SandboxError
 
 __all__ = ["GuestRuntime", "default_runtime_root", "find_interpreter", "readable_by_others"]

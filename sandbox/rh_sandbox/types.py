@@ -10,6 +10,7 @@ import enum
 from typing import Literal, Protocol
 
 import msgspec
+
 from rh_sdk.protocol import Encoding, LogRecord, Reply, RunStatus, Usage
 
 __all__ = [
