@@ -1,7 +1,9 @@
 """Error collector: lists every failed request, in both OpenAI and vLLM error shapes.
 
-Config: ``max_error_rate`` (0..1, required): the handler fails when the batch's error rate passes it.
-Output: ``errors`` (custom_id, status_code, code, message for each failure) and ``error_rate``.
+Config: ``max_error_rate`` (0..1, required): the handler fails when the batch's error rate passes it;
+``max_listed`` (default 100): how many failures to list and log one by one (the rest are counted).
+Output: ``errors`` (custom_id, status_code, code, message of the first ``max_listed`` failures),
+``error_count`` and ``error_rate``.
 """
 
 from typing import Any, Dict, List, Optional
@@ -40,6 +42,7 @@ class ErrorCollectorHandler(ResultHandler):
         if not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
             raise ValueError("max_error_rate is required in config and must be between 0 and 1")
         self.max_error_rate = float(threshold)
+        self.max_listed = int(self.config.get("max_listed", 100))
 
     def name(self) -> str:
         return "error_collector"
@@ -47,7 +50,7 @@ class ErrorCollectorHandler(ResultHandler):
     def handle(self, batch_id: str, results: List[Dict[str, Any]], metadata: Dict[str, Any]):
         errors = [e for e in (describe_error(r) for r in results) if e is not None]
         rate = round(len(errors) / len(results), 4) if results else 0.0
-        for error in errors:
+        for error in errors[: self.max_listed]:
             self.logger.warning(
                 f"request {error['custom_id']} failed: {error['message']}",
                 extra={"batch_id": batch_id, "custom_id": error["custom_id"], "code": error["code"]},
@@ -58,4 +61,6 @@ class ErrorCollectorHandler(ResultHandler):
                 extra={"batch_id": batch_id, "error_rate": rate},
             )
             return False
-        return {"errors": errors, "error_rate": rate}
+        if len(errors) > self.max_listed:
+            self.logger.warning(f"{len(errors) - self.max_listed} more failed requests not listed")
+        return {"errors": errors[: self.max_listed], "error_count": len(errors), "error_rate": rate}
