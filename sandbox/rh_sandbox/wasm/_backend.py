@@ -1,0 +1,165 @@
+"""WasmBackend: the Backend for ``runtime = "wasm"`` plugins.
+
+Per run: look the module up (hash memoised per file), borrow a worker of the run's group, send one
+framed request (the module bytes only the first time that worker meets the module), wait at most the
+wall limit plus a grace period, classify. The worker enforces fuel, epochs, store limits and output
+caps; the host enforces the wall clock by killing a worker that does not answer in time (a guest
+blocked in ``poll_oneoff`` is out of the epochs' reach).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import msgspec
+
+from rh_sandbox.types import IsolationLevel, RunResult, RunSpec, SandboxError
+from rh_sandbox.wasm._classify import classify, parse_logs
+from rh_sandbox.wasm._engine import EPOCH_TICK_SECONDS, fuel_for
+from rh_sandbox.wasm._frames import Request, Response
+from rh_sandbox.wasm._modules import ModuleFiles, ModuleTooLarge
+from rh_sandbox.wasm._pool import WorkerDied, WorkerPool, WorkerProcess, WorkerTimeout
+from rh_sdk.protocol import RunStatus, Usage
+
+__all__ = ["CommandWrapper", "WasmBackend", "worker_command"]
+
+CommandWrapper = Callable[[list[str]], list[str]]
+_encoder = msgspec.msgpack.Encoder()
+_response_decoder = msgspec.msgpack.Decoder(Response)
+
+
+def worker_command(cache_dir: str | None, data_mb: int = 4096) -> list[str]:
+    """The argv of one worker. The strict-isolation layer wraps it (bwrap, setpriv) through the
+    ``wrap_command`` hook of :class:`WasmBackend`; see docs/wasm-abi.md for what the worker needs."""
+    argv = [sys.executable, "-I", "-m", "rh_sandbox.wasm._worker", "--data-mb", str(data_mb)]
+    if cache_dir is not None:
+        argv += ["--cache-dir", os.fspath(cache_dir)]
+    return argv
+
+
+class WasmBackend:
+    """Runs WASI command modules in a pool of long-lived, per-group worker processes. Thread-safe.
+
+    cache_dir: where compiled modules are kept across runs and restarts (None: compile once per worker).
+    workers: the most worker processes alive at once (each runs one guest at a time).
+    wrap_command: turns the worker argv into the argv actually executed (e.g. inside bwrap).
+    worker_data_mb: RLIMIT_DATA of a worker, a backstop above every plugin's memory_mb.
+    kill_grace_seconds: how long after the wall limit a silent worker is killed.
+    compile_seconds: extra time allowed when a worker first meets a module (compile or cache load).
+    """
+
+    isolation = IsolationLevel.BASIC
+
+    def __init__(
+        self,
+        cache_dir: str | os.PathLike[str] | None = None,
+        workers: int = 2,
+        *,
+        wrap_command: CommandWrapper | None = None,
+        worker_data_mb: int = 4096,
+        kill_grace_seconds: float = 0.25,
+        compile_seconds: float = 30.0,
+    ) -> None:
+        self._cache_dir = os.fspath(cache_dir) if cache_dir is not None else None
+        if self._cache_dir is not None:
+            os.makedirs(self._cache_dir, mode=0o700, exist_ok=True)
+        argv = worker_command(self._cache_dir, worker_data_mb)
+        self._argv: Sequence[str] = wrap_command(argv) if wrap_command else argv
+        self._grace = kill_grace_seconds
+        self._compile_seconds = compile_seconds
+        self._modules = ModuleFiles()
+        self._pool = WorkerPool(lambda group: WorkerProcess(self._argv, group), workers)
+
+    def warm(self, group: str = "default", count: int = 1) -> None:
+        """Start workers before the first run, so it does not pay for interpreter start-up."""
+        self._pool.warm(group, count)
+
+    def run(self, spec: RunSpec, payload: bytes) -> RunResult:
+        started = time.perf_counter()
+        if spec.runtime != "wasm":
+            raise SandboxError(f"WasmBackend cannot run runtime {spec.runtime!r}")
+        path = os.path.join(spec.plugin_dir, spec.entry)
+        try:
+            module_hash, wasm = self._modules.get(path)
+        except (OSError, ModuleTooLarge) as exc:
+            return RunResult(status=RunStatus.PROTOCOL_ERROR, error=f"module refused: {path}: {exc}")
+
+        limits = spec.limits
+        worker = self._pool.acquire(spec.group)
+        first = module_hash not in worker.known
+        request = Request(
+            module_hash=module_hash,
+            module=wasm if first else None,
+            payload=payload,
+            memory_bytes=limits.memory_mb * 1024 * 1024,
+            fuel=fuel_for(limits.cpu_seconds),
+            epoch_ticks=math.ceil(limits.wall_seconds / EPOCH_TICK_SECONDS) + 1,
+            max_output_bytes=limits.max_output_kb * 1024,
+            max_log_bytes=limits.max_log_kb * 1024,
+        )
+        body = _encoder.encode(request)
+        healthy = False
+        compiling = first
+        try:
+            worker.send(len(body).to_bytes(4, "big") + body)
+            resp = None
+            if first:  # the worker answers "loaded" (or "refused") before it starts the guest
+                resp = _response_decoder.decode(worker.receive(time.monotonic() + self._compile_seconds))
+                compiling = False
+            if resp is None or resp.outcome == "loaded":
+                deadline = time.monotonic() + limits.wall_seconds + self._grace
+                resp = _response_decoder.decode(worker.receive(deadline))
+            if resp.outcome != "refused":
+                worker.known.add(module_hash)
+            healthy = True
+        except WorkerTimeout:
+            if compiling:
+                error = f"module refused: compiling took longer than {self._compile_seconds:g} s"
+                return self._ended(started, RunStatus.PROTOCOL_ERROR, error)
+            error = f"wall-clock limit of {limits.wall_seconds:g} s reached"
+            return self._ended(started, RunStatus.TIMEOUT, error)
+        except WorkerDied as exc:
+            tail = worker.error_tail()
+            return self._ended(started, RunStatus.CRASHED, f"wasm {exc}" + (f": {tail}" if tail else ""))
+        except msgspec.DecodeError as exc:
+            return self._ended(started, RunStatus.CRASHED, f"wasm worker sent a bad frame: {exc}")
+        finally:
+            self._pool.release(worker, healthy)
+
+        status, reply, error = classify(
+            resp, spec.encoding, max_output_kb=limits.max_output_kb, max_log_kb=limits.max_log_kb
+        )
+        usage = Usage(
+            wall_ms=(time.perf_counter() - started) * 1000.0,
+            cpu_ms=resp.cpu_ms,
+            peak_rss_kb=resp.memory_bytes // 1024,
+            fuel=resp.fuel_used,
+        )
+        return RunResult(
+            status=status,
+            reply=reply,
+            error=error,
+            logs=parse_logs(resp.stderr, resp.stderr_over),
+            usage=usage,
+            isolation=self.isolation.value,
+            exit_code=resp.exit_code if resp.outcome == "exit" else None,
+        )
+
+    def _ended(self, started: float, status: RunStatus, error: str) -> RunResult:
+        """A run whose worker was lost: no reply, no logs, only the host's own measurements."""
+        usage = Usage(wall_ms=(time.perf_counter() - started) * 1000.0)
+        return RunResult(status=status, error=error, usage=usage, isolation=self.isolation.value)
+
+    def close(self) -> None:
+        """Kill every worker; runs in progress end as crashed."""
+        self._pool.close()
+
+    def __enter__(self) -> WasmBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

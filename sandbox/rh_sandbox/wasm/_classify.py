@@ -1,0 +1,71 @@
+"""From a worker's raw facts to exactly one status, as docs/wasm-abi.md tabulates.
+
+Limits first: a reply written by a run that breached a limit does not count.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from rh_sandbox.wasm._frames import Response
+from rh_sdk.protocol import Encoding, LogRecord, Reply, RunStatus, decode_reply
+
+__all__ = ["classify", "parse_logs"]
+
+_log_decoder = msgspec.json.Decoder(LogRecord)
+
+
+def parse_logs(data: bytes, truncated: bool) -> list[LogRecord]:
+    """JSON-line records from the guest's stderr; any other line becomes a plain record."""
+    records: list[LogRecord] = []
+    for raw in data.splitlines():
+        if not raw.strip():
+            continue
+        try:
+            records.append(_log_decoder.decode(raw))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            records.append(LogRecord(level="INFO", logger="stderr", message=raw.decode("utf-8", "replace")))
+    if truncated:
+        records.append(LogRecord(level="WARNING", logger="rh.sandbox", message="log output truncated at max_log_kb"))
+    return records
+
+
+def classify(
+    resp: Response, encoding: Encoding, *, max_output_kb: int, max_log_kb: int
+) -> tuple[RunStatus, Reply | None, str | None]:
+    """(status, reply, error) for one finished guest."""
+    if resp.stdout_over:
+        return RunStatus.OUTPUT_LIMIT, None, f"reply exceeded max_output_kb={max_output_kb}"
+    if resp.stderr_over:
+        return RunStatus.OUTPUT_LIMIT, None, f"log output exceeded max_log_kb={max_log_kb}"
+    if resp.outcome == "trap" and resp.trap_code == "OUT_OF_FUEL":
+        return RunStatus.CPU_LIMIT, None, f"CPU limit reached: all {resp.fuel_used} units of fuel consumed"
+    if resp.outcome == "trap" and resp.trap_code == "INTERRUPT":
+        return RunStatus.TIMEOUT, None, "wall-clock limit reached (epoch deadline)"
+    failed = resp.outcome != "exit" or resp.exit_code != 0 or not resp.stdout
+    if failed and resp.memory_at_limit:
+        detail = resp.message or f"exit status {resp.exit_code}"
+        return RunStatus.MEMORY_LIMIT, None, f"memory limit reached ({resp.memory_bytes} bytes): {detail}"
+    if resp.outcome == "refused":
+        return RunStatus.PROTOCOL_ERROR, None, f"module refused: {resp.message}"
+    if resp.outcome == "trap":
+        return RunStatus.CRASHED, None, f"trap: {resp.message}"
+    reply: Reply | None = None
+    if resp.stdout:
+        try:
+            reply = decode_reply(resp.stdout, encoding)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            if resp.exit_code != 0:
+                return RunStatus.FAILED, None, f"exited with status {resp.exit_code} (undecodable reply)"
+            return RunStatus.PROTOCOL_ERROR, None, f"undecodable reply ({len(resp.stdout)} bytes): {exc}"
+    if resp.exit_code != 0:
+        return RunStatus.FAILED, reply, (reply.error if reply else None) or f"exited with status {resp.exit_code}"
+    if reply is None:
+        return RunStatus.PROTOCOL_ERROR, None, "exited without writing a reply"
+    if not reply.ran:
+        if not reply.ok:
+            return RunStatus.PROTOCOL_ERROR, reply, reply.error or "the guest could not decode the invocation"
+        return RunStatus.SKIPPED, reply, None
+    if reply.ok:
+        return RunStatus.OK, reply, None
+    return RunStatus.FAILED, reply, reply.error

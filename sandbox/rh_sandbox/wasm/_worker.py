@@ -1,0 +1,158 @@
+"""The worker process: runs wasm for the host, one request at a time, over framed pipes.
+
+Started by :mod:`rh_sandbox.wasm._pool` as ``python -I -m rh_sandbox.wasm._worker --cache-dir DIR``. A wasmtime
+abort, a runaway compile or a guest blocked in a host call kills or hangs this process, never the host;
+the host replaces it. Before it reads any untrusted byte it lowers its own rlimits (no ``preexec_fn``
+needed on the host side, which is unsafe with threads).
+
+``--validate`` mode reads one module on stdin, checks it as a run would, and exits 0 or 1 with the
+reason on stdout: the one-shot check behind :func:`rh_sandbox.wasm.validate_module`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import msgspec
+import wasmtime
+
+from rh_sandbox.wasm._cache import ModuleCache, compile_module
+from rh_sandbox.wasm._engine import EPOCH_TICK_SECONDS, engine_fingerprint, make_engine
+from rh_sandbox.wasm._frames import FrameError, Ready, Request, Response, read_frame, write_frame
+from rh_sandbox.wasm._guest import GuestRunner, ModuleRefused, check_module, store_limits
+
+MAX_FILE_BYTES = 64 * 1024 * 1024  # hard cap on any one guest output file
+VALIDATE_FUEL = 50_000_000
+VALIDATE_MEMORY_BYTES = 256 * 1024 * 1024
+
+
+def limit_self(data_mb: int) -> None:
+    """Lower this process's limits; only ever downwards, so no privilege is needed."""
+
+    def lower(res: int, value: int) -> None:
+        _soft, hard = resource.getrlimit(res)
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
+        resource.setrlimit(res, (value, value))
+
+    lower(resource.RLIMIT_CORE, 0)
+    lower(resource.RLIMIT_NOFILE, 64)
+    lower(resource.RLIMIT_FSIZE, MAX_FILE_BYTES)
+    # Counts only writable private mappings: wasmtime's PROT_NONE reservations are free, committed
+    # linear memory and compiler scratch are not.
+    lower(resource.RLIMIT_DATA, data_mb * 1024 * 1024)
+    # A write over RLIMIT_FSIZE must fail with EFBIG, not kill the worker.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+class EpochTicker:
+    """Advances the engine's epoch every tick while a run is in progress (idle workers sleep)."""
+
+    def __init__(self, engine: wasmtime.Engine) -> None:
+        self._engine = engine
+        self._running = threading.Event()
+        threading.Thread(target=self._loop, name="epoch", daemon=True).start()
+
+    def _loop(self) -> None:
+        stop = threading.Event()
+        while True:
+            self._running.wait()
+            stop.wait(EPOCH_TICK_SECONDS)
+            self._engine.increment_epoch()
+
+    def __enter__(self) -> None:
+        self._running.set()
+
+    def __exit__(self, *exc: object) -> None:
+        self._running.clear()
+
+
+def take_pipes() -> tuple[int, int]:
+    """Move the frame pipes off fds 0 and 1, so a stray print (ours or a library's) cannot corrupt them."""
+    fd_in, fd_out = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    return fd_in, fd_out
+
+
+def serve(cache_dir: str | None) -> int:
+    engine = make_engine()
+    scratch = Path(tempfile.mkdtemp(prefix="rh-wasm-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    runner = GuestRunner(engine, ModuleCache(engine, cache_dir), scratch)
+    ticker = EpochTicker(engine)
+    decoder = msgspec.msgpack.Decoder(Request)
+    fd_in, fd_out = take_pipes()
+    write_frame(fd_out, Ready(os.getpid(), engine_fingerprint()))
+    try:
+        while True:
+            try:
+                req = decoder.decode(read_frame(fd_in))
+            except FrameError:
+                return 0  # the host closed the pipe: shut down
+            file_cap = min(MAX_FILE_BYTES, max(req.max_output_bytes, req.max_log_bytes) + 1)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_cap, MAX_FILE_BYTES))
+            if req.module is not None:
+                # Compiling is not the guest's time: the host starts the wall clock on this frame.
+                loaded = runner.load(req)
+                write_frame(fd_out, loaded)
+                if loaded.outcome != "loaded":
+                    continue
+            with ticker:
+                resp: Response = runner.run(req)
+            write_frame(fd_out, resp)
+    finally:
+        for name in os.listdir(scratch):
+            os.unlink(scratch / name)
+        os.rmdir(scratch)
+
+
+def validate(wasm: bytes) -> str | None:
+    """The reason ``wasm`` is refused, or None. Compiles, links and instantiates it (start function
+    included) under fuel, an epoch deadline and store limits, without calling ``_start``."""
+    engine = make_engine()
+    try:
+        module = compile_module(engine, wasm)
+        check_module(module)
+        linker = wasmtime.Linker(engine)
+        linker.define_wasi()
+        pre = linker.instantiate_pre(module)
+        store = wasmtime.Store(engine)
+        store.set_wasi(wasmtime.WasiConfig())
+        store_limits(store, VALIDATE_MEMORY_BYTES)
+        store.set_fuel(VALIDATE_FUEL)
+        store.set_epoch_deadline(1 << 40)
+        pre.instantiate(store)
+    except ModuleRefused as exc:
+        return str(exc)
+    except wasmtime.Trap as exc:
+        return f"start function trapped: {exc.message}"
+    except wasmtime.WasmtimeError as exc:
+        return str(exc)
+    return None
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="rh_sandbox.wasm._worker")
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--data-mb", type=int, default=4096)
+    parser.add_argument("--validate", action="store_true")
+    args = parser.parse_args(argv)
+    limit_self(args.data_mb)
+    if args.validate:
+        reason = validate(sys.stdin.buffer.read())
+        sys.stdout.write(reason or "")
+        return 1 if reason else 0
+    return serve(args.cache_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from rh_sandbox.types import Limits, RunResult, RunSpec
+from rh_sandbox.wasm import WasmBackend
+
+RunWat = Callable[..., RunResult]
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WasmBackend]:
+    with WasmBackend(cache_dir=tmp_path_factory.mktemp("wasm-cache"), workers=2) as b:
+        yield b
+
+
+def write_plugin(directory: Path, source: str | bytes, name: str = "handler.wat") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    if isinstance(source, str):
+        path.write_text(source)
+    else:
+        path.write_bytes(source)
+    return path
+
+
+@pytest.fixture
+def run_wat(backend: WasmBackend, tmp_path: Path) -> RunWat:
+    """Run one WAT (or binary) guest with the given limits; returns the RunResult."""
+
+    def run(source: str | bytes, payload: bytes = b"{}", group: str = "default", **limits: float) -> RunResult:
+        name = "handler.wat" if isinstance(source, str) else "handler.wasm"
+        write_plugin(tmp_path / "plugin", source, name)
+        spec = RunSpec(
+            name="t",
+            runtime="wasm",
+            plugin_dir=str(tmp_path / "plugin"),
+            entry=name,
+            encoding="json",
+            limits=Limits(**limits),  # type: ignore[arg-type]
+            group=group,
+        )
+        return backend.run(spec, payload)
+
+    return run
