@@ -19,6 +19,7 @@ threshold = 0.2
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -118,8 +119,10 @@ def _check(m: Manifest, plugin_dir: Path | None) -> list[str]:
         elif plugin_dir is not None and not (plugin_dir / entry).is_file():
             problems.append(f"field `entry`: {m.entry!r} does not exist in the plugin directory")
     for field in m.limits.__struct_fields__:
-        if getattr(m.limits, field) <= 0:
-            problems.append(f"field `limits.{field}`: must be positive")
+        value = getattr(m.limits, field)
+        # TOML has nan and inf; `nan <= 0` is False, so test for the good case
+        if not (value > 0 and math.isfinite(value)):
+            problems.append(f"field `limits.{field}`: must be a positive finite number")
     for key in m.secrets:
         if not isinstance(key, str) or not key:
             problems.append("field `secrets`: must list config key names")
