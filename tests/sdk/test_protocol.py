@@ -26,6 +26,7 @@ from rh_sdk.protocol import (
     invocation_decoder,
     json_schema,
 )
+from rh_sdk.schema import schema_text
 
 ENCODINGS = ["msgpack", "json"]
 
@@ -177,18 +178,8 @@ def test_json_schema_structure() -> None:
     json.dumps(schema)  # serialisable as is
 
 
-def test_json_schema_validates_both_error_shapes_if_jsonschema_is_installed() -> None:
-    jsonschema = pytest.importorskip("jsonschema")
-    schema = json_schema()
-    line_schema = {**schema, "$ref": "#/$defs/ResultLine"}
-    for line in ALL_SHAPES:
-        jsonschema.validate(line, line_schema)
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({"error": 5}, line_schema)
-
-
 def test_exported_schema_file_matches_the_protocol(repo_root: Path) -> None:
     path = repo_root / "docs" / "protocol.schema.json"
-    if not path.exists():
-        pytest.skip("docs/protocol.schema.json has not been generated yet")
+    # regenerate with: python -m rh_sdk.schema > docs/protocol.schema.json
     assert json.loads(path.read_text()) == json.loads(json.dumps(json_schema()))
+    assert path.read_text() == schema_text()
