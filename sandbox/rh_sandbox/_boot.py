@@ -1,25 +1,20 @@
 """First code run inside a sandboxed Python child: stdlib only, before any plugin code.
 
-Argument: one JSON object. Joins the run's cgroups, applies rlimits, fixes ``sys.path`` to the guest
-runtime (the SDK and msgspec, nothing of the host's environment), then hands over to the guest runner.
+Argument: one JSON object. Joins the run's cgroups, applies rlimits, Landlock and seccomp (strict
+level), fixes ``sys.path`` to the guest runtime (the SDK and msgspec, nothing of the host's
+environment), then hands over to the guest runner.
 """
 
 import json
 import os
-import resource
 import sys
-
-_RLIMITS = {
-    "as": resource.RLIMIT_AS,
-    "cpu": resource.RLIMIT_CPU,
-    "nofile": resource.RLIMIT_NOFILE,
-    "fsize": resource.RLIMIT_FSIZE,
-    "core": resource.RLIMIT_CORE,
-    "nproc": resource.RLIMIT_NPROC,
-}
 
 
 def boot(args: dict) -> int:
+    sys.path[:0] = [args["site"]]
+    sys.dont_write_bytecode = True
+    import _rh_confine as confine
+
     pid = str(os.getpid()).encode()
     for procs in args.get("cgroup_procs", ()):
         fd = os.open(procs, os.O_WRONLY)
@@ -27,10 +22,13 @@ def boot(args: dict) -> int:
             os.write(fd, pid)
         finally:
             os.close(fd)
-    for name, (soft, hard) in args.get("rlimits", {}).items():
-        resource.setrlimit(_RLIMITS[name], (soft, hard))
-    sys.path[:0] = [args["site"]]
-    sys.dont_write_bytecode = True
+    confine.join_cgroups(args.get("cgroup_fds", []))
+    confine.set_rlimits(args.get("rlimits", {}))
+    if args.get("landlock_abi"):
+        confine.apply_landlock([tuple(rule) for rule in args["landlock"]], args["landlock_abi"])
+    if args.get("seccomp"):
+        with open(args["seccomp"], "rb") as f:
+            confine.load_seccomp(f.read())
     from rh_sdk.runner import main
 
     return main(args["entry"], args["plugin_dir"], args.get("encoding", "msgpack"))

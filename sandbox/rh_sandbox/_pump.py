@@ -20,6 +20,7 @@ __all__ = ["Breach", "Exchange", "exchange"]
 
 _CHUNK = 1 << 16
 _DRAIN_AFTER_EXIT_S = 0.2
+_LIMIT_CHECK_S = 0.02  # how often CPU time and the process count are read (a fork bomb grows fast)
 
 
 class Breach(enum.StrEnum):
@@ -27,6 +28,7 @@ class Breach(enum.StrEnum):
     OUTPUT = "output_limit"
     LOGS = "log_limit"
     CPU = "cpu_limit"
+    PROCESSES = "process_limit"  # a fork or thread bomb hit max_processes
 
 
 @dataclass
@@ -48,6 +50,7 @@ def exchange(
     max_stderr: int,
     exited: Callable[[], bool],
     over_cpu: Callable[[], bool] = lambda: False,
+    over_processes: Callable[[], bool] = lambda: False,
     started: float | None = None,
 ) -> Exchange:
     """Run the I/O loop; returns what was read and the first limit breached, if any."""
@@ -79,15 +82,18 @@ def exchange(
                 breach = Breach.TIMEOUT
                 break
             if now >= next_cpu_check:
-                next_cpu_check = now + 0.05
+                next_cpu_check = now + _LIMIT_CHECK_S
                 if over_cpu():
                     breach = Breach.CPU
+                    break
+                if over_processes():
+                    breach = Breach.PROCESSES
                     break
                 if exit_seen is None and exited():
                     exit_seen = now
             if exit_seen is not None and now - exit_seen > _DRAIN_AFTER_EXIT_S:
                 break  # the child is gone; whatever still holds the pipes is a leftover to be killed
-            timeout = min(deadline - now, 0.05)
+            timeout = min(deadline - now, _LIMIT_CHECK_S)
             for key, _ in sel.select(timeout):
                 fd = key.fd
                 if fd == stdin_fd and stdin is not None:

@@ -61,6 +61,19 @@ class RunCgroup:
     def procs_files(self) -> list[str]:
         return [str(p / "cgroup.procs") for p in self.paths.values()]
 
+    def open_procs(self) -> list[int]:
+        """Write-only fds of every ``cgroup.procs``: a sandboxed guest that sees no ``/sys`` joins by
+        writing "0" to them (the kernel checks the opener's credentials, not the writer's)."""
+        fds: list[int] = []
+        try:
+            for path in self.paths.values():
+                fds.append(os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC))
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return fds
+
     def add(self, pid: int) -> None:
         for path in self.paths.values():
             _write(path / "cgroup.procs", str(pid))

@@ -44,6 +44,7 @@ class Ending:
     wall_limit_s: float = 0.0
     output_limit_kb: int = 0
     log_limit_kb: int = 0
+    process_limit: int = 0
 
 
 def _signal_name(number: int) -> str:
@@ -61,6 +62,9 @@ def classify(end: Ending, encoding: Encoding) -> tuple[RunStatus, Reply | None, 
         return RunStatus.OUTPUT_LIMIT, None, f"log output exceeded max_log_kb={end.log_limit_kb}"
     if end.breach is Breach.TIMEOUT:
         return RunStatus.TIMEOUT, None, f"wall-clock limit of {end.wall_limit_s:g} s reached"
+    if end.breach is Breach.PROCESSES:
+        # no status of its own in the protocol: the run was killed for what it did, like a crash
+        return RunStatus.CRASHED, None, f"process limit of {end.process_limit} reached (fork or thread bomb)"
     signum = -end.returncode if end.returncode is not None and end.returncode < 0 else None
     cpu_hit = end.breach is Breach.CPU or signum == signal.SIGXCPU
     if signum == signal.SIGKILL and end.cpu_ms >= end.cpu_limit_ms * 0.95:

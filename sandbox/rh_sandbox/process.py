@@ -126,20 +126,31 @@ class ProcessBackend:
         }
         return [self.runtime.interpreter, "-I", "-S", "-B", str(self.runtime.boot), json.dumps(args)]
 
+    def _launch(self, spec: RunSpec, scratch: str, cgroup: RunCgroup | None) -> subprocess.Popen[bytes]:
+        """Start the guest; subclasses wrap the same boot script in a stronger sandbox."""
+        return subprocess.Popen(
+            self._argv(spec, cgroup),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=scratch,
+            env=clean_environment(scratch),
+            start_new_session=True,
+            close_fds=True,
+        )
+
+    def _exit_code(self, returncode: int | None) -> int | None:
+        """The guest's own exit code (subclasses undo a wrapper's encoding of signals)."""
+        return returncode
+
+    def _isolation(self, cgroup: RunCgroup | None) -> str:
+        return self.isolation.value + ("+cgroup" if cgroup is not None else "")
+
     def _run(self, spec: RunSpec, payload: bytes, scratch: str, cgroup: RunCgroup | None) -> RunResult:
         limits = spec.limits
         started = time.monotonic()
         try:
-            proc = subprocess.Popen(
-                self._argv(spec, cgroup),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=scratch,
-                env=clean_environment(scratch),
-                start_new_session=True,
-                close_fds=True,
-            )
+            proc = self._launch(spec, scratch, cgroup)
         except OSError as exc:
             raise SandboxError(f"cannot start the guest interpreter: {exc}") from exc
         if cgroup is not None:
@@ -162,6 +173,7 @@ class ProcessBackend:
                 max_stderr=limits.max_log_kb * 1024,
                 exited=lambda: _exited(proc.pid),
                 over_cpu=over_cpu,
+                over_processes=lambda: cgroup is not None and cgroup.pids_limited(),
                 started=started,
             )
         finally:
@@ -169,6 +181,7 @@ class ProcessBackend:
             proc.stdout.close()
             proc.stderr.close()
         returncode, rusage = self._reap(proc)
+        returncode = self._exit_code(returncode)
         for child in descendants:
             with contextlib.suppress(psutil.Error):
                 child.wait(timeout=1)
@@ -189,6 +202,7 @@ class ProcessBackend:
             wall_limit_s=limits.wall_seconds,
             output_limit_kb=limits.max_output_kb,
             log_limit_kb=limits.max_log_kb,
+            process_limit=limits.max_processes,
         )
         status, reply, error = classify(ending, spec.encoding)
         return RunResult(
@@ -196,10 +210,8 @@ class ProcessBackend:
             reply=reply,
             error=error,
             logs=parse_logs(io.stderr, truncated=io.breach is Breach.LOGS),
-            usage=Usage(
-                wall_ms=round(io.wall_s * 1000, 3), cpu_ms=round(cpu_ms, 3), peak_rss_kb=int(peak_kb)
-            ),
-            isolation=self.isolation.value + ("+cgroup" if cgroup is not None else ""),
+            usage=Usage(wall_ms=round(io.wall_s * 1000, 3), cpu_ms=round(cpu_ms, 3), peak_rss_kb=int(peak_kb)),
+            isolation=self._isolation(cgroup),
             exit_code=returncode,
         )
 

@@ -27,6 +27,12 @@ from rh_sandbox.types import SandboxError
 __all__ = ["GuestRuntime", "default_runtime_root", "find_interpreter", "readable_by_others"]
 
 _BOOT = Path(__file__).with_name("_boot.py")
+# guest-side modules (stdlib + SDK only), copied into the site dir under these names
+_GUEST_MODULES = {
+    "_rh_boot.py": _BOOT,
+    "_rh_confine.py": Path(__file__).with_name("_confine.py"),
+    "_rh_zygote.py": Path(__file__).with_name("_zygote.py"),
+}
 _lock = threading.Lock()
 
 
@@ -105,7 +111,7 @@ class GuestRuntime:
         """Build (once per content hash) and return the guest runtime under ``root``."""
         root = root or default_runtime_root()
         packages = [_package_dir(rh_sdk), _package_dir(msgspec)]
-        target = root / _tree_digest(packages, [_BOOT])
+        target = root / _tree_digest(packages, list(_GUEST_MODULES.values()))
         with _lock:
             if not (target / "ready").exists():
                 _build(target, packages)
@@ -114,6 +120,11 @@ class GuestRuntime:
             site=target / "site",
             boot=target / "site" / "_rh_boot.py",
         )
+
+    @property
+    def root(self) -> Path:
+        """The runtime dir (``site/`` and the compiled seccomp filter); bound read-only as ``/rh``."""
+        return self.site.parent
 
     @property
     def stdlib_paths(self) -> list[str]:
@@ -131,7 +142,8 @@ def _build(target: Path, packages: list[Path]) -> None:
         site.mkdir()
         for package in packages:
             shutil.copytree(package, site / package.name, ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copy2(_BOOT, site / "_rh_boot.py")
+        for name, source in _GUEST_MODULES.items():
+            shutil.copy2(source, site / name)
         for path in [staging, *staging.rglob("*")]:
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
         (staging / "ready").touch(mode=0o644)

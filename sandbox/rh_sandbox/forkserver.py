@@ -1,0 +1,265 @@
+"""Warm strict dispatch: a fork server per group (tenant), one forked child per invocation.
+
+Steps per run: find (or start) the group's zygote with the plugin dir bound; create the run's
+cgroup and open its ``cgroup.procs`` files; make the stdio pipes; hand the guest ends and the
+cgroup fds to the zygote; exchange stdin/stdout/stderr under caps and a deadline (the same pump as
+the cold path); kill what is left (cgroup freeze-kill, and the run's PID namespace through the
+zygote); measure; classify with the same rules as the cold path.
+
+Plugin dirs: a zygote's mount namespace is fixed when it starts, so the plugin dirs of its group are
+bound read-only then (``/plugins/<n>``). A run whose dir is not bound (a new plugin, a new version
+in a new dir, or a dir replaced by a new inode) starts a new zygote for the group binding the union
+of the live dirs; the old one finishes its runs and stops. Files changed in place are seen at once
+(a bind is a live view), and the zygote never imports plugin code, so every invocation loads the
+current code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+
+from rh_sandbox._pump import Breach, Exchange, exchange
+from rh_sandbox.bwrap import SANDBOX_UID
+from rh_sandbox.cgroups import CgroupV1, RunCgroup
+from rh_sandbox.classify import Ending, classify, parse_logs
+from rh_sandbox.confinement import Confinement
+from rh_sandbox.layout import landlock_rules, sandbox_environment
+from rh_sandbox.process import guest_rlimits
+from rh_sandbox.runtime import GuestRuntime
+from rh_sandbox.strict import processes_of_uid
+from rh_sandbox.types import IsolationLevel, Limits, RunResult, RunSpec, SandboxError
+from rh_sandbox.zygote import PluginDir, Zygote, ZygoteExit
+from rh_sdk.protocol import Usage
+
+__all__ = ["ForkServerBackend"]
+
+_log = logging.getLogger("rh.sandbox")
+_EXIT_GRACE_S = 2.0  # after the pipes close, how long the run's reaper may take to report
+
+
+class _Group:
+    """One group's current zygote, and the lock that serialises replacing it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.zygote: Zygote | None = None
+
+
+class ForkServerBackend:
+    """Strict isolation at warm-start cost. ``prefork`` children wait ready in each zygote."""
+
+    isolation = IsolationLevel.STRICT
+
+    def __init__(
+        self,
+        runtime: GuestRuntime | None = None,
+        cgroups: CgroupV1 | None = None,
+        *,
+        prefork: int = 1,
+        confinement: Confinement | None = None,
+        cpu_quota_cores: float | None = 1.0,
+        max_plugin_dirs: int = 64,
+    ) -> None:
+        self.runtime = runtime or GuestRuntime.prepare()
+        self.cgroups = cgroups if cgroups is not None else CgroupV1()
+        self.confinement = confinement or Confinement.detect(self.runtime)
+        self.prefork = prefork
+        self.cpu_quota_cores = cpu_quota_cores
+        self.max_plugin_dirs = max_plugin_dirs
+        self._groups: dict[str, _Group] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._retired: list[Zygote] = []
+
+    # ---- Backend --------------------------------------------------------------------------
+    def run(self, spec: RunSpec, payload: bytes) -> RunResult:
+        if spec.runtime != "python":
+            raise SandboxError(f"ForkServerBackend runs python handlers, not {spec.runtime!r}")
+        try:
+            plugin_dir = PluginDir.of(spec.plugin_dir)
+        except OSError as exc:
+            raise SandboxError(f"plugin dir {spec.plugin_dir!r} is not readable: {exc}") from exc
+        for attempt in range(2):
+            zygote = self._acquire(spec.group, plugin_dir)
+            try:
+                return self._run(zygote, plugin_dir, spec, payload)
+            except BrokenPipeError:
+                if attempt:
+                    raise SandboxError(f"fork server keeps dying; stderr: {zygote.stderr_tail()}") from None
+                _log.warning("fork server of group %r had exited; restarting it", spec.group)
+            finally:
+                self._release(zygote)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            groups, self._groups = list(self._groups.values()), {}
+            retired, self._retired = self._retired, []
+        for zygote in [g.zygote for g in groups if g.zygote is not None] + retired:
+            zygote.close()
+
+    def __enter__(self) -> ForkServerBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def zygote_count(self) -> int:
+        """Running zygotes (for tests and metrics)."""
+        with self._lock:
+            return sum(1 for g in self._groups.values() if g.zygote is not None and g.zygote.alive())
+
+    # ---- zygotes --------------------------------------------------------------------------
+    def _acquire(self, group_name: str, plugin_dir: PluginDir) -> Zygote:
+        with self._lock:
+            if self._closed:
+                raise SandboxError("backend is closed")
+            group = self._groups.setdefault(group_name, _Group())
+        with group.lock:
+            zygote = group.zygote
+            if zygote is None or not zygote.alive() or zygote.inside_path(plugin_dir) is None:
+                group.zygote = self._replace(zygote, plugin_dir)
+                zygote = group.zygote
+            with self._lock:
+                zygote.active += 1
+            return zygote
+
+    def _replace(self, old: Zygote | None, plugin_dir: PluginDir) -> Zygote:
+        """A new zygote binding the live dirs of the old one plus ``plugin_dir``; retire the old."""
+        dirs = [d for d in (old.plugin_dirs if old else []) if d != plugin_dir and d.still_there()]
+        dirs = [*dirs[-(self.max_plugin_dirs - 1) :], plugin_dir] if self.max_plugin_dirs > 1 else [plugin_dir]
+        zygote = Zygote(self.runtime, self.confinement, dirs, prefork=self.prefork)
+        if old is not None:
+            with self._lock:
+                old.retired = True
+                idle = old.active == 0
+                if not idle:
+                    self._retired.append(old)
+            if idle:
+                old.close()
+        return zygote
+
+    def _release(self, zygote: Zygote) -> None:
+        with self._lock:
+            zygote.active -= 1
+            stop = zygote.retired and zygote.active == 0
+            if stop and zygote in self._retired:
+                self._retired.remove(zygote)
+        if stop:
+            zygote.close()
+
+    # ---- one run --------------------------------------------------------------------------
+    def _cgroup(self, limits: Limits) -> RunCgroup | None:
+        if not self.cgroups.available:
+            return None
+        try:
+            return self.cgroups.create(
+                memory_mb=limits.memory_mb,
+                max_processes=limits.max_processes,
+                cpu_quota_cores=self.cpu_quota_cores,
+            )
+        except OSError as exc:
+            raise SandboxError(f"cannot create a cgroup for the run: {exc}") from exc
+
+    def _request(self, spec: RunSpec, inside: str, cgroup: RunCgroup | None) -> dict:
+        nproc = None if cgroup is not None else processes_of_uid(SANDBOX_UID) + spec.limits.max_processes
+        return {
+            "entry": spec.entry,
+            "plugin_dir": inside,
+            "encoding": spec.encoding,
+            "rlimits": guest_rlimits(spec.limits, nproc=nproc),
+            "scratch_bytes": spec.limits.scratch_mb * 1024 * 1024,
+            "env": sandbox_environment(),
+            "landlock": landlock_rules(inside) if self.confinement.landlock_abi else [],
+        }
+
+    def _run(self, zygote: Zygote, plugin_dir: PluginDir, spec: RunSpec, payload: bytes) -> RunResult:
+        limits = spec.limits
+        inside = zygote.inside_path(plugin_dir)
+        if inside is None:
+            raise SandboxError("plugin dir is not bound in the fork server")  # _acquire guarantees it
+        cgroup = self._cgroup(limits)
+        run_id = uuid.uuid4().hex
+        try:
+            started = time.monotonic()
+            stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+            stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
+            stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
+            guest_fds = [stdin_r, stdout_w, stderr_w]
+            try:
+                cgroup_fds = cgroup.open_procs() if cgroup is not None else []
+                try:
+                    ending = zygote.submit(run_id, self._request(spec, inside, cgroup), guest_fds + cgroup_fds)
+                finally:
+                    for fd in cgroup_fds:
+                        os.close(fd)
+            finally:
+                for fd in guest_fds:
+                    os.close(fd)
+            with os.fdopen(stdin_w, "wb") as stdin, os.fdopen(stdout_r, "rb") as out, os.fdopen(stderr_r, "rb") as err:
+                io = exchange(
+                    stdin=stdin,
+                    stdout=out,
+                    stderr=err,
+                    payload=payload,
+                    deadline=started + limits.wall_seconds,
+                    max_stdout=limits.max_output_kb * 1024,
+                    max_stderr=limits.max_log_kb * 1024,
+                    exited=ending.done.is_set,
+                    over_cpu=lambda: cgroup is not None and cgroup.cpu_ms() > limits.cpu_seconds * 1000,
+                    over_processes=lambda: cgroup is not None and cgroup.pids_limited(),
+                    started=started,
+                )
+            self._finish(zygote, run_id, ending, cgroup, breached=io.breach is not None)
+            return self._result(spec, io, ending, cgroup)
+        finally:
+            zygote.forget(run_id)
+            if cgroup is not None:
+                cgroup.close()
+
+    def _finish(
+        self, zygote: Zygote, run_id: str, ending: ZygoteExit, cgroup: RunCgroup | None, *, breached: bool
+    ) -> None:
+        """Make sure nothing of the run is left, and that its ending is known."""
+        if not breached and ending.done.wait(_EXIT_GRACE_S):
+            if cgroup is not None:
+                cgroup.kill()  # a daemon that left the pipes: gone with the cgroup
+            return
+        if cgroup is not None:
+            cgroup.kill()
+        zygote.kill_run(run_id)
+        if not ending.done.wait(_EXIT_GRACE_S):
+            ending.code = None
+
+    def _result(self, spec: RunSpec, io: Exchange, ending: ZygoteExit, cgroup: RunCgroup | None) -> RunResult:
+        limits = spec.limits
+        cpu_ms = cgroup.cpu_ms() if cgroup is not None else 0.0
+        peak_kb = max(ending.maxrss_kb, cgroup.peak_memory_kb() if cgroup is not None else 0)
+        oom = cgroup is not None and cgroup.oom_killed()
+        end = Ending(
+            stdout=io.stdout,
+            breach=io.breach,
+            returncode=ending.code,
+            cpu_ms=cpu_ms,
+            cpu_limit_ms=limits.cpu_seconds * 1000,
+            oom_killed=oom,
+            wall_limit_s=limits.wall_seconds,
+            output_limit_kb=limits.max_output_kb,
+            log_limit_kb=limits.max_log_kb,
+            process_limit=limits.max_processes,
+        )
+        status, reply, error = classify(end, spec.encoding)
+        return RunResult(
+            status=status,
+            reply=reply,
+            error=error,
+            logs=parse_logs(io.stderr, truncated=io.breach is Breach.LOGS),
+            usage=Usage(wall_ms=round(io.wall_s * 1000, 3), cpu_ms=round(cpu_ms, 3), peak_rss_kb=peak_kb),
+            isolation=self.isolation.value + self.confinement.suffix(cgroup is not None) + "+forkserver",
+            exit_code=ending.code,
+        )

@@ -1,0 +1,210 @@
+"""Choosing the isolation level: what this machine offers (``probe``) and the backend for a setting.
+
+The host calls :func:`make_python_backend` with the operator's setting. ``strict`` refuses to start
+without the strict sandbox; ``auto`` takes the strongest level available and warns loudly when that
+is less than strict; ``basic`` never uses namespaces. ``rh-host doctor`` prints :func:`format_probe`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from rh_sandbox import _confine
+from rh_sandbox.bwrap import SANDBOX_UID, bwrap_path, bwrap_version, setpriv_path, strict_command
+from rh_sandbox.cgroups import CgroupV1, cgroup_v1_controllers
+from rh_sandbox.runtime import find_interpreter, readable_by_others
+from rh_sandbox.seccomp import seccomp_available
+from rh_sandbox.types import Backend, IsolationLevel, SandboxError
+
+__all__ = ["IsolationSetting", "Probe", "format_probe", "make_python_backend", "probe"]
+
+IsolationSetting = Literal["auto", "basic", "strict"]
+_log = logging.getLogger("rh.sandbox")
+_UNIFIED = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
+
+
+@dataclass
+class Probe:
+    """What this machine offers for isolation, and the level ``auto`` would use."""
+
+    bwrap: str | None = None  # path
+    bwrap_version: str | None = None
+    setpriv: str | None = None
+    running_as_root: bool = False
+    user_namespaces: bool = False  # max_user_namespaces > 0
+    strict_sandbox_works: bool = False  # a real setpriv + bwrap run came back as the sandbox uid
+    strict_problem: str | None = None
+    cgroup_v1_controllers: list[str] = field(default_factory=list)
+    cgroup_v2_controllers: list[str] | None = None  # None: no unified hierarchy mounted
+    cgroup_v2_kill: bool = False
+    per_run_cgroups: bool = False  # what the sandbox uses: v1 pids + freezer (+ memory, cpu, cpuacct)
+    seccomp: bool = False
+    seccomp_problem: str | None = None
+    landlock_abi: int = 0
+    interpreter: str | None = None
+    interpreter_readable_by_sandbox_uid: bool = False
+    interpreter_problem: str | None = None
+    level: str = IsolationLevel.BASIC.value  # what "auto" uses
+    gaps: list[str] = field(default_factory=list)  # what the chosen level lacks here
+
+
+def _user_namespaces() -> bool:
+    try:
+        return int(Path("/proc/sys/user/max_user_namespaces").read_text()) > 0
+    except (OSError, ValueError):
+        return False
+
+
+def _cgroup_v2() -> tuple[list[str] | None, bool]:
+    for root in _UNIFIED:
+        controllers = root / "cgroup.controllers"
+        if controllers.exists():
+            return controllers.read_text().split(), (root / "cgroup.procs").exists() and _has_kill(root)
+    return None, False
+
+
+def _has_kill(root: Path) -> bool:
+    return any((d / "cgroup.kill").exists() for d in [root, *list(root.iterdir())[:50]] if d.is_dir())
+
+
+def _try_strict(interpreter: str) -> str | None:
+    """Run the real strict sandbox once; None when the guest came back unprivileged."""
+    argv = strict_command([interpreter, "-I", "-S", "-c", "import os; print(os.getuid())"], interpreter=interpreter)
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False, env={})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"cannot run bwrap: {exc}"
+    if out.returncode != 0:
+        return f"bwrap failed (exit {out.returncode}): {out.stderr.strip()[:300]}"
+    if os.geteuid() == 0 and out.stdout.strip() != str(SANDBOX_UID):
+        return f"sandbox ran as uid {out.stdout.strip()!r}, expected {SANDBOX_UID}"
+    return None
+
+
+def probe() -> Probe:
+    """Inspect this machine (runs the strict sandbox once, ~30 ms)."""
+    p = Probe(running_as_root=os.geteuid() == 0, user_namespaces=_user_namespaces())
+    p.bwrap, p.bwrap_version, p.setpriv = bwrap_path(), bwrap_version(), setpriv_path()
+    p.cgroup_v1_controllers = cgroup_v1_controllers()
+    p.cgroup_v2_controllers, p.cgroup_v2_kill = _cgroup_v2()
+    p.per_run_cgroups = CgroupV1(p.cgroup_v1_controllers).available
+    p.seccomp_problem = seccomp_available()
+    p.seccomp = p.seccomp_problem is None
+    p.landlock_abi = _confine.landlock_abi()
+    try:
+        p.interpreter = find_interpreter()
+        p.interpreter_readable_by_sandbox_uid = readable_by_others(Path(p.interpreter))
+    except SandboxError as exc:
+        p.interpreter_problem = str(exc)
+    p.strict_problem = _strict_problem(p)
+    p.strict_sandbox_works = p.strict_problem is None
+    p.level = IsolationLevel.STRICT.value if p.strict_sandbox_works else IsolationLevel.BASIC.value
+    p.gaps = _gaps(p)
+    return p
+
+
+def _strict_problem(p: Probe) -> str | None:
+    if p.bwrap is None:
+        return "bubblewrap (bwrap) is not installed"
+    if p.running_as_root and p.setpriv is None:
+        return "setpriv (util-linux) is not installed: cannot drop the real uid before bwrap"
+    if not p.user_namespaces:
+        return "user namespaces are disabled (/proc/sys/user/max_user_namespaces is 0)"
+    if p.interpreter is None or not p.interpreter_readable_by_sandbox_uid:
+        return p.interpreter_problem or f"interpreter {p.interpreter} is not readable by uid {SANDBOX_UID}"
+    return _try_strict(p.interpreter)
+
+
+def _gaps(p: Probe) -> list[str]:
+    gaps = []
+    if p.level != IsolationLevel.STRICT.value:
+        gaps.append(f"no namespaces: {p.strict_problem}")
+    if not p.per_run_cgroups:
+        gaps.append("no writable cgroup v1 pids+freezer: memory via RLIMIT_AS, processes via RLIMIT_NPROC")
+    if not p.seccomp:
+        gaps.append(f"no seccomp filter: {p.seccomp_problem}")
+    if p.landlock_abi == 0:
+        gaps.append("no Landlock: the mount namespace alone limits file access")
+    elif p.landlock_abi < 6:
+        gaps.append(f"Landlock ABI {p.landlock_abi} < 6: no signal / abstract-socket scoping")
+    return gaps
+
+
+def format_probe(p: Probe) -> str:
+    """Human-readable report for ``rh-host doctor``."""
+
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
+    v2 = "not mounted" if p.cgroup_v2_controllers is None else (" ".join(p.cgroup_v2_controllers) or "no controllers")
+    lines = [
+        "Isolation on this machine",
+        f"  bubblewrap          {p.bwrap or 'missing'}" + (f" (version {p.bwrap_version})" if p.bwrap_version else ""),
+        f"  setpriv             {p.setpriv or 'missing'}",
+        f"  running as root     {yes(p.running_as_root)}",
+        f"  user namespaces     {yes(p.user_namespaces)}",
+        f"  strict sandbox      {'works' if p.strict_sandbox_works else 'unavailable: ' + str(p.strict_problem)}",
+        f"  cgroup v1           {' '.join(p.cgroup_v1_controllers) or 'none writable'}",
+        f"  cgroup v2           {v2}" + (" (cgroup.kill)" if p.cgroup_v2_kill else ""),
+        f"  per-run cgroups     {yes(p.per_run_cgroups)}",
+        f"  seccomp             {yes(p.seccomp)}" + (f" ({p.seccomp_problem})" if p.seccomp_problem else ""),
+        f"  Landlock            {'ABI ' + str(p.landlock_abi) if p.landlock_abi else 'no'}",
+        f"  guest interpreter   {p.interpreter or p.interpreter_problem}"
+        + (f" (readable by uid {SANDBOX_UID}: {yes(p.interpreter_readable_by_sandbox_uid)})" if p.interpreter else ""),
+        "",
+        f"Level used by --isolation auto: {p.level}",
+    ]
+    lines += [f"  gap: {gap}" for gap in p.gaps] or ["  no known gaps"]
+    return "\n".join(lines)
+
+
+def probe_dict(p: Probe) -> dict:
+    return asdict(p)
+
+
+def make_python_backend(
+    isolation: IsolationSetting | str = "auto",
+    *,
+    warm: bool = True,
+    prefork: int = 1,
+    probed: Probe | None = None,
+) -> Backend:
+    """The Python backend for an isolation setting.
+
+    ``strict`` raises :class:`SandboxError` when the strict sandbox is unavailable; ``auto``
+    degrades to ``basic`` with a warning on ``rh.sandbox``; ``warm`` picks the fork server
+    (strict only; ``prefork`` children wait ready per tenant) over a cold sandbox per run.
+    """
+    if isolation not in ("auto", "basic", "strict"):
+        raise SandboxError(f"unknown isolation setting {isolation!r} (auto, basic or strict)")
+    if isolation == "basic":
+        from rh_sandbox.process import ProcessBackend
+
+        return ProcessBackend()
+    p = probed or probe()
+    if not p.strict_sandbox_works:
+        if isolation == "strict":
+            raise SandboxError(f"isolation 'strict' demanded but unavailable here: {p.strict_problem}")
+        _log.warning(
+            "ISOLATION DEGRADED: strict sandbox unavailable (%s); running plugins at level 'basic' "
+            "(own process, rlimits, cgroups if writable, but no namespaces). Use --isolation strict "
+            "to refuse instead.",
+            p.strict_problem,
+        )
+        from rh_sandbox.process import ProcessBackend
+
+        return ProcessBackend()
+    for gap in p.gaps:
+        _log.warning("isolation gap: %s", gap)
+    if warm:
+        from rh_sandbox.forkserver import ForkServerBackend
+
+        return ForkServerBackend(prefork=prefork)
+    from rh_sandbox.strict import StrictProcessBackend
+
+    return StrictProcessBackend()

@@ -1,0 +1,200 @@
+"""Hostile handlers: each tries one escape and reports what happened; the tests judge it.
+
+Every attempt is wrapped so that the handler returns an observation instead of raising: the test
+asserts that the attempt was refused, not merely that the run failed.
+"""
+
+import contextlib
+import ctypes
+import os
+import resource
+import socket
+import threading
+import time
+
+from rh_sdk import ResultHandler
+
+VERSION = "original"
+
+
+def attempt(fn):
+    try:
+        return {"ok": True, "value": fn()}
+    except BaseException as exc:
+        return {"ok": False, "error": type(exc).__name__, "errno": getattr(exc, "errno", None)}
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read(200).decode("utf-8", "replace")
+
+
+class ReadPaths(ResultHandler):
+    """config.paths: files and dirs to read or list."""
+
+    def handle(self, batch_id, results, metadata):
+        out = {}
+        for path in self.config["paths"]:
+            out[path] = attempt(lambda p=path: sorted(os.listdir(p)) if os.path.isdir(p) else _read(p))
+        return out
+
+
+class Connect(ResultHandler):
+    """config.tcp: [host, port]; config.unix: a path; config.abstract: a name (without the NUL)."""
+
+    def handle(self, batch_id, results, metadata):
+        out = {}
+        if "tcp" in self.config:
+            host, port = self.config["tcp"]
+            out["tcp"] = attempt(lambda: socket.create_connection((host, port), timeout=2).close())
+        if "unix" in self.config:
+            out["unix"] = attempt(lambda: _unix(self.config["unix"]))
+        if "abstract" in self.config:
+            out["abstract"] = attempt(lambda: _unix("\0" + self.config["abstract"]))
+        return out
+
+
+def _unix(address):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(2)
+        s.connect(address)
+    finally:
+        s.close()
+
+
+class ProcSnoop(ResultHandler):
+    """Read every visible /proc/<pid>/environ and cmdline; then SIGKILL every visible pid."""
+
+    def handle(self, batch_id, results, metadata):
+        me = os.getpid()
+        pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+        environ = {}
+        for pid in pids:
+            res = attempt(lambda p=pid: _read(f"/proc/{p}/environ"))
+            environ[str(pid)] = res.get("value", "")
+        killed = {}
+        if self.config.get("kill"):
+            for pid in pids:
+                if pid != me:
+                    killed[str(pid)] = attempt(lambda p=pid: os.kill(p, 9))
+            killed["-1"] = attempt(lambda: os.kill(-1, 9))  # everything this uid may signal
+        return {"me": me, "pids": pids, "environ": environ, "killed": killed}
+
+
+class Tamper(ResultHandler):
+    """Overwrite its own module and the SDK; report whether either write went through."""
+
+    def handle(self, batch_id, results, metadata):
+        import rh_sdk
+
+        here = os.path.dirname(os.path.abspath(__file__))
+        sdk = os.path.dirname(rh_sdk.__file__)
+        return {
+            "VERSION": VERSION,
+            "own_module": attempt(lambda: _write(os.path.join(here, "hostile.py"), "VERSION = 'tampered'\n")),
+            "new_file": attempt(lambda: _write(os.path.join(here, "planted.py"), "x = 1\n")),
+            "sdk": attempt(lambda: _write(os.path.join(sdk, "__init__.py"), "raise SystemExit\n")),
+        }
+
+
+def _write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+class Privileges(ResultHandler):
+    """setuid(0), ptrace the parent, raise the hard RLIMIT_NOFILE, read a root-only file."""
+
+    def handle(self, batch_id, results, metadata):
+        libc = ctypes.CDLL(None, use_errno=True)
+
+        def ptrace_parent():
+            if libc.ptrace(16, os.getppid(), None, None) != 0:  # PTRACE_ATTACH
+                raise OSError(ctypes.get_errno(), "ptrace")
+
+        def raise_nofile():
+            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard + 1, hard + 1))
+
+        out = {
+            "uid": os.getuid(),
+            "setuid0": attempt(lambda: os.setuid(0)),
+            "ptrace_parent": attempt(ptrace_parent),
+            "raise_nofile": attempt(raise_nofile),
+            "unshare_user": attempt(lambda: _unshare(libc)),
+        }
+        if "secret" in self.config:  # a file name in its own (read-only) plugin dir
+            here = os.path.dirname(os.path.abspath(__file__))
+            out["secret"] = attempt(lambda: _read(os.path.join(here, self.config["secret"])))
+        return out
+
+
+def _unshare(libc):
+    if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER
+        raise OSError(ctypes.get_errno(), "unshare")
+
+
+class ThreadBomb(ResultHandler):
+    def handle(self, batch_id, results, metadata):
+        threads = []
+        for _ in range(10_000):
+            t = threading.Thread(target=time.sleep, args=(30,), daemon=True)
+            t.start()
+            threads.append(t)
+        return {"threads": len(threads)}
+
+
+class ForkBomb(ResultHandler):
+    def handle(self, batch_id, results, metadata):
+        while True:
+            with contextlib.suppress(OSError):
+                os.fork()
+
+
+class Daemon(ResultHandler):
+    """Double-fork a setsid daemon that execs sleep with a marker, then return at once."""
+
+    def handle(self, batch_id, results, metadata):
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                os.execv("/bin/sleep", ["sleep", self.config["marker"]])
+            os._exit(0)
+        os.wait()
+        return {"daemon": "started"}
+
+
+class FillScratch(ResultHandler):
+    """Write 1 MiB chunks into the scratch dir (cwd) until refused."""
+
+    def handle(self, batch_id, results, metadata):
+        written = 0
+        chunk = b"x" * (1 << 20)
+        try:
+            with open("fill.bin", "wb") as f:
+                while written < 4096 << 20:
+                    f.write(chunk)
+                    f.flush()
+                    written += len(chunk)
+        except OSError as exc:
+            return {"written_mb": written >> 20, "error": type(exc).__name__, "errno": exc.errno, "cwd": os.getcwd()}
+        return {"written_mb": written >> 20, "error": None, "cwd": os.getcwd()}
+
+
+class Remember(ResultHandler):
+    """Leave traces (a scratch file, an env var, a module global) and report the previous run's."""
+
+    def handle(self, batch_id, results, metadata):
+        import sys
+
+        seen = {
+            "file": os.path.exists("/tmp/trace.txt"),
+            "env": os.environ.get("RH_TRACE"),
+            "module": getattr(sys.modules.get("hostile"), "TRACE", None),
+        }
+        with open("/tmp/trace.txt", "w") as f:
+            f.write("trace")
+        os.environ["RH_TRACE"] = "1"
+        globals()["TRACE"] = 1
+        return seen

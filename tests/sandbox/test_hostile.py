@@ -1,0 +1,189 @@
+"""Hostile handlers at the strongest level, each followed by a well-behaved one that must succeed.
+
+Run against the warm fork server (pre-forked and fork-on-demand) and the cold strict sandbox.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from rh_sandbox.forkserver import ForkServerBackend
+from rh_sandbox.strict import StrictProcessBackend
+from rh_sandbox.types import Limits, RunStatus
+from tests.sandbox.conftest import Run, copy_plugin, make_runner
+
+pytestmark = pytest.mark.usefixtures("needs_strict")
+
+
+@pytest.fixture(scope="module", params=["prefork", "forkserver", "cold"])
+def backend(request: pytest.FixtureRequest, machine) -> Iterator[object]:
+    if not machine.strict_sandbox_works:
+        pytest.skip(f"strict sandbox unavailable here: {machine.strict_problem}")
+    if request.param == "cold":
+        yield StrictProcessBackend()
+        return
+    with ForkServerBackend(prefork=1 if request.param == "prefork" else 0) as b:
+        yield b
+
+
+@pytest.fixture
+def run(backend: object) -> Run:
+    return make_runner(backend)
+
+
+@pytest.fixture
+def plugins(world_dir: Path) -> dict[str, Path]:
+    return {
+        "hostile": copy_plugin("hostile", world_dir / "hostile", mode=0o777),
+        "good": copy_plugin("good", world_dir / "good"),
+    }
+
+
+def assert_good_still_runs(run: Run, plugins: dict[str, Path]) -> None:
+    result = run(plugins["good"], "good:Good")
+    assert result.status is RunStatus.OK, (result.error, result.logs)
+    assert result.reply is not None and result.reply.output["count"] == 1
+    assert result.isolation.startswith("strict")
+
+
+def refused(observation: dict) -> bool:
+    return observation["ok"] is False
+
+
+def test_other_tenant_and_host_data_invisible(run: Run, plugins: dict[str, Path], world_dir: Path) -> None:
+    other = copy_plugin("good", world_dir / "other-tenant")
+    (other / "secret.txt").write_text("other tenant's secret")
+    os.chmod(other / "secret.txt", 0o644)
+    data_dir = world_dir / "host-data"
+    data_dir.mkdir(mode=0o755)
+    (data_dir / "rh.sqlite").write_text("host database")
+    os.chmod(data_dir / "rh.sqlite", 0o644)
+    paths = [str(other / "secret.txt"), str(other), str(data_dir / "rh.sqlite")]
+    paths += ["/var/lib/rh-host", "/root", "/etc/passwd", "/"]
+    result = run(plugins["hostile"], "hostile:ReadPaths", {"paths": paths})
+    assert result.status is RunStatus.OK, result.error
+    for path, observation in result.reply.output.items():
+        assert refused(observation), f"{path} was readable: {observation}"
+    assert_good_still_runs(run, plugins)
+
+
+def test_network_and_host_sockets_unreachable(run: Run, plugins: dict[str, Path], world_dir: Path) -> None:
+    tcp = socket.create_server(("127.0.0.1", 0))
+    unix_path = world_dir / "service.sock"
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.bind(str(unix_path))
+    unix.listen()
+    os.chmod(unix_path, 0o777)
+    abstract_name = f"rh-test-{uuid.uuid4().hex}"
+    abstract = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    abstract.bind("\0" + abstract_name)
+    abstract.listen()
+    try:
+        config = {"tcp": ["127.0.0.1", tcp.getsockname()[1]], "unix": str(unix_path), "abstract": abstract_name}
+        result = run(plugins["hostile"], "hostile:Connect", config)
+    finally:
+        for s in (tcp, unix, abstract):
+            s.close()
+    assert result.status is RunStatus.OK, result.error
+    for kind, observation in result.reply.output.items():
+        assert refused(observation), f"{kind} connect went through: {observation}"
+    assert_good_still_runs(run, plugins)
+
+
+def test_cannot_see_environ_or_kill_other_processes(run: Run, plugins: dict[str, Path]) -> None:
+    secret = f"token-{uuid.uuid4().hex}"
+    bystander = subprocess.Popen(["sleep", "60"], env={"RH_SECRET": secret})
+    try:
+        result = run(plugins["hostile"], "hostile:ProcSnoop", {"kill": True})
+        assert result.status in (RunStatus.OK, RunStatus.CRASHED), result.error
+        if result.reply is not None:
+            output = result.reply.output
+            assert len(output["pids"]) <= 3, output["pids"]  # its own namespace: itself (and a helper)
+            assert not any(secret in env for env in output["environ"].values())
+        assert bystander.poll() is None, "a host process was killed"
+    finally:
+        bystander.kill()
+        bystander.wait()
+    assert_good_still_runs(run, plugins)
+
+
+def test_plugin_dir_and_sdk_are_read_only(run: Run, plugins: dict[str, Path]) -> None:
+    result = run(plugins["hostile"], "hostile:Tamper")
+    assert result.status is RunStatus.OK, result.error
+    output = result.reply.output
+    assert output["VERSION"] == "original"
+    for key in ("own_module", "new_file", "sdk"):
+        assert refused(output[key]), f"{key} was writable: {output[key]}"
+    again = run(plugins["hostile"], "hostile:Tamper")
+    assert again.reply is not None and again.reply.output["VERSION"] == "original"
+    assert not (plugins["hostile"] / "planted.py").exists()
+    assert_good_still_runs(run, plugins)
+
+
+def test_no_privileges(run: Run, plugins: dict[str, Path]) -> None:
+    secret = plugins["hostile"] / "root-only.txt"
+    secret.write_text("root only")
+    os.chmod(secret, 0o600)
+    result = run(plugins["hostile"], "hostile:Privileges", {"secret": "root-only.txt"})
+    assert result.status is RunStatus.OK, result.error
+    output = result.reply.output
+    assert output["uid"] != 0
+    for key in ("setuid0", "ptrace_parent", "raise_nofile", "unshare_user", "secret"):
+        assert refused(output[key]), f"{key} succeeded: {output[key]}"
+    assert_good_still_runs(run, plugins)
+
+
+def test_thread_bomb_is_stopped(run: Run, plugins: dict[str, Path], needs_cgroups: None) -> None:
+    result = run(plugins["hostile"], "hostile:ThreadBomb", limits=Limits(wall_seconds=20, max_processes=32))
+    assert result.status in (RunStatus.CRASHED, RunStatus.FAILED), (result.status, result.error)
+    assert_good_still_runs(run, plugins)
+
+
+def test_fork_bomb_is_stopped_quickly(run: Run, plugins: dict[str, Path], needs_cgroups: None) -> None:
+    started = time.monotonic()
+    result = run(plugins["hostile"], "hostile:ForkBomb", limits=Limits(wall_seconds=30, max_processes=32))
+    elapsed_s = time.monotonic() - started
+    assert result.status is RunStatus.CRASHED, (result.status, result.error)
+    assert "process limit" in (result.error or "")
+    assert elapsed_s < 5.0, f"fork bomb ran {elapsed_s:.2f} s"
+    assert_good_still_runs(run, plugins)
+
+
+def test_daemon_does_not_outlive_the_run(run: Run, plugins: dict[str, Path]) -> None:
+    marker = f"{int(time.time()) % 1000 + 1000}.{uuid.uuid4().int % 10**6}"
+    result = run(plugins["hostile"], "hostile:Daemon", {"marker": marker})
+    assert result.status is RunStatus.OK, result.error
+    deadline = time.monotonic() + 2
+    leftovers: list[psutil.Process] = []
+    while time.monotonic() < deadline:
+        leftovers = [p for p in psutil.process_iter(["cmdline"]) if marker in (p.info["cmdline"] or [])]
+        if not leftovers:
+            break
+        time.sleep(0.05)
+    assert not leftovers, f"daemon survived: {leftovers}"
+    assert_good_still_runs(run, plugins)
+
+
+def test_scratch_disk_is_bounded(run: Run, plugins: dict[str, Path]) -> None:
+    result = run(plugins["hostile"], "hostile:FillScratch", limits=Limits(wall_seconds=20, scratch_mb=8, memory_mb=256))
+    assert result.status is RunStatus.OK, (result.status, result.error)
+    output = result.reply.output
+    assert output["error"] is not None and output["written_mb"] <= 8, output
+    assert output["cwd"] == "/tmp"
+    assert_good_still_runs(run, plugins)
+
+
+def test_nothing_of_one_run_is_visible_to_the_next(run: Run, plugins: dict[str, Path]) -> None:
+    first = run(plugins["hostile"], "hostile:Remember")
+    second = run(plugins["hostile"], "hostile:Remember")
+    assert first.status is RunStatus.OK and second.status is RunStatus.OK, (first.error, second.error)
+    assert second.reply.output == {"file": False, "env": None, "module": None}
