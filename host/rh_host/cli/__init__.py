@@ -9,7 +9,11 @@ import logging
 
 import click
 
+from rh_host.cli.batch import batch
+from rh_host.cli.plugin import plugin
 from rh_host.cli.run import run
+from rh_host.cli.serve import serve
+from rh_host.cli.tenant import tenant
 
 __all__ = ["main"]
 
@@ -22,3 +26,7 @@ def main() -> None:
 
 
 main.add_command(run)
+main.add_command(serve)
+main.add_command(tenant)
+main.add_command(plugin)
+main.add_command(batch)

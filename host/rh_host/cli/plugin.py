@@ -1,0 +1,206 @@
+"""``rh-host plugin``: scaffold, test locally, pack, and manage plugins on the service."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import sys
+import tarfile
+from pathlib import Path
+
+import click
+import msgspec
+
+from rh_host.batchfile import read_results
+from rh_host.cli._client import Client, key_option, url_option
+from rh_host.cli._common import EXIT_FAILED, EXIT_OK, fail
+from rh_host.cli._scaffold import python_plugin_files
+from rh_host.cli.render import render_outcome
+from rh_host.errors import HostError
+from rh_host.manifest import load_plugin
+from rh_host.pipeline import Pipeline
+from rh_host.sandboxes import ISOLATION_CHOICES, make_dispatcher
+from rh_sandbox.types import SandboxError
+
+__all__ = ["pack_directory", "plugin"]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_SKIP_DIRS = {"__pycache__", ".git", ".venv", "node_modules", ".pytest_cache"}
+
+
+@click.group()
+def plugin() -> None:
+    """Write, test and upload result handler plugins."""
+
+
+@plugin.command()
+@click.argument("name")
+@click.option("--dir", "parent", default=".", type=click.Path(file_okay=False, path_type=Path), help="Parent dir.")
+def init(name: str, parent: Path) -> None:
+    """Scaffold a working Python plugin NAME (plugin.toml, handler.py, sample.jsonl)."""
+    if not _NAME.match(name):
+        fail(f"plugin name {name!r} must match {_NAME.pattern}")
+    target = parent / name
+    if target.exists():
+        fail(f"{target} already exists")
+    target.mkdir(parents=True)
+    for filename, text in python_plugin_files(name).items():
+        (target / filename).write_text(text, encoding="utf-8")
+    click.echo(f"created {target}; try: rh-host plugin test {target} {target / 'sample.jsonl'}")
+
+
+@plugin.command()
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.argument("results")
+@click.option("--config", "config_json", help="Config overrides as a JSON object (as the API would set them).")
+@click.option("--metadata", "metadata_json", help="Batch metadata as a JSON object.")
+@click.option("--isolation", type=click.Choice(ISOLATION_CHOICES), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON document.")
+def test(
+    directory: str, results: str, config_json: str | None, metadata_json: str | None, isolation: str, as_json: bool
+) -> None:
+    """Run the plugin in DIRECTORY over RESULTS in the production sandbox; print outcome, logs and usage."""
+    config = _json_object("--config", config_json)
+    metadata = _json_object("--metadata", metadata_json)
+    try:
+        handler = load_plugin(directory, config)
+        lines = read_results(results, sys.stdin.buffer)
+    except HostError as exc:
+        fail(str(exc))
+    try:
+        with make_dispatcher(isolation) as dispatcher:
+            outcome = Pipeline(dispatcher).run(f"test-{handler.name}", lines, metadata, [handler])
+    except SandboxError as exc:
+        fail(str(exc), code=EXIT_FAILED)
+    click.echo(msgspec.json.encode(outcome).decode() if as_json else render_outcome(outcome, show_logs=True))
+    sys.exit(EXIT_OK if outcome.success else EXIT_FAILED)
+
+
+def _json_object(option: str, text: str | None) -> dict[str, object]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        fail(f"{option}: invalid JSON: {exc}")
+    if not isinstance(value, dict):
+        fail(f"{option}: must be a JSON object")
+    return value
+
+
+def pack_directory(directory: Path) -> tuple[str, bytes]:
+    """A reproducible tar.gz of a plugin directory (regular files only), named <name>-<version>.tar.gz."""
+    try:
+        handler = load_plugin(directory)
+    except HostError as exc:
+        fail(str(exc))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as archive:
+        for path in sorted(directory.rglob("*")):
+            relative = path.relative_to(directory)
+            if any(part in _SKIP_DIRS or part.startswith(".") for part in relative.parts) or path.suffix == ".pyc":
+                continue
+            if path.is_symlink():
+                fail(f"{path}: symlinks cannot be packed (the service refuses them)")
+            if not path.is_file():
+                continue
+            info = tarfile.TarInfo(str(relative))
+            info.size = path.stat().st_size
+            info.mode = 0o644
+            with path.open("rb") as handle:
+                archive.addfile(info, handle)
+    return f"{handler.name}-{handler.manifest.version}.tar.gz", buffer.getvalue()
+
+
+@plugin.command()
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Archive path.")
+def pack(directory: Path, output: Path | None) -> None:
+    """Validate the plugin in DIRECTORY and write NAME-VERSION.tar.gz for upload."""
+    name, data = pack_directory(directory)
+    target = output or Path(name)
+    target.write_bytes(data)
+    click.echo(f"wrote {target} ({len(data)} bytes)")
+
+
+@plugin.command()
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option("--no-activate", is_flag=True, help="Store the version without making it active.")
+@url_option
+@key_option
+def push(source: Path, no_activate: bool, url: str, key: str | None) -> None:
+    """Upload SOURCE (a plugin directory, or an archive from `pack`) as a new version."""
+    data = pack_directory(source)[1] if source.is_dir() else source.read_bytes()
+    with Client(url, key) as client:
+        response = client.call("POST", "/v1/plugins", content=data, params={"activate": str(not no_activate).lower()})
+    view = response.json()
+    active = view["active"]
+    state = "new version" if response.status_code == 201 else "already stored"
+    click.echo(f"{view['name']}: {state}; active version {view['active_seq']} ({active['version']})")
+    if active["limits"]["clamped"]:
+        effective = active["limits"]["effective"]
+        clamped = ", ".join(f"{f}={effective[f]}" for f in active["limits"]["clamped"])
+        click.echo(f"limits clamped to the tenant's ceilings: {clamped}")
+
+
+@plugin.command("list")
+@url_option
+@key_option
+def list_(url: str, key: str | None) -> None:
+    """List your plugins."""
+    with Client(url, key) as client:
+        rows = client.json("GET", "/v1/plugins")
+    click.echo(f"{'NAME':<24} {'STATE':<9} {'ACTIVE':>6} {'VERSION':<12} {'PRI':>4} RUNTIME")
+    for row in rows:
+        active = row["active"] or {}
+        click.echo(
+            f"{row['name']:<24} {'enabled' if row['enabled'] else 'disabled':<9} {row['active_seq'] or '-':>6} "
+            f"{active.get('version', '-'):<12} {active.get('priority', '-'):>4} {active.get('runtime', '-')}"
+        )
+
+
+def _plugin_action(action: str, name: str, url: str, key: str | None, params: dict[str, str] | None = None) -> None:
+    with Client(url, key) as client:
+        view = client.json("POST", f"/v1/plugins/{name}/{action}", params=params or {})
+    state = "enabled" if view["enabled"] else "disabled"
+    click.echo(f"{view['name']}: {state}, active version {view['active_seq']}")
+
+
+@plugin.command()
+@click.argument("name")
+@click.option("--version", "seq", type=click.IntRange(1), help="Version number (default: the active one).")
+@url_option
+@key_option
+def activate(name: str, seq: int | None, url: str, key: str | None) -> None:
+    """Activate a version of plugin NAME (and enable it)."""
+    _plugin_action("activate", name, url, key, {"version": str(seq)} if seq else None)
+
+
+@plugin.command()
+@click.argument("name")
+@url_option
+@key_option
+def disable(name: str, url: str, key: str | None) -> None:
+    """Disable plugin NAME: batches submitted from now on do not run it."""
+    _plugin_action("disable", name, url, key)
+
+
+@plugin.command()
+@click.argument("name")
+@url_option
+@key_option
+def rollback(name: str, url: str, key: str | None) -> None:
+    """Activate the version before the active one."""
+    _plugin_action("rollback", name, url, key)
+
+
+@plugin.command()
+@click.argument("name")
+@url_option
+@key_option
+def rm(name: str, url: str, key: str | None) -> None:
+    """Delete plugin NAME and all its versions."""
+    with Client(url, key) as client:
+        client.call("DELETE", f"/v1/plugins/{name}")
+    click.echo(f"deleted {name}")

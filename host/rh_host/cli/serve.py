@@ -1,0 +1,72 @@
+"""``rh-host serve``: run the multi-tenant service."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from rh_host.cli._common import fail
+from rh_host.errors import HostError
+from rh_host.sandboxes import ISOLATION_CHOICES
+
+__all__ = ["serve"]
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8700, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--data-dir",
+    default="./rh-data",
+    show_default=True,
+    envvar="RH_DATA_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Database (SQLite), plugin artifacts, operator token and secret key.",
+)
+@click.option(
+    "--database-url",
+    envvar="RH_DATABASE_URL",
+    help="postgresql://user@host/db for a shared deployment (default: SQLite in the data dir).",
+)
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="Batches run at once.")
+@click.option(
+    "--isolation",
+    type=click.Choice(ISOLATION_CHOICES),
+    default="auto",
+    show_default=True,
+    envvar="RH_ISOLATION",
+    help="Minimum isolation; 'strict' refuses to run rather than degrade.",
+)
+@click.option("--migrate-only", is_flag=True, help="Bring the database schema up to date and exit.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info", show_default=True)
+def serve(
+    host: str,
+    port: int,
+    data_dir: Path,
+    database_url: str | None,
+    workers: int,
+    isolation: str,
+    migrate_only: bool,
+    log_level: str,
+) -> None:
+    """Serve the HTTP API and run submitted batches (SQLite in --data-dir unless --database-url)."""
+    from rh_host.service import Service, ServiceSettings
+    from rh_host.service import serve as run_server
+    from rh_host.service.db import current_revision
+
+    logging.getLogger().setLevel(log_level.upper())
+    logging.getLogger("rh").setLevel(log_level.upper())
+    settings = ServiceSettings(
+        data_dir=data_dir.resolve(), database_url=database_url, workers=workers, isolation=isolation
+    )
+    try:
+        if migrate_only:
+            service = Service(settings)
+            click.echo(f"database at revision {current_revision(service.engine)}")
+            service.close()
+            return
+        run_server(settings, host, port, log_level)
+    except HostError as exc:
+        fail(str(exc))

@@ -1,0 +1,84 @@
+"""``rh-host tenant``: operator commands, through the API with the operator token.
+
+The token comes from --token, $RH_OPERATOR_TOKEN, or the file ``operator-token`` in --data-dir (where
+``rh-host serve`` writes it at first start), so on the server itself no flag is needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from rh_host.cli._client import Client, url_option
+from rh_host.cli._common import fail
+
+__all__ = ["tenant"]
+
+
+def _operator_token(token: str | None, data_dir: Path) -> str:
+    if token:
+        return token
+    path = data_dir / "operator-token"
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except OSError as exc:
+        fail(f"no operator token: pass --token, set RH_OPERATOR_TOKEN, or point --data-dir at {path} ({exc.strerror})")
+
+
+def _options(func):  # type: ignore[no-untyped-def]
+    func = url_option(func)
+    func = click.option("--token", envvar="RH_OPERATOR_TOKEN", help="Operator token (or $RH_OPERATOR_TOKEN).")(func)
+    return click.option(
+        "--data-dir",
+        envvar="RH_DATA_DIR",
+        default="./rh-data",
+        show_default=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Where to read the operator token when none is given.",
+    )(func)
+
+
+@click.group()
+def tenant() -> None:
+    """Create, list and delete tenants (operator)."""
+
+
+@tenant.command("create")
+@click.argument("name")
+@_options
+def create(name: str, url: str, token: str | None, data_dir: Path) -> None:
+    """Create tenant NAME and print its API key (shown once: store it now)."""
+    with Client(url, _operator_token(token, data_dir)) as client:
+        body = client.json("POST", "/v1/tenants", json={"name": name})
+    click.echo(f"tenant {body['name']} ({body['id']})")
+    click.echo(f"api key: {body['api_key']}")
+    click.echo("the key is shown once; only its hash is stored", err=True)
+
+
+@tenant.command("list")
+@_options
+def list_(url: str, token: str | None, data_dir: Path) -> None:
+    """List tenants and their main quotas."""
+    with Client(url, _operator_token(token, data_dir)) as client:
+        rows = client.json("GET", "/v1/tenants")
+    click.echo(f"{'ID':<16} {'NAME':<24} {'PLUGINS':>7} {'CPU s':>6} {'MEM MB':>7} {'CONCURRENT':>10}")
+    for row in rows:
+        q = row["quotas"]
+        click.echo(
+            f"{row['id']:<16} {row['name']:<24} {q['max_plugins']:>7} {q['cpu_seconds']:>6g} "
+            f"{q['memory_mb']:>7} {q['max_concurrent_batches']:>10}"
+        )
+
+
+@tenant.command("delete")
+@click.argument("tenant_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_options
+def delete(tenant_id: str, yes: bool, url: str, token: str | None, data_dir: Path) -> None:
+    """Delete a tenant (by id) with its plugins, batches and outcomes."""
+    if not yes:
+        click.confirm(f"delete tenant {tenant_id} and everything it owns?", abort=True)
+    with Client(url, _operator_token(token, data_dir)) as client:
+        client.call("DELETE", f"/v1/tenants/{tenant_id}")
+    click.echo(f"deleted {tenant_id}")

@@ -1,0 +1,206 @@
+"""Unpacking an uploaded plugin archive (zip or tar.gz) safely, or refusing it with the reason.
+
+Everything is checked before a byte is written: the archive's size, the number of entries, every
+name (no absolute paths, no ``..``, no backslashes), every entry type (regular files and directories
+only: no symlinks, hard links, devices or fifos), the unpacked size, and the compression ratio. The
+gzip stream is inflated under a byte cap, so a tar bomb costs at most the cap. Zip members are copied
+in chunks and counted, so a member that lies about its size is caught too. Where tarfile has its
+``data`` filter (Python 3.11.4+), it checks every tar member on top of these checks.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import stat
+import tarfile
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+from rh_host.service.errors import PayloadTooLarge, UploadRejected
+from rh_host.service.settings import UploadCaps
+
+__all__ = ["normalise_modes", "unpack_archive"]
+
+_MIB = 1024 * 1024
+_RATIO_FLOOR = _MIB  # below this much unpacked data the ratio says nothing (text compresses well)
+_CHUNK = 64 * 1024
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def unpack_archive(data: bytes, dest: Path, caps: UploadCaps) -> None:
+    """Unpack ``data`` into the empty directory ``dest`` or raise ``UploadRejected``/``PayloadTooLarge``."""
+    if len(data) > caps.max_archive_mb * _MIB:
+        raise PayloadTooLarge(f"archive is {len(data)} bytes; the limit is {caps.max_archive_mb} MiB")
+    if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        _unpack_zip(data, dest, caps)
+    elif data[:2] == b"\x1f\x8b":
+        _unpack_tar_gz(data, dest, caps)
+    else:
+        raise UploadRejected("archive is neither a zip nor a tar.gz file")
+
+
+def _check_name(name: str) -> str:
+    if not name or "\x00" in name:
+        raise UploadRejected("archive entry with an empty or NUL-containing name")
+    if "\\" in name:
+        raise UploadRejected(f"archive entry {name!r}: backslashes are not allowed in names")
+    if name.startswith("/") or _DRIVE.match(name):
+        raise UploadRejected(f"archive entry {name!r}: absolute paths are not allowed")
+    parts = PurePosixPath(name).parts
+    if ".." in parts:
+        raise UploadRejected(f"archive entry {name!r}: '..' (path traversal) is not allowed")
+    return "/".join(p for p in parts if p != ".")
+
+
+def _check_totals(count: int, unpacked: int, packed: int, caps: UploadCaps) -> None:
+    if count > caps.max_files:
+        raise UploadRejected(f"archive has {count} entries; the limit is {caps.max_files}")
+    if unpacked > caps.max_unpacked_mb * _MIB:
+        raise UploadRejected(f"archive unpacks to more than {caps.max_unpacked_mb} MiB")
+    if unpacked > _RATIO_FLOOR and unpacked / max(packed, 1) > caps.max_ratio:
+        raise UploadRejected(
+            f"archive compression ratio {unpacked / max(packed, 1):.0f}:1 exceeds {caps.max_ratio:.0f}:1 (zip bomb?)"
+        )
+
+
+def _zip_entry_kind(info: zipfile.ZipInfo) -> str:
+    mode = info.external_attr >> 16
+    if info.create_system == 3 and mode:  # unix attributes present
+        if stat.S_ISLNK(mode):
+            return "symlink"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            return "device file"
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            return "fifo or socket"
+    return "directory" if info.is_dir() else "file"
+
+
+def _unpack_zip(data: bytes, dest: Path, caps: UploadCaps) -> None:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+        raise UploadRejected(f"not a readable zip archive: {exc}") from None
+    with archive:
+        infos = archive.infolist()
+        names: dict[str, zipfile.ZipInfo] = {}
+        for info in infos:
+            kind = _zip_entry_kind(info)
+            if kind not in ("file", "directory"):
+                raise UploadRejected(f"archive entry {info.filename!r}: {kind}s are not allowed")
+            name = _check_name(info.filename.rstrip("/") if info.is_dir() else info.filename)
+            if name in names:
+                raise UploadRejected(f"archive entry {info.filename!r} appears twice")
+            names[name] = info
+        _check_totals(len(infos), sum(i.file_size for i in infos), len(data), caps)
+        budget = caps.max_unpacked_mb * _MIB
+        for name, info in names.items():
+            target = dest / name
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                source = archive.open(info)
+            except (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError) as exc:
+                raise UploadRejected(f"archive entry {info.filename!r} cannot be read: {exc}") from None
+            budget = _copy_stream(source, target, info.filename, info.file_size, budget)
+
+
+def _inflate(data: bytes, cap: int) -> bytes:
+    inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+    try:
+        raw = inflater.decompress(data, cap + 1)
+    except zlib.error as exc:
+        raise UploadRejected(f"not a readable gzip stream: {exc}") from None
+    if len(raw) > cap or inflater.unconsumed_tail:
+        raise UploadRejected(f"archive unpacks to more than {cap // _MIB} MiB")
+    return raw
+
+
+def _unpack_tar_gz(data: bytes, dest: Path, caps: UploadCaps) -> None:
+    # tar adds a 512-byte header (and up to 511 bytes of padding) per entry, plus a 10 KiB trailer
+    cap = caps.max_unpacked_mb * _MIB + (caps.max_files + 1) * 1024 + 20 * 1024
+    raw = _inflate(data, cap)
+    if len(raw) > _RATIO_FLOOR and len(raw) / len(data) > caps.max_ratio:
+        raise UploadRejected(
+            f"archive compression ratio {len(raw) / len(data):.0f}:1 exceeds {caps.max_ratio:.0f}:1 (zip bomb?)"
+        )
+    try:
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as archive:
+            _extract_tar(archive, dest, len(data), caps)
+    except tarfile.TarError as exc:
+        raise UploadRejected(f"not a readable tar archive: {exc}") from None
+
+
+def _extract_tar(archive: tarfile.TarFile, dest: Path, packed: int, caps: UploadCaps) -> None:
+    members = archive.getmembers()
+    seen: set[str] = set()
+    for member in members:
+        kind = _tar_entry_kind(member)
+        if kind not in ("file", "directory"):
+            raise UploadRejected(f"archive entry {member.name!r}: {kind}s are not allowed")
+        name = _check_name(member.name)
+        if name in seen and not member.isdir():
+            raise UploadRejected(f"archive entry {member.name!r} appears twice")
+        seen.add(name)
+    _check_totals(len(members), sum(m.size for m in members if m.isfile()), packed, caps)
+    data_filter = getattr(tarfile, "data_filter", None)  # Python >= 3.11.4; Debian 12 ships 3.11.2
+    budget = caps.max_unpacked_mb * _MIB
+    for member in members:
+        if data_filter is not None:
+            try:
+                data_filter(member, str(dest))
+            except tarfile.FilterError as exc:
+                raise UploadRejected(f"archive entry {member.name!r}: {exc}") from None
+        target = dest / _check_name(member.name)
+        if member.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source = archive.extractfile(member)
+        if source is None:
+            raise UploadRejected(f"archive entry {member.name!r} cannot be read")
+        budget = _copy_stream(source, target, member.name, member.size, budget)
+
+
+def _copy_stream(source: IO[bytes], target: Path, name: str, declared: int, budget: int) -> int:
+    """Copy one member in chunks, counting: a member that unpacks to more than it declares is refused."""
+    written = 0
+    try:
+        with source, open(target, "xb") as out:
+            while chunk := source.read(_CHUNK):
+                written += len(chunk)
+                if written > declared or written > budget:
+                    raise UploadRejected(f"archive entry {name!r} unpacks to more than it declares")
+                out.write(chunk)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, tarfile.TarError) as exc:
+        raise UploadRejected(f"archive entry {name!r} cannot be read: {exc}") from None
+    except FileExistsError:
+        raise UploadRejected(f"archive entry {name!r} appears twice") from None
+    return budget - written
+
+
+def _tar_entry_kind(member: tarfile.TarInfo) -> str:
+    if member.issym():
+        return "symlink"
+    if member.islnk():
+        return "hard link"
+    if member.ischr() or member.isblk():
+        return "device file"
+    if member.isfifo():
+        return "fifo"
+    if member.isdir():
+        return "directory"
+    return "file" if member.isfile() else f"special entry (type {member.type!r})"
+
+
+def normalise_modes(root: Path) -> None:
+    """Directories 0755, files 0644: readable by the sandbox uid, never writable or executable by it."""
+    for directory, _dirs, files in os.walk(root):
+        os.chmod(directory, 0o755)
+        for file in files:
+            os.chmod(os.path.join(directory, file), 0o644)

@@ -1,0 +1,106 @@
+"""Plugin artifacts on disk, content-addressed: ``<root>/<sha256[:2]>/<sha256>/`` holds the unpacked,
+validated plugin directory of the archive with that digest.
+
+An upload is unpacked into a private temporary directory and renamed into place only when valid, so
+a directory under its digest is always complete. The same archive uploaded twice (by anyone) is
+stored once; a tenant never reaches another's plugin except through its own database rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import msgspec
+
+from rh_host.errors import ManifestError
+from rh_host.manifest import MANIFEST_NAME, Manifest, parse_manifest
+from rh_host.service.archives import normalise_modes, unpack_archive
+from rh_host.service.errors import UploadRejected
+from rh_host.service.settings import UploadCaps
+
+__all__ = ["Artifact", "ArtifactStore"]
+
+_log = logging.getLogger("rh.service.artifacts")
+
+
+class Artifact(msgspec.Struct, frozen=True, kw_only=True):
+    digest: str
+    directory: str
+    manifest: Manifest
+
+
+class ArtifactStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._staging = root / ".staging"
+        self._staging.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, digest: str) -> Path:
+        return self.root / digest[:2] / digest
+
+    def put(self, data: bytes, caps: UploadCaps) -> Artifact:
+        """Validate and store an archive; the artifact of an identical earlier upload is reused."""
+        digest = hashlib.sha256(data).hexdigest()
+        final = self.path_for(digest)
+        if final.is_dir():
+            return Artifact(digest=digest, directory=str(final), manifest=_read_manifest(final))
+        work = Path(tempfile.mkdtemp(prefix="upload-", dir=self._staging))
+        try:
+            unpack_archive(data, work, caps)
+            root = _plugin_root(work)
+            manifest = _read_manifest(root)
+            _check_entry(root, manifest)
+            normalise_modes(root)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(root, final)
+            except OSError:
+                if not final.is_dir():  # not a concurrent identical upload: a real failure
+                    raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return Artifact(digest=digest, directory=str(final), manifest=manifest)
+
+
+def _plugin_root(work: Path) -> Path:
+    if (work / MANIFEST_NAME).is_file():
+        return work
+    entries = list(work.iterdir())
+    if len(entries) == 1 and entries[0].is_dir() and (entries[0] / MANIFEST_NAME).is_file():
+        return entries[0]
+    raise UploadRejected(f"no {MANIFEST_NAME} at the archive's root or in its single top-level directory")
+
+
+def _read_manifest(root: Path) -> Manifest:
+    try:
+        text = (root / MANIFEST_NAME).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UploadRejected(f"{MANIFEST_NAME}: cannot read: {exc}") from None
+    try:
+        return parse_manifest(text, MANIFEST_NAME, root)
+    except ManifestError as exc:
+        raise UploadRejected(str(exc)) from None
+
+
+def _check_entry(root: Path, manifest: Manifest) -> None:
+    if manifest.runtime == "python":
+        module = manifest.entry.partition(":")[0].replace(".", "/")
+        if not ((root / f"{module}.py").is_file() or (root / module / "__init__.py").is_file()):
+            raise UploadRejected(f"{MANIFEST_NAME}: field `entry`: module {module!r} is not in the archive")
+        return
+    module_path = root / manifest.entry
+    try:
+        from rh_sandbox.wasm import WasmModuleError, validate_module
+    except ImportError:  # no WASM runtime in this installation: the manifest check is all we can do
+        _log.warning("wasm runtime unavailable: %s accepted after manifest checks only", manifest.name)
+        return
+    if manifest.entry.endswith(".wasm"):
+        try:
+            validate_module(module_path)
+        except WasmModuleError as exc:
+            raise UploadRejected(f"{manifest.entry}: {str(exc).replace(str(root) + '/', '')}") from None

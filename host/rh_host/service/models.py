@@ -1,0 +1,126 @@
+"""Request and response bodies of the HTTP API (msgspec Structs: Litestar encodes and documents them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from rh_host.service.limits import EffectiveLimits
+from rh_host.service.settings import Quotas
+from rh_sdk.protocol import LogRecord, Usage
+
+__all__ = [
+    "BatchAccepted",
+    "BatchView",
+    "ConfigUpdate",
+    "ConfigView",
+    "ErrorBody",
+    "ErrorDetail",
+    "Health",
+    "PluginView",
+    "QuotasUpdate",
+    "RunDetail",
+    "RunSummary",
+    "TenantCreate",
+    "TenantCreated",
+    "TenantView",
+    "VersionView",
+]
+
+
+class ErrorDetail(msgspec.Struct):
+    code: str
+    message: str
+
+
+class ErrorBody(msgspec.Struct):
+    error: ErrorDetail
+
+
+class Health(msgspec.Struct):
+    status: str
+    database: str
+    batches: dict[str, int]
+
+
+class TenantCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    quotas: Quotas | None = None
+
+
+class QuotasUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    quotas: Quotas
+
+
+class TenantView(msgspec.Struct):
+    id: str
+    name: str
+    quotas: Quotas
+    created_at: float
+
+
+class TenantCreated(TenantView):
+    api_key: str  # shown once; only its hash is stored
+
+
+class VersionView(msgspec.Struct):
+    seq: int
+    version: str
+    digest: str
+    runtime: str
+    entry: str
+    priority: int
+    created_at: float
+    limits: EffectiveLimits  # requested by the manifest, effective after the tenant's ceilings
+
+
+class PluginView(msgspec.Struct):
+    name: str
+    enabled: bool
+    active_seq: int | None
+    active: VersionView | None
+    versions: list[VersionView] | None = None  # on single-plugin views
+
+
+class ConfigView(msgspec.Struct):
+    plugin: str
+    config: dict[str, Any]
+    secrets: dict[str, str]  # every value masked
+
+
+class ConfigUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    config: dict[str, Any] = {}  # replaces the stored config
+    secrets: dict[str, str | None] = {}  # set these secrets; null removes one; others are kept
+
+
+class BatchAccepted(msgspec.Struct):
+    batch_id: str
+    status: str
+    result_count: int
+    duplicate: bool  # the same batch was posted before; nothing new was queued
+
+
+class BatchView(msgspec.Struct):
+    batch_id: str
+    status: str
+    result_count: int
+    attempts: int
+    submitted_at: float
+    started_at: float | None
+    finished_at: float | None
+    success: bool | None = None  # once done
+
+
+class RunSummary(msgspec.Struct):
+    plugin: str
+    status: str
+    error: str | None
+    usage: Usage
+    isolation: str
+    log_count: int
+    recorded_at: float
+
+
+class RunDetail(RunSummary):
+    logs: list[LogRecord]

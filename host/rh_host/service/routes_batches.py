@@ -1,0 +1,120 @@
+"""Tenant routes: batch intake, status, outcome, and per-run logs and usage."""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import anyio
+import msgspec
+from anyio import to_thread
+from litestar import Request, Router, get, post
+from litestar.di import Provide
+from litestar.params import Parameter
+
+from rh_host.outcome import BatchOutcome
+from rh_host.service.auth import Caller, service_of, tenant_dependency
+from rh_host.service.errors import NotFound, Pending
+from rh_host.service.intake import check_batch_id, parse_batch, parse_metadata
+from rh_host.service.models import BatchAccepted, BatchView, RunDetail, RunSummary
+from rh_host.service.views import batch_view, run_detail, run_summary
+
+__all__ = ["batches_router"]
+
+_MAX_WAIT_SECONDS = 30.0
+_decode_outcome = msgspec.json.Decoder(BatchOutcome).decode
+
+
+@post(
+    "/{batch_id:str}",
+    status_code=202,
+    summary="Submit a batch: JSONL (OpenAI or vLLM batch output) or a msgpack array of output lines",
+    description=(
+        "Answers 202 only once the batch is durably stored. Posting the same batch id with the same content"
+        " again is harmless (duplicate: true); with other content it is a 409."
+    ),
+)
+async def submit(
+    request: Request,
+    caller: Caller,
+    batch_id: str,
+    metadata: str | None = Parameter(default=None, description="Batch metadata, a JSON object"),
+) -> BatchAccepted:
+    check_batch_id(batch_id)
+    meta = parse_metadata(metadata)
+    body = await request.body()
+    parsed = parse_batch(body, request.headers.get("content-type", ""), meta, caller.quotas)
+    service = service_of(request)
+    row, created = await to_thread.run_sync(
+        service.store.insert_batch, caller.tenant_id, batch_id, parsed.digest, meta, parsed.results, parsed.count
+    )
+    if created:
+        service.metrics.batches_accepted.inc()
+        service.notify()
+    return BatchAccepted(batch_id=row.batch_id, status=row.status, result_count=row.result_count, duplicate=not created)
+
+
+@get("/", summary="List batches, newest first")
+async def list_batches(
+    request: Request,
+    caller: Caller,
+    status: Literal["queued", "running", "done"] | None = None,
+    limit: int = Parameter(default=50, ge=1, le=500),
+) -> list[BatchView]:
+    rows = await to_thread.run_sync(service_of(request).store.list_batches, caller.tenant_id, status, limit)
+    return [batch_view(r) for r in rows]
+
+
+@get("/{batch_id:str}", summary="A batch's status (queued, running, done)")
+async def get_batch(request: Request, caller: Caller, batch_id: str) -> BatchView:
+    store = service_of(request).store
+    row = await to_thread.run_sync(store.batch, caller.tenant_id, batch_id)
+    outcome = await to_thread.run_sync(store.outcome, row.pk) if row.status == "done" else None
+    return batch_view(row, outcome)
+
+
+@get(
+    "/{batch_id:str}/outcome",
+    summary="The merged outcome; 409 (code pending) until the batch is done",
+    description="`wait` holds the request up to that many seconds for the outcome.",
+)
+async def get_outcome(
+    request: Request, caller: Caller, batch_id: str, wait: float = Parameter(default=0.0, ge=0, le=_MAX_WAIT_SECONDS)
+) -> BatchOutcome:
+    store = service_of(request).store
+    deadline = time.monotonic() + wait
+    delay = 0.02
+    while True:
+        row = await to_thread.run_sync(store.batch, caller.tenant_id, batch_id)
+        outcome = await to_thread.run_sync(store.outcome, row.pk) if row.status == "done" else None
+        if outcome is not None:
+            return _decode_outcome(outcome)
+        if time.monotonic() + delay > deadline:
+            raise Pending(f"batch {batch_id!r} is {row.status}; its outcome is not ready")
+        await anyio.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
+
+
+@get("/{batch_id:str}/runs", summary="Every recorded handler run of the batch, with usage")
+async def list_runs(request: Request, caller: Caller, batch_id: str) -> list[RunSummary]:
+    store = service_of(request).store
+    row = await to_thread.run_sync(store.batch, caller.tenant_id, batch_id)
+    return [run_summary(r) for r in await to_thread.run_sync(store.runs_of, row.pk)]
+
+
+@get("/{batch_id:str}/runs/{plugin:str}", summary="One handler's run: status, usage and logs")
+async def get_run(request: Request, caller: Caller, batch_id: str, plugin: str) -> RunDetail:
+    store = service_of(request).store
+    row = await to_thread.run_sync(store.batch, caller.tenant_id, batch_id)
+    runs = [r for r in await to_thread.run_sync(store.runs_of, row.pk) if r.plugin == plugin]
+    if not runs:
+        raise NotFound(f"batch {batch_id!r} has no run of {plugin!r}")
+    return run_detail(runs[-1])
+
+
+batches_router = Router(
+    path="/v1/batches",
+    route_handlers=[submit, list_batches, get_batch, get_outcome, list_runs, get_run],
+    dependencies={"caller": Provide(tenant_dependency)},
+    tags=["batches"],
+)

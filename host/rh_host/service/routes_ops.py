@@ -1,0 +1,35 @@
+"""Operations routes: health (open, for load balancers) and Prometheus metrics (operator token)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from anyio import to_thread
+from litestar import Request, get
+from litestar.di import Provide
+
+from rh_host.service.auth import operator_dependency, service_of
+from rh_host.service.errors import Unavailable
+from rh_host.service.models import Health
+
+__all__ = ["healthz", "metrics"]
+
+
+@get("/healthz", summary="Liveness and database reachability", tags=["operations"])
+async def healthz(request: Request) -> Health:
+    service = service_of(request)
+    try:
+        depth = await to_thread.run_sync(service.store.queue_depth)
+    except sa.exc.SQLAlchemyError as exc:
+        raise Unavailable(f"database unreachable: {type(exc).__name__}") from None
+    return Health(status="ok", database="ok", batches=depth)
+
+
+@get(
+    "/metrics",
+    summary="Prometheus metrics: batches, runs by status, durations, queue depth",
+    dependencies={"operator": Provide(operator_dependency)},
+    media_type="text/plain; version=0.0.4",
+    tags=["operations"],
+)
+async def metrics(request: Request, operator: bool) -> bytes:
+    return await to_thread.run_sync(service_of(request).metrics.render)

@@ -1,0 +1,78 @@
+"""Operator routes: tenants, their keys and quotas."""
+
+from __future__ import annotations
+
+import re
+
+from anyio import to_thread
+from litestar import Request, Router, delete, get, post, put
+from litestar.di import Provide
+
+from rh_host.service.auth import Caller, operator_dependency, service_of, tenant_dependency
+from rh_host.service.errors import BadRequest
+from rh_host.service.keys import hash_key, new_tenant_id, new_tenant_key
+from rh_host.service.models import QuotasUpdate, TenantCreate, TenantCreated, TenantView
+from rh_host.service.settings import Quotas
+from rh_host.service.views import tenant_view
+
+__all__ = ["me_router", "tenants_router"]
+
+_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+
+
+def _check_quotas(quotas: Quotas) -> Quotas:
+    problems = quotas.problems()
+    if problems:
+        raise BadRequest(problems[0])
+    return quotas
+
+
+@post("/", summary="Create a tenant; the API key is in this response only")
+async def create_tenant(request: Request, data: TenantCreate, operator: bool) -> TenantCreated:
+    if not re.match(_NAME_PATTERN, data.name):
+        raise BadRequest(f"tenant name {data.name[:80]!r} must match {_NAME_PATTERN}")
+    service = service_of(request)
+    quotas = _check_quotas(data.quotas or service.settings.default_quotas)
+    key = new_tenant_key()
+    row = await to_thread.run_sync(service.store.create_tenant, new_tenant_id(), data.name, hash_key(key), quotas)
+    view = tenant_view(row)
+    return TenantCreated(id=view.id, name=view.name, quotas=view.quotas, created_at=view.created_at, api_key=key)
+
+
+@get("/", summary="List tenants")
+async def list_tenants(request: Request, operator: bool) -> list[TenantView]:
+    rows = await to_thread.run_sync(service_of(request).store.list_tenants)
+    return [tenant_view(r) for r in rows]
+
+
+@get("/{tenant_id:str}", summary="One tenant")
+async def get_tenant(request: Request, tenant_id: str, operator: bool) -> TenantView:
+    return tenant_view(await to_thread.run_sync(service_of(request).store.tenant, tenant_id))
+
+
+@put("/{tenant_id:str}/quotas", summary="Replace a tenant's quotas (ceilings for its plugins' limits)")
+async def set_quotas(request: Request, tenant_id: str, data: QuotasUpdate, operator: bool) -> TenantView:
+    store = service_of(request).store
+    await to_thread.run_sync(store.set_quotas, tenant_id, _check_quotas(data.quotas))
+    return tenant_view(await to_thread.run_sync(store.tenant, tenant_id))
+
+
+@delete("/{tenant_id:str}", summary="Delete a tenant and everything it owns")
+async def delete_tenant(request: Request, tenant_id: str, operator: bool) -> None:
+    await to_thread.run_sync(service_of(request).store.delete_tenant, tenant_id)
+
+
+@get("/", summary="The calling tenant")
+async def whoami(request: Request, caller: Caller) -> TenantView:
+    return tenant_view(await to_thread.run_sync(service_of(request).store.tenant, caller.tenant_id))
+
+
+tenants_router = Router(
+    path="/v1/tenants",
+    route_handlers=[create_tenant, list_tenants, get_tenant, set_quotas, delete_tenant],
+    dependencies={"operator": Provide(operator_dependency)},
+    tags=["operator"],
+)
+me_router = Router(
+    path="/v1/me", route_handlers=[whoami], dependencies={"caller": Provide(tenant_dependency)}, tags=["tenant"]
+)

@@ -1,0 +1,66 @@
+"""The running service's parts, built from settings in one place and closed in reverse order."""
+
+from __future__ import annotations
+
+import logging
+
+from rh_host.sandboxes import make_dispatcher
+from rh_host.service.artifacts import ArtifactStore
+from rh_host.service.db import make_engine, migrate
+from rh_host.service.keys import load_operator_token
+from rh_host.service.metrics import Metrics
+from rh_host.service.settings import ServiceSettings
+from rh_host.service.store import Store
+from rh_host.service.vault import Vault
+from rh_host.service.worker import BatchDispatch, LocalWorkerPool
+from rh_sandbox.dispatch import Dispatcher
+
+__all__ = ["Service"]
+
+_log = logging.getLogger("rh.service")
+
+
+class Service:
+    """Owns the engine, the sandbox dispatcher and the worker pool. ``start``/``close`` are the only
+    lifecycle; the HTTP app calls them from its lifespan hooks."""
+
+    def __init__(self, settings: ServiceSettings, *, run_migrations: bool = True) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.engine = make_engine(settings.url)
+        if run_migrations:
+            migrate(self.engine)
+        self.store = Store(self.engine)
+        self.operator_token, self.operator_token_source = load_operator_token(settings.data_dir)
+        self.vault = Vault.for_data_dir(settings.data_dir)
+        self.artifacts = ArtifactStore(settings.data_dir / "artifacts")
+        self.metrics = Metrics(self.store.queue_depth)
+        self.dispatcher: Dispatcher | None = None
+        self.dispatch: BatchDispatch | None = None
+
+    def start(self) -> None:
+        self.dispatcher = make_dispatcher(self.settings.isolation, self.settings.data_dir / "wasm-cache")
+        self.dispatch = LocalWorkerPool(
+            self.store,
+            self.artifacts,
+            self.vault,
+            self.dispatcher,
+            self.metrics,
+            workers=self.settings.workers,
+            run_parallel=self.settings.run_parallel,
+        )
+        self.dispatch.start()
+        _log.info("operator token: %s", self.operator_token_source)
+
+    def notify(self) -> None:
+        if self.dispatch is not None:
+            self.dispatch.notify()
+
+    def close(self) -> None:
+        if self.dispatch is not None:
+            self.dispatch.close()
+            self.dispatch = None
+        if self.dispatcher is not None:
+            self.dispatcher.close()
+            self.dispatcher = None
+        self.engine.dispose()

@@ -1,0 +1,58 @@
+"""Service settings and tenant quotas: plain data, units in every name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+__all__ = ["Quotas", "ServiceSettings", "UploadCaps"]
+
+
+class Quotas(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A tenant's ceilings. A plugin's requested limits are clamped to these, never refused."""
+
+    cpu_seconds: float = 30.0
+    memory_mb: int = 512
+    wall_seconds: float = 60.0
+    max_output_kb: int = 4096
+    max_log_kb: int = 1024
+    max_plugins: int = 20
+    max_batch_mb: int = 32  # request body of one batch
+    max_results: int = 50_000  # lines of one batch (OpenAI's input cap)
+    max_concurrent_batches: int = 2  # batches of this tenant running at once
+
+    def problems(self) -> list[str]:
+        return [
+            f"quotas.{field} must be positive, got {getattr(self, field)}"
+            for field in self.__struct_fields__
+            if getattr(self, field) <= 0
+        ]
+
+
+class UploadCaps(msgspec.Struct, frozen=True, kw_only=True):
+    """Bounds on one plugin archive, checked before anything is written."""
+
+    max_archive_mb: int = 16
+    max_unpacked_mb: int = 64
+    max_files: int = 512
+    max_ratio: float = 100.0  # unpacked / packed: zip bombs go far above
+
+
+class ServiceSettings(msgspec.Struct, kw_only=True):
+    data_dir: Path
+    database_url: str | None = None  # None: SQLite in data_dir
+    workers: int = 2
+    isolation: str = "auto"
+    run_parallel: int = 2  # concurrent handler runs inside one batch (equal priorities)
+    default_quotas: Quotas = Quotas()
+    upload: UploadCaps = UploadCaps()
+    max_body_mb: int = 64  # hard cap on any request body, above every tenant's max_batch_mb
+
+    @property
+    def sqlite_url(self) -> str:
+        return f"sqlite:///{self.data_dir / 'rh-host.db'}"
+
+    @property
+    def url(self) -> str:
+        return self.database_url or self.sqlite_url

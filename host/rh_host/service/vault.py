@@ -1,0 +1,64 @@
+"""Plugin secrets, sealed at rest with Fernet (AES-128-CBC + HMAC-SHA256).
+
+The key comes from ``RH_SECRET_KEY`` or ``<data-dir>/secret-key`` (created 0600 on first start).
+Secrets are unsealed only to build one invocation; anything shown or stored elsewhere is masked
+or redacted.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from cryptography.fernet import Fernet, InvalidToken
+
+from rh_host.service.errors import ServiceError
+from rh_host.service.keys import read_or_create_secret_file
+
+__all__ = ["MASK", "SECRET_KEY_ENV", "SECRET_KEY_FILE", "Vault", "masked", "redact"]
+
+SECRET_KEY_ENV = "RH_SECRET_KEY"
+SECRET_KEY_FILE = "secret-key"
+MASK = "********"
+_MIN_REDACT = 4  # shorter values would redact ordinary words
+
+
+class Vault:
+    def __init__(self, key: str) -> None:
+        try:
+            self._fernet = Fernet(key.encode("ascii"))
+        except (ValueError, UnicodeEncodeError) as exc:
+            raise ServiceError(f"secret key is not a Fernet key (32 url-safe base64 bytes): {exc}") from None
+
+    @classmethod
+    def for_data_dir(cls, data_dir: Path) -> Vault:
+        key = os.environ.get(SECRET_KEY_ENV, "").strip()
+        if not key:
+            key = read_or_create_secret_file(data_dir / SECRET_KEY_FILE, lambda: Fernet.generate_key().decode("ascii"))
+        return cls(key)
+
+    def seal(self, values: dict[str, Any]) -> str | None:
+        if not values:
+            return None
+        return self._fernet.encrypt(msgspec.json.encode(values)).decode("ascii")
+
+    def unseal(self, token: str | None) -> dict[str, Any]:
+        if not token:
+            return {}
+        try:
+            return msgspec.json.decode(self._fernet.decrypt(token.encode("ascii")))
+        except InvalidToken:
+            raise ServiceError("cannot unseal plugin secrets: the secret key changed or the data is corrupt") from None
+
+
+def masked(values: dict[str, Any]) -> dict[str, str]:
+    return dict.fromkeys(values, MASK)
+
+
+def redact(text: str, secret_values: list[str]) -> str:
+    for value in secret_values:
+        if len(value) >= _MIN_REDACT:
+            text = text.replace(value, "[redacted]")
+    return text

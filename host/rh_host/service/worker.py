@@ -1,0 +1,164 @@
+"""Running queued batches. ``BatchDispatch`` is the one interface the service uses to get batches
+run; ``LocalWorkerPool`` is its implementation with threads in this process (a distributed one
+would share PostgreSQL and hand the same claims to another engine).
+
+Delivery is at least once: a batch is claimed (running), its runs are recorded as they end, and its
+outcome is written once, in the same transaction that marks it done. A process that dies mid-batch
+leaves it running; the next start puts it back in the queue and the stored runs are replayed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Protocol
+
+import msgspec
+
+from rh_host.errors import ManifestError
+from rh_host.manifest import Plugin, load_plugin
+from rh_host.outcome import BatchOutcome
+from rh_host.pipeline import Pipeline
+from rh_host.service.artifacts import ArtifactStore
+from rh_host.service.limits import clamp_limits
+from rh_host.service.metrics import Metrics
+from rh_host.service.recording import RecordingBackend, ShuttingDown
+from rh_host.service.settings import Quotas
+from rh_host.service.store import Row, Store
+from rh_host.service.vault import Vault
+from rh_sandbox.types import Backend
+from rh_sdk.protocol import ResultLine
+
+__all__ = ["BatchDispatch", "LocalWorkerPool"]
+
+_log = logging.getLogger("rh.service.worker")
+_decode_results = msgspec.msgpack.Decoder(list[ResultLine]).decode
+_MAX_HOST_FAULTS = 3  # attempts before a batch that keeps breaking the host gets a failed outcome
+_IDLE_POLL_SECONDS = 1.0
+
+
+class BatchDispatch(Protocol):
+    def start(self) -> None: ...
+
+    def notify(self) -> None:
+        """A batch was queued: wake a worker now rather than at the next poll."""
+
+    def close(self) -> None: ...
+
+
+class LocalWorkerPool:
+    def __init__(
+        self,
+        store: Store,
+        artifacts: ArtifactStore,
+        vault: Vault,
+        backend: Backend,
+        metrics: Metrics,
+        *,
+        workers: int = 2,
+        run_parallel: int = 2,
+    ) -> None:
+        self._store = store
+        self._artifacts = artifacts
+        self._vault = vault
+        self._backend = backend
+        self._metrics = metrics
+        self._workers = workers
+        self._run_parallel = run_parallel
+        self._wake = threading.Condition()
+        self._pending_wakes = 0
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        requeued = self._store.requeue_running()
+        if requeued:
+            _log.warning("requeued %d batch(es) left running by a previous process", requeued)
+        for index in range(self._workers):
+            thread = threading.Thread(target=self._loop, name=f"rh-worker-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def notify(self) -> None:
+        with self._wake:
+            self._pending_wakes += 1
+            self._wake.notify()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop claiming; a batch still running after ``timeout`` resumes at the next start."""
+        self._stopping.set()
+        with self._wake:
+            self._wake.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                row = self._store.claim_next()
+            except Exception:
+                _log.exception("cannot claim a batch; retrying")
+                row = None
+            if row is None:
+                with self._wake:
+                    if self._pending_wakes == 0 and not self._stopping.is_set():
+                        self._wake.wait(_IDLE_POLL_SECONDS)
+                    self._pending_wakes = 0
+                continue
+            self._process(row)
+
+    def _process(self, row: Row) -> None:
+        try:
+            outcome = self._run_batch(row)
+        except ShuttingDown:
+            _log.info("batch %s: left for the next start (shutting down)", row.batch_id)
+            return
+        except Exception as exc:
+            _log.exception("batch %s of %s: host fault (attempt %d)", row.batch_id, row.tenant_id, row.attempts)
+            if row.attempts < _MAX_HOST_FAULTS:
+                self._store.requeue(row.pk)
+                return
+            outcome = BatchOutcome(batch_id=row.batch_id, success=False, result_count=row.result_count, handlers=[])
+            _log.error("batch %s: giving up after %d attempts: %s", row.batch_id, row.attempts, exc)
+        if self._store.finish_batch(row.pk, outcome.success, msgspec.json.encode(outcome).decode()):
+            self._metrics.batches_completed.labels(success=str(outcome.success).lower()).inc()
+            self._metrics.batch_seconds.observe(max(0.0, time.time() - row.submitted_at))
+        for run in outcome.handlers:
+            self._metrics.runs.labels(status=run.status.value).inc()
+            self._metrics.run_seconds.observe(run.usage.wall_ms / 1000)
+
+    def _run_batch(self, row: Row) -> BatchOutcome:
+        payload = self._store.batch_payload(row.pk)
+        quotas = msgspec.json.decode(row.quotas, type=Quotas)
+        metadata: dict[str, Any] = msgspec.json.decode(payload.metadata)
+        plugins: list[Plugin] = []
+        version_ids: dict[str, int] = {}
+        secret_values: list[str] = []
+        for version in self._store.runnable_versions(msgspec.json.decode(payload.version_ids)):
+            secrets = self._vault.unseal(version.sealed_secrets)
+            secret_values += [str(v) for v in secrets.values()]
+            config = {**msgspec.json.decode(version.config), **secrets}
+            try:
+                plugin = load_plugin(self._artifacts.path_for(version.digest), config)
+            except ManifestError as exc:  # the artifact vanished from disk: the operator must know
+                _log.error("batch %s: plugin %s cannot be loaded: %s", row.batch_id, version.name, exc)
+                continue
+            plugins.append(plugin)
+            version_ids[plugin.name] = version.id
+        backend = RecordingBackend(
+            self._backend, self._store, row.pk, version_ids, secret_values, stopping=self._stopping.is_set
+        )
+        pipeline = Pipeline(backend, max_parallel=self._run_parallel)
+        outcome = pipeline.run(
+            row.batch_id,
+            _decode_results(payload.results),
+            metadata,
+            plugins,
+            group=row.tenant_id,
+            limits_for=lambda p: clamp_limits(p.manifest.limits, quotas).effective,
+        )
+        if backend.replayed:
+            _log.info("batch %s: replayed stored runs of %s", row.batch_id, ", ".join(backend.replayed))
+        return outcome
