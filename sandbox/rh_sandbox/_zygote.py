@@ -23,6 +23,7 @@ import select
 import signal
 import socket
 import sys
+import traceback
 from collections import deque
 
 _MAX_FDS = 16
@@ -152,6 +153,8 @@ class Zygote:
             code = 127
             try:
                 code = self._runner(sock)
+            except BaseException:  # a fault of the set-up or the runner: into the run's logs
+                traceback.print_exc()
             finally:
                 os._exit(code)
         sock.close()

@@ -1,0 +1,102 @@
+"""The warm fork server: code changes, new plugin dirs, groups, restarts, and status parity."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rh_sandbox.forkserver import ForkServerBackend
+from rh_sandbox.strict import StrictProcessBackend
+from rh_sandbox.types import Limits, RunStatus
+from tests.sandbox.conftest import copy_plugin, make_runner
+
+pytestmark = pytest.mark.usefixtures("needs_strict")
+
+GOOD_V2 = """
+from rh_sdk import ResultHandler
+
+
+class Good(ResultHandler):
+    def handle(self, batch_id, results, metadata):
+        return {"count": len(results), "version": "v2"}
+"""
+
+
+@pytest.fixture(scope="module")
+def warm() -> Iterator[ForkServerBackend]:
+    with ForkServerBackend(prefork=1) as backend:
+        yield backend
+
+
+def test_code_change_in_place_takes_effect_next_run(warm: ForkServerBackend, world_dir: Path) -> None:
+    plugin = copy_plugin("good", world_dir / "good")
+    run = make_runner(warm)
+    assert run(plugin, "good:Good").reply.output["version"] == "original"
+    (plugin / "good.py").write_text(GOOD_V2)
+    assert run(plugin, "good:Good").reply.output["version"] == "v2"
+
+
+def test_new_and_replaced_plugin_dirs_are_seen(warm: ForkServerBackend, world_dir: Path) -> None:
+    run = make_runner(warm)
+    first = copy_plugin("good", world_dir / "v1")
+    assert run(first, "good:Good", group="dirs").status is RunStatus.OK
+    second = copy_plugin("good", world_dir / "v2")  # a new version in a new dir, after the zygote started
+    (second / "good.py").write_text(GOOD_V2)
+    assert run(second, "good:Good", group="dirs").reply.output["version"] == "v2"
+    shutil.rmtree(first)  # replaced: same path, new inode, new code
+    copy_plugin("good", first)
+    (first / "good.py").write_text(GOOD_V2.replace("v2", "v1-replaced"))
+    assert run(first, "good:Good", group="dirs").reply.output["version"] == "v1-replaced"
+    assert run(second, "good:Good", group="dirs").reply.output["version"] == "v2"
+
+
+def test_groups_never_share_a_zygote(world_dir: Path) -> None:
+    plugin = copy_plugin("good", world_dir / "good")
+    with ForkServerBackend(prefork=0) as backend:
+        run = make_runner(backend)
+        assert run(plugin, "good:Good", group="tenant-a").status is RunStatus.OK
+        assert run(plugin, "good:Good", group="tenant-b").status is RunStatus.OK
+        assert backend.zygote_count() == 2
+    assert backend.zygote_count() == 0
+
+
+def test_dead_zygote_is_restarted(world_dir: Path) -> None:
+    plugin = copy_plugin("good", world_dir / "good")
+    with ForkServerBackend(prefork=1) as backend:
+        run = make_runner(backend)
+        assert run(plugin, "good:Good").status is RunStatus.OK
+        zygote = backend._groups["tenant-a"].zygote
+        os.killpg(zygote._proc.pid, signal.SIGKILL)
+        zygote._proc.wait()
+        result = run(plugin, "good:Good")
+        assert result.status is RunStatus.OK, (result.error, result.logs)
+        assert backend._groups["tenant-a"].zygote is not zygote
+
+
+CASES = [
+    ("limits:Raises", Limits(wall_seconds=20), RunStatus.FAILED),
+    ("limits:Skips", Limits(wall_seconds=20), RunStatus.SKIPPED),
+    ("limits:Hog", Limits(wall_seconds=20, memory_mb=128), RunStatus.MEMORY_LIMIT),
+    ("limits:Sleeps", Limits(wall_seconds=1), RunStatus.TIMEOUT),
+    ("limits:Spins", Limits(wall_seconds=20, cpu_seconds=1), RunStatus.CPU_LIMIT),
+    ("limits:Floods", Limits(wall_seconds=20, max_output_kb=64), RunStatus.OUTPUT_LIMIT),
+    ("limits:Exits", Limits(wall_seconds=20), RunStatus.FAILED),
+]
+
+
+@pytest.mark.parametrize(("entry", "limits", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_statuses_match_the_cold_strict_path(
+    warm: ForkServerBackend, world_dir: Path, entry: str, limits: Limits, expected: RunStatus
+) -> None:
+    plugin = copy_plugin("limits", world_dir / "limits")
+    warm_result = make_runner(warm)(plugin, entry, limits=limits)
+    cold_result = make_runner(StrictProcessBackend())(plugin, entry, limits=limits)
+    assert warm_result.status is expected, (warm_result.error, warm_result.logs[-3:])
+    assert cold_result.status is expected, (cold_result.error, cold_result.logs[-3:])
+    if expected in (RunStatus.FAILED, RunStatus.SKIPPED):  # ended by itself, not killed by the host
+        assert warm_result.exit_code == cold_result.exit_code

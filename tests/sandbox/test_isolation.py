@@ -1,0 +1,75 @@
+"""Choosing the level: probe, report, and the one factory the host calls."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from click.testing import CliRunner
+
+from rh_sandbox.forkserver import ForkServerBackend
+from rh_sandbox.isolation import Probe, format_probe, make_python_backend
+from rh_sandbox.process import ProcessBackend
+from rh_sandbox.strict import StrictProcessBackend
+from rh_sandbox.types import SandboxError
+
+
+def test_probe_describes_this_machine(machine: Probe) -> None:
+    assert machine.level in ("basic", "strict")
+    assert machine.strict_sandbox_works == (machine.strict_problem is None)
+    assert (machine.level == "strict") == machine.strict_sandbox_works
+    if machine.bwrap is None:
+        assert not machine.strict_sandbox_works
+    report = format_probe(machine)
+    assert f"Level used by --isolation auto: {machine.level}" in report
+    assert "Landlock" in report and "cgroup v1" in report and "seccomp" in report
+
+
+def test_unknown_setting_is_refused() -> None:
+    with pytest.raises(SandboxError, match="unknown isolation setting"):
+        make_python_backend("paranoid")
+
+
+def test_strict_demanded_but_unavailable_refuses() -> None:
+    without = Probe(strict_problem="bubblewrap (bwrap) is not installed")
+    with pytest.raises(SandboxError, match="bubblewrap"):
+        make_python_backend("strict", probed=without)
+
+
+def test_auto_degrades_loudly(caplog: pytest.LogCaptureFixture) -> None:
+    without = Probe(strict_problem="user namespaces are disabled")
+    with caplog.at_level(logging.WARNING, logger="rh.sandbox"):
+        backend = make_python_backend("auto", probed=without)
+    try:
+        assert isinstance(backend, ProcessBackend) and backend.isolation.value == "basic"
+        assert any("ISOLATION DEGRADED" in r.getMessage() for r in caplog.records)
+    finally:
+        backend.close()
+
+
+def test_basic_never_uses_namespaces() -> None:
+    backend = make_python_backend("basic")
+    try:
+        assert type(backend) is ProcessBackend
+    finally:
+        backend.close()
+
+
+@pytest.mark.usefixtures("needs_strict")
+@pytest.mark.parametrize(("warm", "kind"), [(True, ForkServerBackend), (False, StrictProcessBackend)])
+def test_strict_backends(machine: Probe, warm: bool, kind: type) -> None:
+    backend = make_python_backend("strict", warm=warm, probed=machine)
+    try:
+        assert type(backend) is kind
+    finally:
+        backend.close()
+
+
+def test_doctor_command_prints_the_probe(machine: Probe) -> None:
+    from rh_host.cli_doctor import doctor
+
+    result = CliRunner().invoke(doctor, [])
+    assert result.exit_code == 0, result.output
+    assert "Level used by --isolation auto" in result.output
+    strict = CliRunner().invoke(doctor, ["--isolation", "strict"])
+    assert (strict.exit_code == 0) == machine.strict_sandbox_works
