@@ -9,7 +9,6 @@ blocked in ``poll_oneoff`` is out of the epochs' reach).
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -19,7 +18,7 @@ import msgspec
 
 from rh_sandbox.types import IsolationLevel, RunResult, RunSpec, SandboxError
 from rh_sandbox.wasm._classify import classify, parse_logs
-from rh_sandbox.wasm._engine import EPOCH_TICK_SECONDS, fuel_for
+from rh_sandbox.wasm._engine import fuel_for
 from rh_sandbox.wasm._frames import Request, Response
 from rh_sandbox.wasm._modules import ModuleFiles, ModuleTooLarge
 from rh_sandbox.wasm._pool import WorkerDied, WorkerPool, WorkerProcess, WorkerTimeout
@@ -97,7 +96,7 @@ class WasmBackend:
             payload=payload,
             memory_bytes=limits.memory_mb * 1024 * 1024,
             fuel=fuel_for(limits.cpu_seconds),
-            epoch_ticks=math.ceil(limits.wall_seconds / EPOCH_TICK_SECONDS) + 1,
+            wall_seconds=limits.wall_seconds,
             max_output_bytes=limits.max_output_kb * 1024,
             max_log_bytes=limits.max_log_kb * 1024,
         )

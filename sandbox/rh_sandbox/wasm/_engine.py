@@ -13,7 +13,6 @@ import platform
 import wasmtime
 
 __all__ = [
-    "EPOCH_TICK_SECONDS",
     "FUEL_PER_CPU_SECOND",
     "MAX_MODULE_BYTES",
     "MAX_TABLE_ELEMENTS",
@@ -27,8 +26,6 @@ __all__ = [
 # 1.0e9 units per CPU second on the reference machine (bench/bench_wasm.py --fuel-rate measures it),
 # so a plugin's cpu_seconds becomes cpu_seconds * FUEL_PER_CPU_SECOND units.
 FUEL_PER_CPU_SECOND = 1_000_000_000
-# The worker's epoch ticker period: the wall-clock deadline of a computing guest is this precise.
-EPOCH_TICK_SECONDS = 0.01
 MAX_WASM_STACK_BYTES = 512 * 1024
 MAX_TABLE_ELEMENTS = 100_000
 MAX_MODULE_BYTES = 16 * 1024 * 1024

@@ -36,7 +36,7 @@ class Request(msgspec.Struct, array_like=True):
     payload: bytes
     memory_bytes: int
     fuel: int
-    epoch_ticks: int
+    wall_seconds: float
     max_output_bytes: int
     max_log_bytes: int
 

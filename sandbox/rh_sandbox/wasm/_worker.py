@@ -12,19 +12,23 @@ reason on stdout: the one-shot check behind :func:`rh_sandbox.wasm.validate_modu
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
 import resource
 import signal
 import sys
 import tempfile
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import wasmtime
 
 from rh_sandbox.wasm._cache import ModuleCache, compile_module
-from rh_sandbox.wasm._engine import EPOCH_TICK_SECONDS, engine_fingerprint, make_engine
+from rh_sandbox.wasm._engine import engine_fingerprint, make_engine
 from rh_sandbox.wasm._frames import FrameError, Ready, Request, Response, read_frame, write_frame
 from rh_sandbox.wasm._guest import GuestRunner, ModuleRefused, check_module, store_limits
 
@@ -52,26 +56,50 @@ def limit_self(data_mb: int) -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
-class EpochTicker:
-    """Advances the engine's epoch every tick while a run is in progress (idle workers sleep)."""
+class WallClock:
+    """Advances the engine's epoch exactly once, when the current run's wall limit passes.
+
+    Stores wait for one epoch tick, so a computing guest traps with INTERRUPT on time. Ticking
+    periodically instead would drift (1000 wake-ups of a loaded machine take well over 10 s) and cost
+    wake-ups in idle workers. The lock makes a late tick impossible once the run is disarmed, so a tick
+    meant for one run never interrupts the next.
+    """
 
     def __init__(self, engine: wasmtime.Engine) -> None:
         self._engine = engine
-        self._running = threading.Event()
-        threading.Thread(target=self._loop, name="epoch", daemon=True).start()
+        self._cond = threading.Condition()
+        self._deadline: float | None = None
+        self._sleeping_until = math.inf  # when the thread wakes next on its own
+        threading.Thread(target=self._loop, name="wall-clock", daemon=True).start()
 
     def _loop(self) -> None:
-        stop = threading.Event()
-        while True:
-            self._running.wait()
-            stop.wait(EPOCH_TICK_SECONDS)
-            self._engine.increment_epoch()
+        with self._cond:
+            while True:
+                if self._deadline is None:
+                    self._sleeping_until = math.inf
+                    self._cond.wait()
+                    continue
+                remaining = self._deadline - time.monotonic()
+                if remaining > 0:
+                    self._sleeping_until = self._deadline
+                    self._cond.wait(remaining)
+                    continue
+                self._engine.increment_epoch()
+                self._deadline = None
 
-    def __enter__(self) -> None:
-        self._running.set()
-
-    def __exit__(self, *exc: object) -> None:
-        self._running.clear()
+    @contextlib.contextmanager
+    def armed(self, wall_seconds: float) -> Iterator[None]:
+        """Arm for one run. The thread is woken only when it would otherwise sleep past the new
+        deadline, so back-to-back runs cost no thread wake-ups (dispatch latency)."""
+        with self._cond:
+            self._deadline = time.monotonic() + wall_seconds
+            if self._deadline < self._sleeping_until:
+                self._cond.notify()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._deadline = None  # the thread notices when it next wakes
 
 
 def take_pipes() -> tuple[int, int]:
@@ -88,7 +116,7 @@ def serve(cache_dir: str | None) -> int:
     engine = make_engine()
     scratch = Path(tempfile.mkdtemp(prefix="rh-wasm-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
     runner = GuestRunner(engine, ModuleCache(engine, cache_dir), scratch)
-    ticker = EpochTicker(engine)
+    clock = WallClock(engine)
     decoder = msgspec.msgpack.Decoder(Request)
     fd_in, fd_out = take_pipes()
     write_frame(fd_out, Ready(os.getpid(), engine_fingerprint()))
@@ -106,7 +134,7 @@ def serve(cache_dir: str | None) -> int:
                 write_frame(fd_out, loaded)
                 if loaded.outcome != "loaded":
                     continue
-            with ticker:
+            with clock.armed(req.wall_seconds):
                 resp: Response = runner.run(req)
             write_frame(fd_out, resp)
     finally:

@@ -88,7 +88,7 @@ def test_infinite_loop_stopped_by_wall_clock(run_wat: RunWat) -> None:
     started = time.monotonic()
     result = run_wat(g.SPIN, cpu_seconds=100_000, wall_seconds=0.3)
     assert result.status is RunStatus.TIMEOUT
-    assert time.monotonic() - started < 10  # generous: the epoch tick is 10 ms
+    assert time.monotonic() - started < 10  # generous: the epoch advances at the deadline
 
 
 def test_guest_sleeping_in_poll_oneoff_stopped_at_wall_limit(run_wat: RunWat) -> None:
@@ -116,7 +116,7 @@ def test_memory_minimum_over_the_limit_is_memory_limit(run_wat: RunWat) -> None:
 
 
 def test_stdout_flood_capped(run_wat: RunWat) -> None:
-    result = run_wat(g.STDOUT_FLOOD, max_output_kb=16, cpu_seconds=1, wall_seconds=10)
+    result = run_wat(g.STDOUT_FLOOD, max_output_kb=16, cpu_seconds=1, wall_seconds=2)
     assert result.status is RunStatus.OUTPUT_LIMIT
     assert result.reply is None
 

@@ -18,11 +18,12 @@ _PRELUDE = """
 """
 
 
-def _escape(text: str) -> str:
-    return "".join(f"\\{b:02x}" for b in text.encode())
+def _escape(text: str | bytes) -> str:
+    raw = text.encode() if isinstance(text, str) else text
+    return "".join(f"\\{b:02x}" for b in raw)
 
 
-def module(body: str, data: dict[int, str] | None = None) -> str:
+def module(body: str, data: dict[int, str | bytes] | None = None) -> str:
     segments = "".join(f'\n (data (i32.const {at}) "{_escape(text)}")' for at, text in (data or {}).items())
     return f"(module {_PRELUDE}{segments}\n {body})"
 
@@ -37,6 +38,20 @@ def replying(reply: dict[str, object], log: dict[str, object] | None = None, exi
    {f"(call $proc_exit (i32.const {exit_code}))" if exit_code else ""})"""
     return module(body, {1024: out, 8192: err})
 
+
+def writing(stdout: bytes, stderr: bytes = b"") -> str:
+    """Writes the given bytes verbatim to stdout and stderr, then returns from _start."""
+    body = f"""(func (export "_start")
+   (drop (call $write (i32.const 1) (i32.const 1024) (i32.const {len(stdout)})))
+   (drop (call $write (i32.const 2) (i32.const 16384) (i32.const {len(stderr)}))))"""
+    return module(body, {1024: stdout, 16384: stderr})
+
+
+# Writes 64 KiB to stderr again and again.
+STDERR_FLOOD = module(
+    """(func (export "_start")
+   (loop $l (drop (call $write (i32.const 2) (i32.const 0) (i32.const 65536))) (br $l)))"""
+)
 
 ECHO = module(
     """(func (export "_start") (local $n i32)
