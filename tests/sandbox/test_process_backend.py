@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -22,13 +23,12 @@ from rh_host.manifest import Plugin, load_plugin
 from rh_host.outcome import BatchOutcome, HandlerRun
 from rh_host.pipeline import Pipeline
 from rh_sandbox._pump import Breach, exchange
-from rh_sandbox.cgroups import CgroupV1
+from rh_sandbox.cgroups import CgroupV1, RunCgroup
 from rh_sandbox.process import ProcessBackend
 from rh_sandbox.types import Limits, RunResult
 from rh_sdk.protocol import Invocation, ResultLine, ResultResponse, RunStatus, encode_invocation
 
 PLUGINS = Path(__file__).resolve().parent / "plugins_basic"
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 HAVE_CGROUPS = CgroupV1().available
 
 RESULTS = [
@@ -37,8 +37,20 @@ RESULTS = [
 ]
 
 
-def _cgroups() -> set[Path]:
-    return set(CGROUP_ROOT.glob("*/rh-host/*/"))
+class RecordingCgroups(CgroupV1):
+    """The real per-run cgroups, remembered so that the test can check that each one is removed.
+
+    Other sessions on this machine may create cgroups under rh-host/ at the same time: only ours count.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.created: list[Path] = []
+
+    def create(self, **kwargs: Any) -> RunCgroup:
+        cgroup = super().create(**kwargs)
+        self.created.extend(cgroup.paths.values())
+        return cgroup
 
 
 def _leftover_processes() -> list[psutil.Process]:
@@ -63,19 +75,26 @@ def _wait_until(predicate: object, timeout: float = 5.0) -> bool:
     return bool(predicate())  # type: ignore[operator]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def nothing_left_behind() -> Iterator[None]:
-    before = _cgroups()
-    yield
-    assert _wait_until(lambda: not _leftover_processes()), _leftover_processes()
-    assert _cgroups() - before == set()
+@pytest.fixture(scope="module")
+def cgroups() -> RecordingCgroups:
+    return RecordingCgroups()
 
 
 @pytest.fixture(scope="module")
-def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessBackend]:
-    b = ProcessBackend(scratch_root=tmp_path_factory.mktemp("scratch"))
+def backend(tmp_path_factory: pytest.TempPathFactory, cgroups: RecordingCgroups) -> Iterator[ProcessBackend]:
+    b = ProcessBackend(scratch_root=tmp_path_factory.mktemp("scratch"), cgroups=cgroups)
     yield b
     b.close()
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind(cgroups: RecordingCgroups) -> Iterator[None]:
+    """After every test: no process of these plugins, and none of the run cgroups it created."""
+    already = len(cgroups.created)
+    yield
+    assert _wait_until(lambda: not _leftover_processes()), [p.info for p in _leftover_processes()]
+    left = [path for path in cgroups.created[already:] if path.exists()]
+    assert left == [], f"cgroups not removed: {left}"
 
 
 def plugin(name: str) -> Plugin:
