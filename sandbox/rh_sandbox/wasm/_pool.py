@@ -23,6 +23,7 @@ from rh_sandbox.types import SandboxError
 __all__ = ["WorkerDied", "WorkerPool", "WorkerProcess", "WorkerTimeout"]
 
 STARTUP_SECONDS = 20.0
+_TMPFS = "/dev/shm"
 _HEADER_BYTES = 4
 # What a worker sees of the host's environment: nothing but a locale.
 CLEAN_ENV = {"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"}
@@ -42,7 +43,8 @@ class WorkerProcess:
     def __init__(self, argv: Sequence[str], group: str) -> None:
         self.group = group
         self.known: set[str] = set()  # module hashes this worker has already been sent
-        self._scratch = Path(tempfile.mkdtemp(prefix="rh-wasm-worker-"))
+        # cwd of the worker and home of the guests' stdout/stderr files: on tmpfs when there is one.
+        self._scratch = Path(tempfile.mkdtemp(prefix="rh-wasm-worker-", dir=_TMPFS if os.path.isdir(_TMPFS) else None))
         self._errlog = open(self._scratch / "worker.err", "w+b")  # noqa: SIM115 - owned until close()
         try:
             self._proc = subprocess.Popen(

@@ -18,7 +18,6 @@ import os
 import resource
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -114,33 +113,29 @@ def take_pipes() -> tuple[int, int]:
 
 def serve(cache_dir: str | None) -> int:
     engine = make_engine()
-    scratch = Path(tempfile.mkdtemp(prefix="rh-wasm-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    # The host made the cwd (on tmpfs) and removes it even when it has to kill this process.
+    scratch = Path.cwd()
     runner = GuestRunner(engine, ModuleCache(engine, cache_dir), scratch)
     clock = WallClock(engine)
     decoder = msgspec.msgpack.Decoder(Request)
     fd_in, fd_out = take_pipes()
     write_frame(fd_out, Ready(os.getpid(), engine_fingerprint()))
-    try:
-        while True:
-            try:
-                req = decoder.decode(read_frame(fd_in))
-            except FrameError:
-                return 0  # the host closed the pipe: shut down
-            file_cap = min(MAX_FILE_BYTES, max(req.max_output_bytes, req.max_log_bytes) + 1)
-            resource.setrlimit(resource.RLIMIT_FSIZE, (file_cap, MAX_FILE_BYTES))
-            if req.module is not None:
-                # Compiling is not the guest's time: the host starts the wall clock on this frame.
-                loaded = runner.load(req)
-                write_frame(fd_out, loaded)
-                if loaded.outcome != "loaded":
-                    continue
-            with clock.armed(req.wall_seconds):
-                resp: Response = runner.run(req)
-            write_frame(fd_out, resp)
-    finally:
-        for name in os.listdir(scratch):
-            os.unlink(scratch / name)
-        os.rmdir(scratch)
+    while True:
+        try:
+            req = decoder.decode(read_frame(fd_in))
+        except FrameError:
+            return 0  # the host closed the pipe: shut down
+        file_cap = min(MAX_FILE_BYTES, max(req.max_output_bytes, req.max_log_bytes) + 1)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_cap, MAX_FILE_BYTES))
+        if req.module is not None:
+            # Compiling is not the guest's time: the host starts the wall clock on this frame.
+            loaded = runner.load(req)
+            write_frame(fd_out, loaded)
+            if loaded.outcome != "loaded":
+                continue
+        with clock.armed(req.wall_seconds):
+            resp: Response = runner.run(req)
+        write_frame(fd_out, resp)
 
 
 def validate(wasm: bytes) -> str | None:

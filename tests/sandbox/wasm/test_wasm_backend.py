@@ -173,6 +173,7 @@ def test_worker_killed_mid_run_is_crashed_and_the_next_run_works(run_wat: RunWat
     assert "SIGKILL" in (result.error or "")
     after = run_wat(g.replying({"ran": True, "ok": True}), group="victim")
     assert after.status is RunStatus.OK
+    assert killed[0] not in [w.pid for w in backend._pool.workers()]
 
 
 def test_concurrent_runs_from_threads(run_wat: RunWat, backend, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -84,10 +84,13 @@ def test_close_kills_workers_and_refuses_further_runs(tmp_path: Path) -> None:
     write_plugin(tmp_path, g.replying({"ran": True, "ok": True}))
     spec = RunSpec(name="c", runtime="wasm", plugin_dir=str(tmp_path), entry="handler.wat", encoding="json")
     backend = WasmBackend(workers=2)
-    assert backend.run(spec, b"{}").status is RunStatus.OK
-    workers = backend._pool.workers()
-    backend.close()
+    try:
+        assert backend.run(spec, b"{}").status is RunStatus.OK
+        workers = backend._pool.workers()
+    finally:
+        backend.close()
     assert workers and not any(w.alive() for w in workers)
+    assert not any(w._scratch.exists() for w in workers)  # tmpfs scratch (guest stdout/stderr) removed
     with pytest.raises(SandboxError):
         backend.run(spec, b"{}")
 
