@@ -176,6 +176,14 @@ class WorkerPool:
         self._closed = False
 
     def acquire(self, group: str) -> WorkerProcess:
+        dead: list[WorkerProcess] = []
+        try:
+            return self._acquire(group, dead)
+        finally:
+            for worker in dead:  # died while idle (killed from outside): reaped, never handed out
+                worker.kill()
+
+    def _acquire(self, group: str, dead: list[WorkerProcess]) -> WorkerProcess:
         victim: WorkerProcess | None = None
         with self._cond:
             while True:
@@ -184,6 +192,10 @@ class WorkerPool:
                 idle = self._idle.get(group)
                 if idle:
                     worker = idle.pop()
+                    if not worker.alive():
+                        dead.append(worker)
+                        self._count -= 1
+                        continue
                     self._busy.add(worker)
                     return worker
                 if self._count < self._size:

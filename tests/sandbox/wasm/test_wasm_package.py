@@ -107,3 +107,16 @@ def test_wrap_command_hook_runs_the_worker_through_it(tmp_path: Path) -> None:
     with WasmBackend(workers=1, wrap_command=wrap) as backend:
         assert backend.run(spec, b"{}").status is RunStatus.OK
     assert seen and seen[0][1:4] == ["-I", "-m", "rh_sandbox.wasm._worker"]
+
+
+def test_worker_that_died_while_idle_is_replaced_not_blamed(tmp_path: Path) -> None:
+    write_plugin(tmp_path, g.replying({"ran": True, "ok": True}))
+    spec = RunSpec(name="i", runtime="wasm", plugin_dir=str(tmp_path), entry="handler.wat", encoding="json")
+    with WasmBackend(workers=1) as backend:
+        assert backend.run(spec, b"{}").status is RunStatus.OK
+        (worker,) = backend._pool.workers()
+        worker.signal_kill()
+        worker._proc.wait()
+        assert backend.run(spec, b"{}").status is RunStatus.OK  # not crashed: the guest never ran there
+        (replacement,) = backend._pool.workers()
+        assert replacement.pid != worker.pid
