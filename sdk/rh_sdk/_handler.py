@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["DEFAULT_PRIORITY", "ResultHandler", "interpret_return"]
+__all__ = ["DEFAULT_PRIORITY", "ResultHandler", "interpret_return", "log_level"]
 
 DEFAULT_PRIORITY = 100
 
@@ -26,7 +26,7 @@ class ResultHandler:
         self.logger: logging.Logger = logging.getLogger(f"rh.handler.{type(self).__name__}")
         level = self.config.get("log_level")
         if level:
-            self.logger.setLevel(str(level).upper())
+            self.logger.setLevel(log_level(level))
 
     @property
     def priority(self) -> int:
@@ -51,6 +51,16 @@ class ResultHandler:
             extra={"handler": self.name()},
             exc_info=(type(error), error, error.__traceback__),
         )
+
+
+def log_level(value: Any) -> int:
+    """A ``log_level`` config value (a name in any case, or a number) as a logging level."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    level = logging.getLevelName(str(value).upper())
+    if not isinstance(level, int):
+        raise ValueError(f"log_level {value!r} is not a logging level (DEBUG, INFO, WARNING, ERROR, CRITICAL)")
+    return level
 
 
 def interpret_return(value: Any) -> tuple[bool, dict[str, Any], str | None]:

@@ -103,10 +103,23 @@ def run_invocation(invocation: GuestInvocation, entry: str, plugin_dir: str) -> 
     return Reply(ran=True, ok=ok, output=output, error=error)
 
 
-def _setup_logging(stderr: BinaryIO, level: str) -> None:
+def _setup_logging(stderr: BinaryIO, level: Any) -> None:
     root = logging.getLogger()
     root.handlers[:] = [JsonLineHandler(stderr)]
-    root.setLevel(level)
+    try:
+        root.setLevel(_handler.log_level(level))
+    except ValueError:
+        root.setLevel(logging.INFO)  # the handler's __init__ reports the bad value in its reply
+
+
+def _encode(reply: Reply, encoding: Encoding) -> bytes:
+    """The reply's bytes; output the protocol cannot carry (a set, an object) fails the run, clearly."""
+    try:
+        return encode_reply(reply, encoding)
+    except (TypeError, ValueError, OverflowError) as exc:
+        message = f"handle() returned output that cannot be encoded as {encoding}: {exc}"
+        logging.getLogger("rh.runner").error(message)
+        return encode_reply(Reply(ran=True, ok=False, error=message, error_type="EncodeError"), encoding)
 
 
 def main(entry: str, plugin_dir: str, encoding: Encoding = "msgpack") -> int:
@@ -124,9 +137,9 @@ def main(entry: str, plugin_dir: str, encoding: Encoding = "msgpack") -> int:
         _setup_logging(stderr, "INFO")
         reply = Reply(ran=False, ok=False, error=f"undecodable invocation: {exc}", error_type="DecodeError")
     else:
-        _setup_logging(stderr, str(invocation.config.get("log_level", "INFO")).upper())
+        _setup_logging(stderr, invocation.config.get("log_level", "INFO"))
         reply = run_invocation(invocation, entry, plugin_dir)
-    payload = encode_reply(reply, encoding)
+    payload = _encode(reply, encoding)
     with os.fdopen(reply_fd, "wb", buffering=0) as out:
         view = memoryview(payload)
         while view:

@@ -44,6 +44,9 @@ def test_log_level_config_sets_the_logger_level() -> None:
         pass
 
     assert Quiet({"log_level": "warning"}).logger.level == logging.WARNING
+    assert Quiet({"log_level": logging.ERROR}).logger.level == logging.ERROR
+    with pytest.raises(ValueError, match="log_level 'loud' is not a logging level"):
+        Quiet({"log_level": "loud"})
     assert isinstance(Quiet().logger, logging.Logger)
 
 

@@ -52,6 +52,10 @@ class Exits(ResultHandler):
     def handle(self, batch_id, results, metadata):
         raise SystemExit(4)
 
+class Unencodable(ResultHandler):
+    def handle(self, batch_id, results, metadata):
+        return {"opaque": object()}
+
 NotAHandler = dict
 """
 
@@ -152,3 +156,36 @@ def test_main_answers_an_undecodable_invocation(plugin_dir: Path) -> None:
     proc = _main(plugin_dir, b"\xc1 not msgpack")
     reply = decode_reply(proc.stdout)
     assert (reply.ran, reply.ok, reply.error_type) == (False, False, "DecodeError")
+
+
+@pytest.mark.parametrize("encoding", ["msgpack", "json"])
+def test_output_that_cannot_be_encoded_is_a_failure_reply_not_a_crash(plugin_dir: Path, encoding: str) -> None:
+    data = encode_invocation(Invocation(batch_id="b", handler="h"), encoding)  # type: ignore[arg-type]
+    proc = _main(plugin_dir, data, cls="Unencodable", encoding=encoding)
+    assert proc.returncode == 0, proc.stderr
+    reply = decode_reply(proc.stdout, encoding)  # type: ignore[arg-type]
+    assert (reply.ran, reply.ok, reply.error_type) == (True, False, "EncodeError")
+    assert reply.error is not None and reply.error.startswith(
+        f"handle() returned output that cannot be encoded as {encoding}"
+    )
+    assert b"Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("level", "ok", "error"),
+    [
+        ("debug", True, None),
+        (10, True, None),  # a number is a logging level too
+        ("verbose", False, "Good.__init__ raised ValueError: log_level 'verbose' is not a logging level"),
+    ],
+)
+def test_log_level_config_never_crashes_the_runner(
+    plugin_dir: Path, level: object, ok: bool, error: str | None
+) -> None:
+    invocation = Invocation(batch_id="b", handler="h", config={"log_level": level})
+    proc = _main(plugin_dir, encode_invocation(invocation))
+    assert proc.returncode == 0, proc.stderr
+    reply = decode_reply(proc.stdout)
+    assert reply.ok is ok
+    if error is not None:
+        assert reply.error is not None and reply.error.startswith(error)
