@@ -1,30 +1,19 @@
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from wasm_helpers import RunWat, write_plugin
 
 from rh_sandbox.types import Limits, RunResult, RunSpec
 from rh_sandbox.wasm import WasmBackend
-
-RunWat = Callable[..., RunResult]
 
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WasmBackend]:
     with WasmBackend(cache_dir=tmp_path_factory.mktemp("wasm-cache"), workers=2) as b:
         yield b
-
-
-def write_plugin(directory: Path, source: str | bytes, name: str = "handler.wat") -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / name
-    if isinstance(source, str):
-        path.write_text(source)
-    else:
-        path.write_bytes(source)
-    return path
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import time
 import msgspec
 import pytest
 import wasm_guests as g
-from conftest import RunWat
+from wasm_helpers import RunWat
 
 from rh_sandbox.types import RunStatus
 from rh_sdk.protocol import Invocation, encode_invocation
@@ -177,7 +177,7 @@ def test_worker_killed_mid_run_is_crashed_and_the_next_run_works(run_wat: RunWat
 
 
 def test_concurrent_runs_from_threads(run_wat: RunWat, backend, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from conftest import write_plugin
+    from wasm_helpers import write_plugin
 
     from rh_sandbox.types import RunSpec
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import msgspec
 import pytest
 import wasm_guests as g
-from conftest import RunWat, write_plugin
+from wasm_helpers import RunWat, write_plugin
 
 import rh_sandbox.wasm
 from rh_sandbox.types import RunSpec, RunStatus, SandboxError
