@@ -81,6 +81,11 @@ class WasmBackend:
         started = time.perf_counter()
         if spec.runtime != "wasm":
             raise SandboxError(f"WasmBackend cannot run runtime {spec.runtime!r}")
+        if os.path.isabs(spec.entry) or ".." in spec.entry.replace("\\", "/").split("/"):
+            return RunResult(
+                status=RunStatus.PROTOCOL_ERROR,
+                error=f"module refused: entry {spec.entry!r} must be a path inside the plugin directory",
+            )
         path = os.path.join(spec.plugin_dir, spec.entry)
         try:
             module_hash, wasm = self._modules.get(path)
@@ -89,6 +94,7 @@ class WasmBackend:
 
         limits = spec.limits
         worker = self._pool.acquire(spec.group)
+        started = time.perf_counter()  # a worker's start-up is the host's cost, not the run's
         first = module_hash not in worker.known
         request = Request(
             module_hash=module_hash,
