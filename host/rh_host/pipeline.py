@@ -125,6 +125,9 @@ class Pipeline:
             except SandboxError as exc:
                 _log.error("batch %s: sandbox fault running %s: %s", batch_id, plugin.name, exc)
                 result = RunResult(status=RunStatus.CRASHED, error=f"sandbox fault: {exc}")
+            except Exception as exc:  # a host bug or an OS failure (no disk, no fds): this run only
+                _log.exception("batch %s: unexpected fault running %s", batch_id, plugin.name)
+                result = RunResult(status=RunStatus.CRASHED, error=f"host fault: {type(exc).__name__}: {exc}")
         run = HandlerRun(
             name=plugin.name,
             version=plugin.manifest.version,

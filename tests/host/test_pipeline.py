@@ -168,6 +168,19 @@ def test_a_sandbox_fault_becomes_crashed_and_the_others_succeed() -> None:
     assert outcome.success is False
 
 
+def test_an_unexpected_host_fault_is_confined_to_its_run() -> None:
+    def disk_full(spec: RunSpec, payload: bytes) -> RunResult:
+        raise OSError(28, "No space left on device")
+
+    backend = FakeBackend({"unlucky": disk_full, "fine": ok({"a": 1})})
+    outcome = Pipeline(backend).run("b", RESULTS, {}, [plugin("unlucky", 1), plugin("fine", 2)])
+    runs = {h.name: h for h in outcome.handlers}
+    assert runs["unlucky"].status is RunStatus.CRASHED
+    assert runs["unlucky"].error == "host fault: OSError: [Errno 28] No space left on device"
+    assert runs["fine"].status is RunStatus.OK
+    assert outcome.success is False
+
+
 def test_config_enabled_false_skips_without_calling_the_backend() -> None:
     backend = FakeBackend()
     outcome = Pipeline(backend).run("b", RESULTS, {}, [plugin("off", 1, enabled=False), plugin("on", 2)])
