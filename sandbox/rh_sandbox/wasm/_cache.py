@@ -32,19 +32,17 @@ class ModuleCache:
 
     def load(self, module_hash: str, wasm: bytes) -> wasmtime.Module:
         """The compiled module for ``wasm`` (whose sha256 is ``module_hash``). Raises WasmtimeError."""
-        path = self.path_for(module_hash)
-        if path is not None and path.exists():
-            try:
-                return wasmtime.Module.deserialize_file(self._engine, str(path))
-            except wasmtime.WasmtimeError:
-                path.unlink(missing_ok=True)  # written by another wasmtime: recompile below
-        module = compile_module(self._engine, wasm)
-        if path is not None:
-            self._store(path, module)
+        module = self.load_cached(module_hash)
+        if module is None:
+            module = compile_module(self._engine, wasm)
+            path = self.path_for(module_hash)
+            if path is not None:
+                self._store(path, module)
         return module
 
     def load_cached(self, module_hash: str) -> wasmtime.Module | None:
-        """Only from disk; ``None`` when the module was never compiled with this engine."""
+        """Only from disk; ``None`` when never compiled with this engine, or the file is unusable (written
+        by another wasmtime, truncated): the caller recompiles and the new file replaces it."""
         path = self.path_for(module_hash)
         if path is None or not path.exists():
             return None

@@ -7,27 +7,11 @@ from __future__ import annotations
 
 import msgspec
 
+from rh_sandbox.classify import parse_logs  # shared with the process backend: same log rules
 from rh_sandbox.wasm._frames import Response
-from rh_sdk.protocol import Encoding, LogRecord, Reply, RunStatus, decode_reply
+from rh_sdk.protocol import Encoding, Reply, RunStatus, decode_reply
 
 __all__ = ["classify", "parse_logs"]
-
-_log_decoder = msgspec.json.Decoder(LogRecord)
-
-
-def parse_logs(data: bytes, truncated: bool) -> list[LogRecord]:
-    """JSON-line records from the guest's stderr; any other line becomes a plain record."""
-    records: list[LogRecord] = []
-    for raw in data.splitlines():
-        if not raw.strip():
-            continue
-        try:
-            records.append(_log_decoder.decode(raw))
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            records.append(LogRecord(level="INFO", logger="stderr", message=raw.decode("utf-8", "replace")))
-    if truncated:
-        records.append(LogRecord(level="WARNING", logger="rh.sandbox", message="log output truncated at max_log_kb"))
-    return records
 
 
 def classify(

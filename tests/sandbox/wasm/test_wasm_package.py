@@ -120,3 +120,14 @@ def test_worker_that_died_while_idle_is_replaced_not_blamed(tmp_path: Path) -> N
         assert backend.run(spec, b"{}").status is RunStatus.OK  # not crashed: the guest never ran there
         (replacement,) = backend._pool.workers()
         assert replacement.pid != worker.pid
+
+
+@pytest.mark.parametrize("entry", ["/etc/passwd", "../outside.wat", "sub/../../outside.wat"])
+def test_entry_outside_the_plugin_dir_is_refused(backend: WasmBackend, tmp_path: Path, entry: str) -> None:
+    write_plugin(tmp_path, g.replying({"ran": True, "ok": True}), "outside.wat")
+    plugin = tmp_path / "plugin"
+    plugin.mkdir()
+    spec = RunSpec(name="e", runtime="wasm", plugin_dir=str(plugin), entry=entry, encoding="json")
+    result = backend.run(spec, b"{}")
+    assert result.status is RunStatus.PROTOCOL_ERROR
+    assert "inside the plugin directory" in (result.error or "")
