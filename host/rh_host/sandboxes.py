@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from rh_sandbox.dispatch import Dispatcher
 from rh_sandbox.types import Backend
 
-__all__ = ["ISOLATION_CHOICES", "make_dispatcher"]
+__all__ = ["ISOLATION_CHOICES", "default_wasm_cache_dir", "make_dispatcher"]
 
 ISOLATION_CHOICES = ("auto", "basic", "strict")
 _log = logging.getLogger("rh.host")
@@ -29,10 +30,18 @@ def _python_backend(isolation: str) -> Backend:
     return make_python_backend(isolation)
 
 
+def default_wasm_cache_dir() -> Path:
+    """Compiled modules survive across runs here (compiling the Zig sample alone takes ~70 ms)."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/rh-host/wasm-cache")
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(cache) / "rh-host" / "wasm-cache"
+
+
 def _wasm_backend(cache_dir: Path | None) -> Backend:
     from rh_sandbox.wasm import WasmBackend
 
-    return WasmBackend(cache_dir=cache_dir) if cache_dir is not None else WasmBackend()
+    return WasmBackend(cache_dir=cache_dir or default_wasm_cache_dir())
 
 
 def make_dispatcher(isolation: str = "auto", wasm_cache_dir: Path | None = None) -> Dispatcher:
