@@ -9,12 +9,15 @@ plugin code, and forks per invocation:
                       the run's cgroups, mounts a bounded /tmp, takes stdin/stdout/stderr, drops
                       every capability, applies rlimits, Landlock and seccomp, runs the handler)
 
-``prefork`` such A/B pairs wait ready. Every child closes every inherited descriptor but its own
+The host "arms" slots ahead of runs: each armed slot is an A/B pair already forked whose B has
+joined the slot's cgroups (cgroup v1 migration can wait for an RCU grace period: never on the hot
+path when a slot is ready). Every child closes every inherited descriptor but its own
 request socket, so no child can use the control channel or reach another waiting child. The zygote
 is not dumpable (no ptrace, no /proc/<pid>/mem by the same uid) and Landlock's signal scope keeps
 a handler from signalling it.
 """
 
+import contextlib
 import ctypes
 import gc
 import json
@@ -24,7 +27,6 @@ import signal
 import socket
 import sys
 import traceback
-from collections import deque
 
 _MAX_FDS = 16
 _PR_SET_DUMPABLE = 4
@@ -41,13 +43,12 @@ class Zygote:
 
         self.confine = confine
         self.control = socket.socket(fileno=args["control_fd"])
-        self.prefork = int(args.get("prefork", 0))
         self.landlock_abi = int(args.get("landlock_abi", 0))
         self.seccomp = b""
         if args.get("seccomp"):
             with open(args["seccomp"], "rb") as f:
                 self.seccomp = f.read()
-        self.spares: deque[tuple[int, socket.socket]] = deque()
+        self.spares: dict[str, tuple[int, socket.socket]] = {}  # armed slot -> waiting child (A pid, socket)
         self.running: dict[int, str] = {}  # pid of A -> run id
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
@@ -55,7 +56,6 @@ class Zygote:
     def serve(self) -> None:
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        self._refill()
         self._send({"event": "ready", "pid": os.getpid()})
         while True:
             try:
@@ -76,23 +76,35 @@ class Zygote:
         if not data:
             return False
         message = json.loads(data)
-        if message.get("op") == "kill":
+        op = message.get("op", "run")
+        if op == "kill":
             for pid, run_id in self.running.items():
                 if run_id == message["id"]:
                     os.kill(pid, signal.SIGKILL)
-            return True
-        pid, sock = self.spares.popleft() if self.spares else self._spawn()
+        elif op == "arm":  # a waiting child for a slot, joining the slot's cgroups now, off the hot path
+            self.spares[message["slot"]] = self._spawn(fds)
+        else:
+            self._start_run(message, data, fds)
+        for fd in fds:
+            os.close(fd)
+        return True
+
+    def _start_run(self, message: dict, data: bytes, fds: list[int]) -> None:
+        if message.get("slot"):
+            spare = self.spares.pop(message["slot"], None)
+            if spare is None:  # its waiting child died: never run outside the slot's cgroups
+                self._send({"event": "exit", "id": message["id"], "code": None, "lost": True})
+                return
+        else:
+            spare = self._spawn([])
+        pid, sock = spare
         try:
             socket.send_fds(sock, [data], fds)
             self.running[pid] = message["id"]
-        except OSError:  # the waiting child died: report the run as crashed, the host retries nothing
+        except OSError:  # the waiting child died: the run crashed before it began
             self._send({"event": "exit", "id": message["id"], "code": -signal.SIGKILL, "maxrss_kb": 0})
         finally:
             sock.close()
-            for fd in fds:
-                os.close(fd)
-        self._refill()
-        return True
 
     def _reap(self) -> None:
         while True:
@@ -107,9 +119,10 @@ class Zygote:
                 code = os.waitstatus_to_exitcode(status)
                 self._send({"event": "exit", "id": run_id, "code": code, "maxrss_kb": usage.ru_maxrss})
                 continue
-            for spare in [s for s in self.spares if s[0] == pid]:  # a waiting child died unused
-                self.spares.remove(spare)
-                spare[1].close()
+            for slot, (spare_pid, sock) in list(self.spares.items()):  # a waiting child died unused
+                if spare_pid == pid:
+                    del self.spares[slot]
+                    sock.close()
 
     def _drain_wakeups(self) -> None:
         try:
@@ -121,28 +134,28 @@ class Zygote:
     def _send(self, event: dict) -> None:
         self.control.send(json.dumps(event).encode())
 
-    def _refill(self) -> None:
-        while len(self.spares) < self.prefork:
-            self.spares.append(self._spawn())
-
     # ---- the children ---------------------------------------------------------------------
-    def _spawn(self) -> tuple[int, socket.socket]:
+    def _spawn(self, cgroup_fds: list[int]) -> tuple[int, socket.socket]:
+        """Fork A (and through it B); B joins ``cgroup_fds`` at once, then waits for its request."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
             code = 127
             try:
-                keep = theirs.fileno()
-                os.closerange(3, keep)
-                os.closerange(keep + 1, 1 << 16)
-                code = self._reaper(theirs)
+                keep = {theirs.fileno(), *cgroup_fds}
+                for fd in range(3, max(keep) + 1):  # nothing of the zygote's: no control channel
+                    if fd not in keep:
+                        with contextlib.suppress(OSError):
+                            os.close(fd)
+                os.closerange(max(keep) + 1, 1 << 16)
+                code = self._reaper(theirs, cgroup_fds)
             finally:
                 os._exit(code)
         theirs.close()
         return pid, ours
 
-    def _reaper(self, sock: socket.socket) -> int:
+    def _reaper(self, sock: socket.socket, cgroup_fds: list[int]) -> int:
         """Process A: owns the run's PID namespace; its exit mirrors B's."""
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -152,12 +165,14 @@ class Zygote:
         if pid == 0:
             code = 127
             try:
-                code = self._runner(sock)
+                code = self._runner(sock, cgroup_fds)
             except BaseException:  # a fault of the set-up or the runner: into the run's logs
                 traceback.print_exc()
             finally:
                 os._exit(code)
         sock.close()
+        for fd in cgroup_fds:
+            os.close(fd)
         _, status = os.waitpid(pid, 0)
         code = os.waitstatus_to_exitcode(status)
         if code < 0:
@@ -166,10 +181,11 @@ class Zygote:
             return 128 - code
         return code
 
-    def _runner(self, sock: socket.socket) -> int:
+    def _runner(self, sock: socket.socket, cgroup_fds: list[int]) -> int:
         """Process B: set up, wait for one request, confine, run the handler."""
         confine = self.confine
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        confine.join_cgroups(cgroup_fds)  # the armed slot's cgroups: before anything else
         confine.make_mounts_private()
         confine.mount_proc()
         data, fds, _, _ = socket.recv_fds(sock, 1 << 20, _MAX_FDS)

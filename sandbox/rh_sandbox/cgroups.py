@@ -56,10 +56,42 @@ class RunCgroup:
     paths: dict[str, Path]
     owner_uid: int | None = None
     _closed: bool = field(default=False, repr=False)
+    _limits: tuple = field(default=(), repr=False)  # what set_limits last wrote: skip rewriting it
 
     @property
     def procs_files(self) -> list[str]:
         return [str(p / "cgroup.procs") for p in self.paths.values()]
+
+    def set_limits(
+        self, *, memory_mb: int | None, max_processes: int | None, cpu_quota_cores: float | None = None
+    ) -> None:
+        """(Re)set the limits; the fork server sets them when a pre-joined cgroup is claimed by a run."""
+        wanted = (memory_mb, max_processes, cpu_quota_cores)
+        if wanted == self._limits:
+            return  # each write to a cgroup file costs ~0.1-0.2 ms on the hot path
+        self._limits = ()
+        paths = self.paths
+        if memory_mb and "memory" in paths:
+            limit = str(memory_mb * 1024 * 1024)
+            memsw = paths["memory"] / "memory.memsw.limit_in_bytes"
+            with contextlib.suppress(OSError):  # raising: memsw first (it may never be below the limit)
+                _write(memsw, limit)
+            _write(paths["memory"] / "memory.limit_in_bytes", limit)
+            with contextlib.suppress(OSError):  # lowering: memsw after; swap accounting may be off
+                _write(memsw, limit)
+        if max_processes and "pids" in paths:
+            _write(paths["pids"] / "pids.max", str(max_processes))
+        if cpu_quota_cores and "cpu" in paths:
+            _write(paths["cpu"] / "cpu.cfs_period_us", "100000")
+            _write(paths["cpu"] / "cpu.cfs_quota_us", str(int(cpu_quota_cores * 100000)))
+        self._limits = wanted
+
+    def reset_usage(self) -> None:
+        """Zero the peak-memory and CPU counters (what a waiting child used is not the run's)."""
+        if "memory" in self.paths:
+            _write(self.paths["memory"] / "memory.max_usage_in_bytes", "0")
+        if "cpuacct" in self.paths:
+            _write(self.paths["cpuacct"] / "cpuacct.usage", "0")
 
     def open_procs(self) -> list[int]:
         """Write-only fds of every ``cgroup.procs``: a sandboxed guest that sees no ``/sys`` joins by
@@ -120,6 +152,8 @@ class RunCgroup:
 
     def kill(self, timeout: float = 5.0) -> None:
         """Freeze, SIGKILL every member, lift the CPU quota, thaw; wait until empty."""
+        if not self.pids():
+            return  # the usual ending: the run's processes are gone already
         freezer = self.paths.get("freezer")
         if freezer is not None:
             with contextlib.suppress(OSError):
@@ -171,6 +205,25 @@ class CgroupV1:
     def available(self) -> bool:
         return {"pids", "freezer"} <= set(self.controllers)
 
+    def sweep_stale(self, min_age_s: float = 60.0) -> int:
+        """Remove empty run cgroups older than ``min_age_s``: what a host killed by SIGKILL left.
+
+        Safe beside other live hosts: a run's cgroup is empty only for the moment between its
+        creation and its first member joining, and a waiting child keeps an armed one occupied.
+        """
+        removed = 0
+        now = time.time()
+        for controller in self.controllers:
+            parent = _ROOT / controller / _PARENT
+            with contextlib.suppress(OSError):
+                for entry in os.scandir(parent):
+                    if not entry.is_dir() or now - entry.stat().st_mtime < min_age_s:
+                        continue
+                    with contextlib.suppress(OSError):
+                        os.rmdir(entry.path)  # refused (EBUSY) while it has members
+                        removed += 1
+        return removed
+
     def create(
         self,
         *,
@@ -190,20 +243,12 @@ class CgroupV1:
                 path = parent / name
                 path.mkdir()
                 paths[controller] = path
-            if memory_mb and "memory" in paths:
-                limit = str(memory_mb * 1024 * 1024)
-                _write(paths["memory"] / "memory.limit_in_bytes", limit)
-                with contextlib.suppress(OSError):  # swap accounting may be off
-                    _write(paths["memory"] / "memory.memsw.limit_in_bytes", limit)
-            if max_processes and "pids" in paths:
-                _write(paths["pids"] / "pids.max", str(max_processes))
-            if cpu_quota_cores and "cpu" in paths:
-                _write(paths["cpu"] / "cpu.cfs_period_us", "100000")
-                _write(paths["cpu"] / "cpu.cfs_quota_us", str(int(cpu_quota_cores * 100000)))
+            cgroup = RunCgroup(paths, owner_uid)
+            cgroup.set_limits(memory_mb=memory_mb, max_processes=max_processes, cpu_quota_cores=cpu_quota_cores)
             if owner_uid is not None:
                 for path in paths.values():
                     os.chown(path / "cgroup.procs", owner_uid, -1)
         except OSError:
             RunCgroup(paths).close()
             raise
-        return RunCgroup(paths, owner_uid)
+        return cgroup

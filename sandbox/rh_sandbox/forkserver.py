@@ -21,6 +21,7 @@ import os
 import threading
 import time
 import uuid
+from collections import deque
 
 from rh_sandbox._pump import Breach, Exchange, exchange
 from rh_sandbox.bwrap import SANDBOX_UID
@@ -50,7 +51,9 @@ class _Group:
 
 
 class ForkServerBackend:
-    """Strict isolation at warm-start cost. ``prefork`` children wait ready in each zygote."""
+    """Strict isolation at warm-start cost. ``prefork`` children wait ready in each zygote, each
+    already in its own cgroups; ``prefork=0`` forks and joins per request (slower: cgroup v1
+    migration can wait for an RCU grace period)."""
 
     isolation = IsolationLevel.STRICT
 
@@ -66,6 +69,8 @@ class ForkServerBackend:
     ) -> None:
         self.runtime = runtime or GuestRuntime.prepare()
         self.cgroups = cgroups if cgroups is not None else CgroupV1()
+        if self.cgroups.available:
+            self.cgroups.sweep_stale()
         self.confinement = confinement or Confinement.detect(self.runtime)
         self.prefork = prefork
         self.cpu_quota_cores = cpu_quota_cores
@@ -74,6 +79,12 @@ class ForkServerBackend:
         self._lock = threading.Lock()
         self._closed = False
         self._retired: list[Zygote] = []
+        # background upkeep: arm zygotes with waiting children, remove used cgroups
+        self._work = threading.Condition(self._lock)
+        self._to_arm: list[Zygote] = []
+        self._to_remove: list[RunCgroup] = []
+        self._upkeep = threading.Thread(target=self._upkeep_loop, name="rh-forkserver-upkeep", daemon=True)
+        self._upkeep.start()
 
     # ---- Backend --------------------------------------------------------------------------
     def run(self, spec: RunSpec, payload: bytes) -> RunResult:
@@ -89,8 +100,8 @@ class ForkServerBackend:
                 return self._run(zygote, plugin_dir, spec, payload)
             except BrokenPipeError:
                 if attempt:
-                    raise SandboxError(f"fork server keeps dying; stderr: {zygote.stderr_tail()}") from None
-                _log.warning("fork server of group %r had exited; restarting it", spec.group)
+                    raise SandboxError(f"fork server keeps failing; stderr: {zygote.stderr_tail()}") from None
+                _log.warning("fork server of group %r lost a child or exited; retrying the run", spec.group)
             finally:
                 self._release(zygote)
         raise AssertionError("unreachable")
@@ -100,8 +111,23 @@ class ForkServerBackend:
             self._closed = True
             groups, self._groups = list(self._groups.values()), {}
             retired, self._retired = self._retired, []
+            self._work.notify_all()
+        self._upkeep.join()
         for zygote in [g.zygote for g in groups if g.zygote is not None] + retired:
-            zygote.close()
+            self._stop(zygote)
+        with self._lock:
+            leftovers, self._to_remove = self._to_remove, []
+        for cgroup in leftovers:
+            cgroup.close()
+
+    def _stop(self, zygote: Zygote) -> None:
+        """Stop a zygote (its waiting children die with its sandbox) and remove their cgroups."""
+        zygote.close()
+        with self._lock:
+            slots, zygote.slots = list(zygote.slots), deque()
+        for _, cgroup in slots:
+            if cgroup is not None:
+                cgroup.close()
 
     def __enter__(self) -> ForkServerBackend:
         return self
@@ -133,7 +159,8 @@ class ForkServerBackend:
         """A new zygote binding the live dirs of the old one plus ``plugin_dir``; retire the old."""
         dirs = [d for d in (old.plugin_dirs if old else []) if d != plugin_dir and d.still_there()]
         dirs = [*dirs[-(self.max_plugin_dirs - 1) :], plugin_dir] if self.max_plugin_dirs > 1 else [plugin_dir]
-        zygote = Zygote(self.runtime, self.confinement, dirs, prefork=self.prefork)
+        zygote = Zygote(self.runtime, self.confinement, dirs)
+        self._arm(zygote)  # the first runs of a new zygote find children waiting
         if old is not None:
             with self._lock:
                 old.retired = True
@@ -141,7 +168,7 @@ class ForkServerBackend:
                 if not idle:
                     self._retired.append(old)
             if idle:
-                old.close()
+                self._stop(old)
         return zygote
 
     def _release(self, zygote: Zygote) -> None:
@@ -151,7 +178,81 @@ class ForkServerBackend:
             if stop and zygote in self._retired:
                 self._retired.remove(zygote)
         if stop:
-            zygote.close()
+            self._stop(zygote)
+
+    # ---- slots: children waiting in their own cgroups -------------------------------------
+    def _arm(self, zygote: Zygote) -> None:
+        """Top ``zygote`` up to ``prefork`` armed slots (cgroup created and joined off the hot path)."""
+        while not zygote.dead:
+            with self._lock:
+                if len(zygote.slots) >= self.prefork or self._closed:
+                    return
+            slot = uuid.uuid4().hex
+            cgroup = self._cgroup(Limits())
+            fds = cgroup.open_procs() if cgroup is not None else []
+            try:
+                zygote.arm(slot, fds)
+            except OSError:
+                if cgroup is not None:
+                    cgroup.close()
+                return
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            with self._lock:
+                zygote.slots.append((slot, cgroup))
+
+    def _claim(self, zygote: Zygote, limits: Limits) -> tuple[str, RunCgroup | None] | None:
+        """An armed slot with this run's limits, or None (the run then forks and joins inline)."""
+        with self._lock:
+            if not zygote.slots:
+                return None
+            slot, cgroup = zygote.slots.popleft()
+            if not zygote.retired:
+                self._to_arm.append(zygote)
+                self._work.notify()
+        if cgroup is not None:
+            try:
+                cgroup.set_limits(
+                    memory_mb=limits.memory_mb,
+                    max_processes=limits.max_processes,
+                    cpu_quota_cores=self.cpu_quota_cores,
+                )
+                cgroup.reset_usage()
+            except OSError:
+                self._dispose(cgroup)
+                return None
+        return slot, cgroup
+
+    def _dispose(self, cgroup: RunCgroup) -> None:
+        """Kill now (nothing of the run may outlive ``run``); remove the directories in the background."""
+        cgroup.kill()
+        with self._lock:
+            if self._closed:
+                closed = True
+            else:
+                closed = False
+                self._to_remove.append(cgroup)
+                self._work.notify()
+        if closed:
+            cgroup.close()
+
+    def _upkeep_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not (self._closed or self._to_arm or self._to_remove):
+                    self._work.wait()
+                if self._closed:
+                    return
+                to_arm, self._to_arm = self._to_arm, []
+                to_remove, self._to_remove = self._to_remove, []
+            for cgroup in to_remove:
+                cgroup.close()
+            for zygote in dict.fromkeys(to_arm):
+                try:
+                    self._arm(zygote)
+                except SandboxError as exc:
+                    _log.warning("cannot arm the fork server: %s", exc)
 
     # ---- one run --------------------------------------------------------------------------
     def _cgroup(self, limits: Limits) -> RunCgroup | None:
@@ -183,7 +284,8 @@ class ForkServerBackend:
         inside = zygote.inside_path(plugin_dir)
         if inside is None:
             raise SandboxError("plugin dir is not bound in the fork server")  # _acquire guarantees it
-        cgroup = self._cgroup(limits)
+        claimed = self._claim(zygote, limits)
+        slot, cgroup = claimed if claimed is not None else (None, self._cgroup(limits))
         run_id = uuid.uuid4().hex
         try:
             started = time.monotonic()
@@ -191,10 +293,14 @@ class ForkServerBackend:
             stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
             stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
             guest_fds = [stdin_r, stdout_w, stderr_w]
+            request = self._request(spec, inside, cgroup)
             try:
-                cgroup_fds = cgroup.open_procs() if cgroup is not None else []
+                # a claimed slot's child is in its cgroups already; otherwise it joins through these
+                cgroup_fds = cgroup.open_procs() if cgroup is not None and slot is None else []
+                if slot is not None:
+                    request["slot"] = slot
                 try:
-                    ending = zygote.submit(run_id, self._request(spec, inside, cgroup), guest_fds + cgroup_fds)
+                    ending = zygote.submit(run_id, request, guest_fds + cgroup_fds)
                 finally:
                     for fd in cgroup_fds:
                         os.close(fd)
@@ -216,11 +322,13 @@ class ForkServerBackend:
                     started=started,
                 )
             self._finish(zygote, run_id, ending, cgroup, breached=io.breach is not None)
+            if ending.lost:
+                raise BrokenPipeError("the armed child was gone")
             return self._result(spec, io, ending, cgroup)
         finally:
             zygote.forget(run_id)
             if cgroup is not None:
-                cgroup.close()
+                self._dispose(cgroup)
 
     def _finish(
         self, zygote: Zygote, run_id: str, ending: ZygoteExit, cgroup: RunCgroup | None, *, breached: bool

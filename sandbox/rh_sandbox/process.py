@@ -139,6 +139,13 @@ class ProcessBackend:
             close_fds=True,
         )
 
+    def _adopt(self, proc: subprocess.Popen[bytes], cgroup: RunCgroup | None) -> None:
+        """Put the child in the run's cgroup from outside too: the boot script joins as well, and
+        whoever is first wins."""
+        if cgroup is not None:
+            with contextlib.suppress(OSError):
+                cgroup.add(proc.pid)
+
     def _exit_code(self, returncode: int | None) -> int | None:
         """The guest's own exit code (subclasses undo a wrapper's encoding of signals)."""
         return returncode
@@ -153,9 +160,7 @@ class ProcessBackend:
             proc = self._launch(spec, scratch, cgroup)
         except OSError as exc:
             raise SandboxError(f"cannot start the guest interpreter: {exc}") from exc
-        if cgroup is not None:
-            with contextlib.suppress(OSError):  # the boot script joins too; whoever is first wins
-                cgroup.add(proc.pid)
+        self._adopt(proc, cgroup)
         assert proc.stdout is not None and proc.stderr is not None
         cpu_limit_ms = limits.cpu_seconds * 1000
 
@@ -215,8 +220,7 @@ class ProcessBackend:
             exit_code=returncode,
         )
 
-    @staticmethod
-    def _kill_tree(proc: subprocess.Popen[bytes], cgroup: RunCgroup | None) -> list[psutil.Process]:
+    def _kill_tree(self, proc: subprocess.Popen[bytes], cgroup: RunCgroup | None) -> list[psutil.Process]:
         """Kill the child and everything it started; return descendants to reap."""
         if cgroup is not None:
             cgroup.kill()

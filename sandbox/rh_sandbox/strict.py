@@ -14,17 +14,20 @@ import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from rh_sandbox.bwrap import SANDBOX_UID, strict_command
 from rh_sandbox.cgroups import CgroupV1, RunCgroup
 from rh_sandbox.confinement import Confinement
 from rh_sandbox.layout import PLUGIN_MOUNT, RUNTIME_MOUNT, landlock_rules, sandbox_environment
-from rh_sandbox.process import ProcessBackend, guest_rlimits
+from rh_sandbox.process import ProcessBackend, _exited, guest_rlimits
 from rh_sandbox.runtime import GuestRuntime
 from rh_sandbox.types import IsolationLevel, Limits, RunSpec, SandboxError
 
 __all__ = ["StrictProcessBackend", "bwrap_exit_code", "processes_of_uid"]
+
+_BWRAP_EXIT_S = 2.0  # after the guest is killed, how long bwrap may take to notice and exit
 
 
 def bwrap_exit_code(returncode: int | None) -> int | None:
@@ -60,6 +63,8 @@ class StrictProcessBackend(ProcessBackend):
     ) -> None:
         super().__init__(runtime=runtime, cgroups=cgroups)
         self.confinement = confinement or Confinement.detect(self.runtime)
+        if self.cgroups.available:
+            self.cgroups.sweep_stale()
         self.cpu_quota_cores = cpu_quota_cores
 
     def _cgroup(self, limits: Limits) -> RunCgroup | None:
@@ -117,6 +122,21 @@ class StrictProcessBackend(ProcessBackend):
 
     def _exit_code(self, returncode: int | None) -> int | None:
         return bwrap_exit_code(returncode)
+
+    def _adopt(self, proc: subprocess.Popen[bytes], cgroup: RunCgroup | None) -> None:
+        """Leave bwrap itself out of the cgroup: the guest joins before any plugin code runs."""
+
+    def _kill_tree(self, proc: subprocess.Popen[bytes], cgroup: RunCgroup | None) -> list:
+        """Kill the guest's tree, then let bwrap exit by itself: killing the outer bwrap first would
+        orphan its namespace's init, which then lingers as a zombie of the host's PID 1."""
+        if cgroup is not None:
+            cgroup.kill()
+            deadline = time.monotonic() + _BWRAP_EXIT_S
+            while time.monotonic() < deadline and not _exited(proc.pid):
+                time.sleep(0.002)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)  # no cgroup, or bwrap hangs: --die-with-parent ends the rest
+        return []
 
     def _isolation(self, cgroup: RunCgroup | None) -> str:
         return self.isolation.value + self.confinement.suffix(cgroup is not None)

@@ -17,9 +17,11 @@ import socket
 import subprocess
 import tempfile
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 
 from rh_sandbox.bwrap import strict_command
+from rh_sandbox.cgroups import RunCgroup
 from rh_sandbox.confinement import Confinement
 from rh_sandbox.layout import PLUGINS_MOUNT, RUNTIME_MOUNT, sandbox_environment
 from rh_sandbox.runtime import GuestRuntime
@@ -58,6 +60,7 @@ class ZygoteExit:
 
     code: int | None = None
     maxrss_kb: int = 0
+    lost: bool = False  # the armed child was gone: nothing ran, the run may be retried
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -69,21 +72,20 @@ class Zygote:
         runtime: GuestRuntime,
         confinement: Confinement,
         plugin_dirs: list[PluginDir],
-        *,
-        prefork: int = 1,
     ) -> None:
         self.plugin_dirs = list(plugin_dirs)
         self._inside = {d: f"{PLUGINS_MOUNT}/{n}" for n, d in enumerate(self.plugin_dirs)}
         self._lock = threading.Lock()
         self._pending: dict[str, ZygoteExit] = {}
         self.active = 0  # runs in flight (managed by the backend)
+        self.slots: deque[tuple[str, RunCgroup | None]] = deque()  # armed, unclaimed (managed by the backend)
         self.retired = False
         self.dead = False
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         host_end, guest_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._control = host_end
         try:
-            self._proc = self._start(runtime, confinement, guest_end.fileno(), prefork)
+            self._proc = self._start(runtime, confinement, guest_end.fileno())
         finally:
             guest_end.close()
         try:
@@ -95,13 +97,10 @@ class Zygote:
         self._reader.start()
 
     # ---- start ----------------------------------------------------------------------------
-    def _start(
-        self, runtime: GuestRuntime, confinement: Confinement, control_fd: int, prefork: int
-    ) -> subprocess.Popen[bytes]:
+    def _start(self, runtime: GuestRuntime, confinement: Confinement, control_fd: int) -> subprocess.Popen[bytes]:
         args = {
             "site": f"{RUNTIME_MOUNT}/site",
             "control_fd": control_fd,
-            "prefork": prefork,
             "seccomp": confinement.seccomp_file,
             "landlock_abi": confinement.landlock_abi,
         }
@@ -167,6 +166,13 @@ class Zygote:
                 raise
         return ending
 
+    def arm(self, slot: str, cgroup_fds: list[int]) -> None:
+        """Have a child forked and waiting in the slot's cgroups. Raises OSError when the zygote is gone."""
+        with self._lock:
+            if self.dead:
+                raise BrokenPipeError("fork server has exited")
+            socket.send_fds(self._control, [json.dumps({"op": "arm", "slot": slot}).encode()], cgroup_fds)
+
     def kill_run(self, run_id: str) -> None:
         """Ask the zygote to SIGKILL the run's reaper (its PID namespace, and so the handler, dies)."""
         with self._lock, contextlib.suppress(OSError):
@@ -193,6 +199,7 @@ class Zygote:
             if ending is not None:
                 ending.code = event["code"]
                 ending.maxrss_kb = event.get("maxrss_kb", 0)
+                ending.lost = bool(event.get("lost"))
                 ending.done.set()
         with self._lock:  # the zygote died: so did every run inside its sandbox
             self.dead = True

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from rh_sandbox.forkserver import ForkServerBackend
@@ -71,8 +70,9 @@ def test_dead_zygote_is_restarted(world_dir: Path) -> None:
         run = make_runner(backend)
         assert run(plugin, "good:Good").status is RunStatus.OK
         zygote = backend._groups["tenant-a"].zygote
-        os.killpg(zygote._proc.pid, signal.SIGKILL)
-        zygote._proc.wait()
+        bwrap_init = psutil.Process(zygote._proc.pid).children()[0]
+        bwrap_init.children()[0].kill()  # the zygote itself; its sandbox then ends
+        zygote._proc.wait(timeout=5)
         result = run(plugin, "good:Good")
         assert result.status is RunStatus.OK, (result.error, result.logs)
         assert backend._groups["tenant-a"].zygote is not zygote
@@ -100,3 +100,15 @@ def test_statuses_match_the_cold_strict_path(
     assert cold_result.status is expected, (cold_result.error, cold_result.logs[-3:])
     if expected in (RunStatus.FAILED, RunStatus.SKIPPED):  # ended by itself, not killed by the host
         assert warm_result.exit_code == cold_result.exit_code
+
+
+@pytest.mark.usefixtures("needs_cgroups")
+def test_armed_cgroups_take_each_runs_limits(warm: ForkServerBackend, world_dir: Path) -> None:
+    plugin = copy_plugin("limits", world_dir / "limits")
+    good = copy_plugin("good", world_dir / "good")
+    run = make_runner(warm)
+    for memory_mb in (512, 96, 384):  # raise and lower the limit of armed, pre-joined cgroups
+        assert run(good, "good:Good", limits=Limits(wall_seconds=20, memory_mb=memory_mb)).status is RunStatus.OK
+    hog = run(plugin, "limits:Hog", limits=Limits(wall_seconds=20, memory_mb=96))
+    assert hog.status is RunStatus.MEMORY_LIMIT, hog.error
+    assert hog.usage.peak_rss_kb <= 200 * 1024

@@ -1,0 +1,201 @@
+"""Cost of isolation for Python handlers: every dispatch mode in one run, as ratios to in-process.
+
+    .venv/bin/python bench/bench_isolation.py                 # ~30 s on 2 cores
+    .venv/bin/python bench/bench_isolation.py --runs 500 --cold-runs 40 --markdown
+
+Modes (trivial handler, one result line; after warm-up):
+  in-process     rh_sdk.HandlerRegistry.process_results: no isolation (the reference)
+  basic cold     ProcessBackend: a fresh limited subprocess per run (+ per-run cgroup)
+  strict cold    StrictProcessBackend: setpriv + bwrap + cgroups + Landlock + seccomp per run
+  fork server    ForkServerBackend(prefork=0): the tenant's zygote forks the child on request
+  pre-forked     ForkServerBackend(prefork=2): a child already forked, namespaced, waiting
+Then sustained invocations/s through the pre-forked backend from 2 and 4 threads, and the
+realistic handler (JSON-encode 1,000 result lines) pre-forked vs in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rh_sandbox.forkserver import ForkServerBackend
+from rh_sandbox.process import ProcessBackend
+from rh_sandbox.strict import StrictProcessBackend
+from rh_sandbox.types import Limits, RunSpec, RunStatus
+from rh_sdk import HandlerRegistry
+from rh_sdk.protocol import Invocation, encode_invocation
+
+TRIVIAL = """
+from rh_sdk import ResultHandler
+
+
+class Trivial(ResultHandler):
+    def handle(self, batch_id, results, metadata):
+        return {"count": len(results)}
+"""
+
+REALISTIC = """
+import json
+
+from rh_sdk import ResultHandler
+
+
+class Encode(ResultHandler):
+    def handle(self, batch_id, results, metadata):
+        lines = [json.dumps(r, sort_keys=True) for r in results]
+        return {"bytes": sum(len(line) for line in lines)}
+"""
+
+
+def result_line(i: int) -> dict:
+    body = {
+        "id": f"chatcmpl-{i:06d}",
+        "object": "chat.completion",
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "word " * 60}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 120, "completion_tokens": 60, "total_tokens": 180},
+    }
+    return {"id": f"batch_req_{i}", "custom_id": f"req-{i}", "response": {"status_code": 200, "body": body}}
+
+
+def write_plugin(root: Path, name: str, source: str) -> Path:
+    plugin = root / name
+    plugin.mkdir(mode=0o755)
+    (plugin / f"{name}.py").write_text(source)
+    os.chmod(plugin / f"{name}.py", 0o644)
+    return plugin
+
+
+def sample(fn: Callable[[], object], runs: int) -> list[float]:
+    for _ in range(min(5, runs)):
+        fn()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def inprocess(plugin: Path, module: str, cls: str, results: list[dict]) -> Callable[[], object]:
+    namespace: dict = {}
+    exec(compile((plugin / f"{module}.py").read_text(), module, "exec"), namespace)
+    registry = HandlerRegistry()
+    registry.register(namespace[cls]({}))
+
+    def call() -> None:
+        if not registry.process_results("b1", results, {}):
+            raise RuntimeError("in-process handler failed")
+
+    return call
+
+
+def sandboxed(backend: object, plugin: Path, entry: str, payload: bytes) -> Callable[[], object]:
+    spec = RunSpec(name=entry, runtime="python", plugin_dir=str(plugin), entry=entry, group="bench", limits=Limits())
+
+    def call() -> None:
+        result = backend.run(spec, payload)  # type: ignore[attr-defined]
+        if result.status is not RunStatus.OK:
+            raise RuntimeError(f"{entry}: {result.status} {result.error}")
+
+    return call
+
+
+def throughput(call: Callable[[], object], threads: int, seconds: float) -> float:
+    stop = time.monotonic() + seconds
+    counts = [0] * threads
+
+    def worker(i: int) -> None:
+        while time.monotonic() < stop:
+            call()
+            counts[i] += 1
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    started = time.monotonic()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return sum(counts) / (time.monotonic() - started)
+
+
+def bar(value: float, scale: float, width: int = 40) -> str:
+    return "#" * max(1, round(width * value / scale))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=300, help="runs per warm mode")
+    parser.add_argument("--cold-runs", type=int, default=30, help="runs per cold mode")
+    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each throughput test")
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table and plot")
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="rh-bench-", dir="/tmp"))
+    os.chmod(root, 0o755)
+    trivial = write_plugin(root, "trivial", TRIVIAL)
+    realistic = write_plugin(root, "realistic", REALISTIC)
+    one = [result_line(0)]
+    thousand = [result_line(i) for i in range(1000)]
+    small = encode_invocation(Invocation(batch_id="b1", handler="t", results=one))  # type: ignore[arg-type]
+    big = encode_invocation(Invocation(batch_id="b1", handler="r", results=thousand))  # type: ignore[arg-type]
+
+    rows: list[tuple[str, list[float]]] = []
+    rows.append(("in-process", sample(inprocess(trivial, "trivial", "Trivial", one), args.runs)))
+    basic = ProcessBackend()
+    rows.append(("basic cold", sample(sandboxed(basic, trivial, "trivial:Trivial", small), args.cold_runs)))
+    strict = StrictProcessBackend()
+    rows.append(("strict cold", sample(sandboxed(strict, trivial, "trivial:Trivial", small), args.cold_runs)))
+    with ForkServerBackend(prefork=0) as forkserver:
+        rows.append(("fork server", sample(sandboxed(forkserver, trivial, "trivial:Trivial", small), args.runs)))
+    with ForkServerBackend(prefork=2) as preforked:
+        call = sandboxed(preforked, trivial, "trivial:Trivial", small)
+        rows.append(("pre-forked", sample(call, args.runs)))
+        rates = {n: throughput(call, n, args.seconds) for n in (2, 4)}
+        real_iso = sample(sandboxed(preforked, realistic, "realistic:Encode", big), max(20, args.runs // 10))
+    real_in = sample(inprocess(realistic, "realistic", "Encode", thousand), max(20, args.runs // 10))
+
+    ref = statistics.median(rows[0][1])
+    print(f"# bench_isolation: {os.cpu_count()} cores, {sys.version.split()[0]}, kernel {os.uname().release}")
+    print(f"{'mode':<14}{'p50 ms':>10}{'p99 ms':>10}{'p50 / in-process':>20}")
+    for name, values in rows:
+        med = statistics.median(values)
+        print(f"{name:<14}{med:>10.3f}{p(values, 0.99):>10.3f}{med / ref:>20.1f}")
+    for n, rate in rates.items():
+        print(f"sustained, pre-forked, {n} threads: {rate:.0f} invocations/s")
+    ratio = statistics.median(real_iso) / statistics.median(real_in)
+    print(
+        f"realistic (JSON-encode 1,000 results): in-process p50 {statistics.median(real_in):.2f} ms, "
+        f"pre-forked p50 {statistics.median(real_iso):.2f} ms, ratio {ratio:.2f}"
+    )
+    if args.markdown:
+        scale = max(statistics.median(v) for _, v in rows)
+        print("\n| mode | p50 ms | p99 ms | p50 / in-process |\n|---|---:|---:|---:|")
+        for name, values in rows:
+            med = statistics.median(values)
+            print(f"| {name} | {med:.3f} | {p(values, 0.99):.3f} | {med / ref:.1f} |")
+        print("\n```\np50 dispatch latency (ms, linear)")
+        for name, values in rows:
+            med = statistics.median(values)
+            print(f"{name:<12} {bar(med, scale):<40} {med:.2f}")
+        print("```")
+    for path in sorted(root.rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    root.rmdir()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
