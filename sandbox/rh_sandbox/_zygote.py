@@ -50,6 +50,7 @@ class Zygote:
                 self.seccomp = f.read()
         self.spares: dict[str, tuple[int, socket.socket]] = {}  # armed slot -> waiting child (A pid, socket)
         self.running: dict[int, str] = {}  # pid of A -> run id
+        self.status_fds: dict[int, int] = {}  # pid of A -> read end of the pipe A reports B's end on
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     # ---- the loop -------------------------------------------------------------------------
@@ -59,9 +60,12 @@ class Zygote:
         self._send({"event": "ready", "pid": os.getpid()})
         while True:
             try:
-                readable, _, _ = select.select([self.control, self.wake_r], [], [])
+                readable, _, _ = select.select([self.control, self.wake_r, *self.status_fds.values()], [], [])
             except InterruptedError:
                 continue
+            for pid, fd in list(self.status_fds.items()):
+                if fd in readable:
+                    self._on_status(pid, fd)
             if self.wake_r in readable:
                 self._drain_wakeups()
                 self._reap()
@@ -106,6 +110,18 @@ class Zygote:
         finally:
             sock.close()
 
+    def _on_status(self, pid: int, fd: int) -> None:
+        """A reports B's end before its own exit: the run's end is known without waiting for A."""
+        data = os.read(fd, 256)
+        os.close(fd)
+        del self.status_fds[pid]
+        run_id = self.running.pop(pid, None)
+        if data and run_id is not None:
+            code, maxrss_kb = (int(x) for x in data.split())
+            self._send({"event": "exit", "id": run_id, "code": code, "maxrss_kb": maxrss_kb})
+        elif run_id is not None:
+            self.running[pid] = run_id  # A died without reporting: its wait status will say how
+
     def _reap(self) -> None:
         while True:
             try:
@@ -114,6 +130,9 @@ class Zygote:
                 return
             if pid == 0:
                 return
+            fd = self.status_fds.pop(pid, None)
+            if fd is not None:
+                os.close(fd)
             run_id = self.running.pop(pid, None)
             if run_id is not None:
                 code = os.waitstatus_to_exitcode(status)
@@ -138,24 +157,27 @@ class Zygote:
     def _spawn(self, cgroup_fds: list[int]) -> tuple[int, socket.socket]:
         """Fork A (and through it B); B joins ``cgroup_fds`` at once, then waits for its request."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        status_r, status_w = os.pipe2(os.O_CLOEXEC)
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
             code = 127
             try:
-                keep = {theirs.fileno(), *cgroup_fds}
+                keep = {theirs.fileno(), status_w, *cgroup_fds}
                 for fd in range(3, max(keep) + 1):  # nothing of the zygote's: no control channel
                     if fd not in keep:
                         with contextlib.suppress(OSError):
                             os.close(fd)
                 os.closerange(max(keep) + 1, 1 << 16)
-                code = self._reaper(theirs, cgroup_fds)
+                code = self._reaper(theirs, cgroup_fds, status_w)
             finally:
                 os._exit(code)
         theirs.close()
+        os.close(status_w)
+        self.status_fds[pid] = status_r
         return pid, ours
 
-    def _reaper(self, sock: socket.socket, cgroup_fds: list[int]) -> int:
+    def _reaper(self, sock: socket.socket, cgroup_fds: list[int], status_fd: int) -> int:
         """Process A: owns the run's PID namespace; its exit mirrors B's."""
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -165,6 +187,7 @@ class Zygote:
         if pid == 0:
             code = 127
             try:
+                os.close(status_fd)
                 code = self._runner(sock, cgroup_fds)
             except BaseException:  # a fault of the set-up or the runner: into the run's logs
                 traceback.print_exc()
@@ -173,8 +196,9 @@ class Zygote:
         sock.close()
         for fd in cgroup_fds:
             os.close(fd)
-        _, status = os.waitpid(pid, 0)
+        _, status, usage = os.wait4(pid, 0)
         code = os.waitstatus_to_exitcode(status)
+        os.write(status_fd, f"{code} {usage.ru_maxrss}".encode())  # before A's own (slower) exit
         if code < 0:
             signal.signal(-code, signal.SIG_DFL)
             os.kill(os.getpid(), -code)
