@@ -16,6 +16,8 @@ current code.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import threading
@@ -40,6 +42,13 @@ __all__ = ["ForkServerBackend"]
 
 _log = logging.getLogger("rh.sandbox")
 _EXIT_GRACE_S = 2.0  # after the pipes close, how long the run's reaper may take to report
+
+
+def _grow_pipe(fd: int, size_bytes: int) -> None:
+    """Let a big payload go in one write instead of 64 KiB ping-pongs with the guest."""
+    if size_bytes > 65536:
+        with contextlib.suppress(OSError):  # capped by /proc/sys/fs/pipe-max-size
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, min(size_bytes, 1 << 20))
 
 
 class _Group:
@@ -83,6 +92,7 @@ class ForkServerBackend:
         self._work = threading.Condition(self._lock)
         self._to_arm: list[Zygote] = []
         self._to_remove: list[RunCgroup] = []
+        self._pool: list[RunCgroup] = []  # emptied run cgroups whose counters can be reset: re-armed
         self._upkeep = threading.Thread(target=self._upkeep_loop, name="rh-forkserver-upkeep", daemon=True)
         self._upkeep.start()
 
@@ -116,7 +126,8 @@ class ForkServerBackend:
         for zygote in [g.zygote for g in groups if g.zygote is not None] + retired:
             self._stop(zygote)
         with self._lock:
-            leftovers, self._to_remove = self._to_remove, []
+            leftovers, self._to_remove = self._to_remove + self._pool, []
+            self._pool = []
         for cgroup in leftovers:
             cgroup.close()
 
@@ -188,7 +199,7 @@ class ForkServerBackend:
                 if len(zygote.slots) >= self.prefork or self._closed:
                     return
             slot = uuid.uuid4().hex
-            cgroup = self._cgroup(Limits())
+            cgroup = self._pooled() or self._cgroup(Limits())
             fds = cgroup.open_procs() if cgroup is not None else []
             try:
                 zygote.arm(slot, fds)
@@ -237,6 +248,22 @@ class ForkServerBackend:
         if closed:
             cgroup.close()
 
+    def _pooled(self) -> RunCgroup | None:
+        with self._lock:
+            return self._pool.pop() if self._pool else None
+
+    def _recycle(self, cgroup: RunCgroup) -> None:
+        """Pool an emptied cgroup for the next armed child, unless it carries events a reset cannot
+        clear (an OOM kill, a refused fork): those are removed."""
+        if cgroup.pids() or cgroup.oom_killed() or cgroup.pids_limited():
+            cgroup.close()
+            return
+        with self._lock:
+            if not self._closed and len(self._pool) < 2 * max(1, self.prefork):
+                self._pool.append(cgroup)
+                return
+        cgroup.close()
+
     def _upkeep_loop(self) -> None:
         while True:
             with self._lock:
@@ -247,7 +274,7 @@ class ForkServerBackend:
                 to_arm, self._to_arm = self._to_arm, []
                 to_remove, self._to_remove = self._to_remove, []
             for cgroup in to_remove:
-                cgroup.close()
+                self._recycle(cgroup)
             for zygote in dict.fromkeys(to_arm):
                 try:
                     self._arm(zygote)
@@ -290,6 +317,7 @@ class ForkServerBackend:
         try:
             started = time.monotonic()
             stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+            _grow_pipe(stdin_w, len(payload))
             stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
             stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
             guest_fds = [stdin_r, stdout_w, stderr_w]
