@@ -93,8 +93,8 @@ set -e
 mount --bind {setup.hosts_path} /etc/hosts
 mount --bind {setup.nsswitch_path} /etc/nsswitch.conf
 ip link set lo up
-setpriv --reuid=65534 --regid=65534 --clear-groups {sys.executable} -I {FORWARDER} '{json.dumps(setup.forwarder_config)}' \
-    > {run_dir}/fwd.out 2> {run_dir}/fwd.err &
+setpriv --reuid=65534 --regid=65534 --clear-groups {sys.executable} -I {FORWARDER} \
+    '{json.dumps(setup.forwarder_config)}' > {run_dir}/fwd.out 2> {run_dir}/fwd.err &
 for i in $(seq 100); do grep -q ready {run_dir}/fwd.out 2>/dev/null && break; sleep 0.05; done
 setpriv --reuid=65534 --regid=65534 --clear-groups {sys.executable} -I {HERE / "netns_client.py"} \
     '{json.dumps({"port": port, "other_port": other, "socket": str(setup.socket_path)})}'
