@@ -41,6 +41,20 @@ class Trivial(ResultHandler):
         return {"count": len(results)}
 """
 
+FORK_BOMB = """
+import contextlib
+import os
+
+from rh_sdk import ResultHandler
+
+
+class Bomb(ResultHandler):
+    def handle(self, batch_id, results, metadata):
+        while True:
+            with contextlib.suppress(OSError):
+                os.fork()
+"""
+
 REALISTIC = """
 import json
 
@@ -131,6 +145,17 @@ def throughput(call: Callable[[], object], threads: int, seconds: float) -> floa
     return sum(counts) / (time.monotonic() - started)
 
 
+def fork_bomb_ms(backend: object, plugin: Path, payload: bytes) -> list[tuple[float, str]]:
+    """Wall time until a fork bomb's run has ended and its processes are gone."""
+    spec = RunSpec(name="bomb", runtime="python", plugin_dir=str(plugin), entry="bomb:Bomb", group="bench")
+    ended = []
+    for _ in range(5):
+        started = time.perf_counter()
+        result = backend.run(spec, payload)  # type: ignore[attr-defined]
+        ended.append(((time.perf_counter() - started) * 1000, f"{result.status}: {result.error}"))
+    return ended
+
+
 def bar(value: float, scale: float, width: int = 40) -> str:
     return "#" * max(1, round(width * value / scale))
 
@@ -147,6 +172,7 @@ def main() -> int:
     os.chmod(root, 0o755)
     trivial = write_plugin(root, "trivial", TRIVIAL)
     realistic = write_plugin(root, "realistic", REALISTIC)
+    bomb = write_plugin(root, "bomb", FORK_BOMB)
     one = [result_line(0)]
     thousand = [result_line(i) for i in range(1000)]
     small = encode_invocation(Invocation(batch_id="b1", handler="t", results=one))  # type: ignore[arg-type]
@@ -165,6 +191,7 @@ def main() -> int:
         rows.append(("pre-forked", sample(call, args.runs)))
         rates = {n: throughput(call, n, args.seconds) for n in (2, 4)}
         real_iso = sample(sandboxed(preforked, realistic, "realistic:Encode", big), max(20, args.runs // 10))
+        bomb_ms = fork_bomb_ms(preforked, bomb, small)
     real_in = sample(inprocess(realistic, "realistic", "Encode", thousand), max(20, args.runs // 10))
 
     ref = statistics.median(rows[0][1])
@@ -179,6 +206,11 @@ def main() -> int:
     print(
         f"realistic (JSON-encode 1,000 results): in-process p50 {statistics.median(real_in):.2f} ms, "
         f"pre-forked p50 {statistics.median(real_iso):.2f} ms, ratio {ratio:.2f}"
+    )
+    print(
+        "fork bomb (max_processes=32), pre-forked: run ended and cleaned up in "
+        + ", ".join(f"{ms:.0f}" for ms, _ in bomb_ms)
+        + f" ms ({bomb_ms[0][1]})"
     )
     if args.markdown:
         scale = max(statistics.median(v) for _, v in rows)
