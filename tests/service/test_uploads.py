@@ -1,0 +1,135 @@
+"""Every upload attack is refused with a message that names it, and nothing is stored or written."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import tarfile
+import zipfile
+from collections.abc import Callable
+
+import httpx
+import pytest
+from rh_testserver import TEST_PLUGINS, Server
+
+PLUGIN = TEST_PLUGINS / "slow_step"
+GOOD_FILES = {p.name: p.read_bytes() for p in PLUGIN.iterdir() if p.is_file()}
+
+
+def tar_gz(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            archive.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+def good_members() -> list[tuple[tarfile.TarInfo, bytes | None]]:
+    return [(tarfile.TarInfo(name), data) for name, data in GOOD_FILES.items()]
+
+
+def special(name: str, kind: bytes, linkname: str = "") -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = linkname
+    info.devmajor, info.devminor = 1, 3
+    return info, None
+
+
+def zip_bytes(files: dict[str, bytes], symlinks: dict[str, str] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+        for name, target in (symlinks or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.create_system = 3
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            archive.writestr(info, target)
+    return buffer.getvalue()
+
+
+def zeros_tar_gz(size: int) -> bytes:
+    class Zeros:
+        left = size
+
+        def read(self, n: int = -1) -> bytes:
+            n = self.left if n < 0 else min(n, self.left)
+            self.left -= n
+            return bytes(n)
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as archive:
+        for name, data in GOOD_FILES.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        info = tarfile.TarInfo("zeros.bin")
+        info.size = size
+        archive.addfile(info, Zeros())  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+ATTACKS: dict[str, tuple[Callable[[], bytes], int, str]] = {
+    "zip bomb (ratio)": (lambda: zip_bytes({**GOOD_FILES, "pad.bin": bytes(20 * 1024 * 1024)}), 400, "ratio"),
+    "tar.gz bomb (size)": (lambda: zeros_tar_gz(200 * 1024 * 1024), 400, "unpacks to more than"),
+    "zip path traversal": (lambda: zip_bytes({**GOOD_FILES, "../escaped.py": b"x"}), 400, "path traversal"),
+    "tar path traversal": (lambda: tar_gz(*good_members(), (tarfile.TarInfo("a/../../escaped.py"), b"x")), 400, ".."),
+    "zip absolute path": (lambda: zip_bytes({**GOOD_FILES, "/tmp/escaped.py": b"x"}), 400, "absolute"),
+    "tar absolute path": (lambda: tar_gz(*good_members(), (tarfile.TarInfo("/tmp/escaped.py"), b"x")), 400, "absolute"),
+    "tar symlink": (lambda: tar_gz(*good_members(), special("passwd", tarfile.SYMTYPE, "/etc/passwd")), 400, "symlink"),
+    "zip symlink": (lambda: zip_bytes(GOOD_FILES, {"passwd": "/etc/passwd"}), 400, "symlink"),
+    "tar hard link": (lambda: tar_gz(*good_members(), special("hl", tarfile.LNKTYPE, "/etc/shadow")), 400, "hard link"),
+    "tar device file": (lambda: tar_gz(*good_members(), special("null", tarfile.CHRTYPE)), 400, "device"),
+    "tar fifo": (lambda: tar_gz(*good_members(), special("pipe", tarfile.FIFOTYPE)), 400, "fifo"),
+    "too many files": (
+        lambda: tar_gz(*good_members(), *[(tarfile.TarInfo(f"f/{i}.txt"), b"") for i in range(600)]),
+        400,
+        "entries",
+    ),
+    "oversize archive": (lambda: b"\x1f\x8b" + os.urandom(17 * 1024 * 1024), 413, "limit"),
+    "invalid manifest": (
+        lambda: tar_gz((tarfile.TarInfo("plugin.toml"), b'name = "x"\nruntime = "cobol"\n')),
+        400,
+        "plugin.toml",
+    ),
+    "manifest not TOML": (lambda: tar_gz((tarfile.TarInfo("plugin.toml"), b"[[[")), 400, "invalid TOML"),
+    "no manifest": (lambda: tar_gz((tarfile.TarInfo("handler.py"), b"")), 400, "no plugin.toml"),
+    "entry module missing": (
+        lambda: tar_gz((tarfile.TarInfo("plugin.toml"), GOOD_FILES["plugin.toml"])),
+        400,
+        "not in the archive",
+    ),
+    "not an archive": (lambda: b"hello, world", 400, "neither a zip nor a tar.gz"),
+    "truncated gzip": (lambda: tar_gz(*good_members())[:60], 400, "not a readable"),
+}
+
+
+@pytest.fixture(scope="module")
+def api(server: Server) -> httpx.Client:
+    return server.tenant("uploader")
+
+
+@pytest.mark.parametrize("attack", list(ATTACKS))
+def test_upload_attack_is_refused(server: Server, api: httpx.Client, attack: str) -> None:
+    make, status, words = ATTACKS[attack]
+    response = api.post("/v1/plugins", content=make())
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == ("payload_too_large" if status == 413 else "upload_rejected")
+    assert words in error["message"], error["message"]
+    assert api.get("/v1/plugins").json() == []
+    assert not (server.data_dir.parent / "escaped.py").exists() and not os.path.exists("/tmp/escaped.py")
+    assert list((server.data_dir / "artifacts" / ".staging").iterdir()) == []  # nothing left behind
+
+
+def test_good_archives_with_or_without_a_top_level_dir(api: httpx.Client) -> None:
+    nested = zip_bytes({f"slow_step/{name}": data for name, data in GOOD_FILES.items()})
+    assert api.post("/v1/plugins", content=nested).status_code == 201
+    flat = tar_gz(*good_members())
+    assert api.post("/v1/plugins", content=flat).status_code == 201
+    assert [v["seq"] for v in api.get("/v1/plugins/slow_step").json()["versions"]] == [1, 2]
+    assert api.delete("/v1/plugins/slow_step").status_code == 204
