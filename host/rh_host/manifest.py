@@ -28,6 +28,7 @@ from typing import Any, Literal
 import msgspec
 
 from rh_host.errors import ManifestError
+from rh_sandbox.egress.grants import GrantError, parse_grants
 from rh_sandbox.types import Limits, RunSpec
 from rh_sdk.protocol import Encoding
 
@@ -49,6 +50,7 @@ class Manifest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     limits: Limits = Limits()
     config: dict[str, Any] = {}
     secrets: list[str] = []  # config keys whose values are secret (never logged or shown in full)
+    allowed_hosts: list[str] = []  # network grants, host:port (docs/network-grants.md); none = no network
 
 
 class Plugin(msgspec.Struct, frozen=True, kw_only=True):
@@ -126,6 +128,10 @@ def _check(m: Manifest, plugin_dir: Path | None) -> list[str]:
     for key in m.secrets:
         if not isinstance(key, str) or not key:
             problems.append("field `secrets`: must list config key names")
+    try:
+        parse_grants(m.allowed_hosts)
+    except GrantError as exc:
+        problems.append(f"field `allowed_hosts`: {exc}")
     return problems
 
 
