@@ -54,6 +54,8 @@ class Server:
         self.database_url = database_url
         self.workers = workers
         self.env = {**os.environ, "RH_OPERATOR_TOKEN": OPERATOR_TOKEN, **(env or {})}
+        if not self.env["RH_OPERATOR_TOKEN"]:  # env={"RH_OPERATOR_TOKEN": ""}: the server writes its own
+            del self.env["RH_OPERATOR_TOKEN"]
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}.log"

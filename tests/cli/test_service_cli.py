@@ -1,0 +1,121 @@
+"""The tenant, plugin and batch commands against a real ``rh-host serve`` (the operator token it wrote
+itself, the key the tenant command printed, and one-line errors with exit code 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
+from rh_testserver import OPENAI, RH_HOST, SAMPLE_PLUGINS, Server, cleanup, public_tempdir
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[Server, Path]]:
+    root = public_tempdir("rh-cli-service-")
+    server = Server(root / "data", env={"RH_OPERATOR_TOKEN": ""}).start()
+    try:
+        yield server, root
+    finally:
+        server.stop()
+        cleanup(root)
+
+
+def cli(
+    *args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("RH_KEY", "RH_URL", "RH_OPERATOR_TOKEN")}
+    return subprocess.run(
+        [RH_HOST, *map(str, args)], capture_output=True, text=True, env={**clean, **(env or {})}, cwd=cwd, timeout=180
+    )
+
+
+def test_operator_token_file_is_private(served: tuple[Server, Path]) -> None:
+    server, _ = served
+    token_file = server.data_dir / "operator-token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE((server.data_dir / "secret-key").stat().st_mode) == 0o600
+    assert token_file.read_text().strip() not in server.log()
+
+
+def test_tenant_plugin_batch_commands(served: tuple[Server, Path]) -> None:
+    server, root = served
+    created = cli("tenant", "create", "acme", "--url", server.url, "--data-dir", server.data_dir)
+    assert created.returncode == 0, created.stderr
+    key = re.search(r"api key: (\S+)", created.stdout).group(1)  # type: ignore[union-attr]
+    tenant_id = re.search(r"\((t_\w+)\)", created.stdout).group(1)  # type: ignore[union-attr]
+    listed = cli("tenant", "list", "--url", server.url, "--data-dir", server.data_dir)
+    assert "acme" in listed.stdout and tenant_id in listed.stdout
+    env = {"RH_URL": server.url, "RH_KEY": key}
+
+    work = root / "work"
+    work.mkdir()
+    assert cli("plugin", "init", "hello", "--dir", work).returncode == 0
+    tested = cli("plugin", "test", work / "hello", work / "hello" / "sample.jsonl")
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "hello.results: 2" in tested.stdout and "INFO    counted" in tested.stdout
+    assert "SUCCESS" in tested.stdout and "PEAK RSS" in tested.stdout
+    strict = cli(
+        "plugin", "test", work / "hello", work / "hello" / "sample.jsonl", "--config", '{"fail_above_error_rate": 0.1}'
+    )
+    assert strict.returncode == 1 and "error rate 0.50 is above 0.10" in strict.stdout
+
+    packed = cli("plugin", "pack", work / "hello", "-o", work / "hello.tar.gz")
+    assert packed.returncode == 0 and (work / "hello.tar.gz").exists()
+    pushed = cli("plugin", "push", work / "hello.tar.gz", env=env)
+    assert pushed.returncode == 0 and "hello: new version; active version 1" in pushed.stdout
+    assert cli("plugin", "push", SAMPLE_PLUGINS[0], env=env).returncode == 0
+    plugins = cli("plugin", "list", env=env).stdout
+    assert re.search(r"hello\s+enabled\s+1\s+0\.1\.0", plugins) and "stats_summary" in plugins
+
+    submitted = cli("batch", "submit", OPENAI, "--id", "cli-1", "--metadata", '{"m": 1}', "--wait", env=env)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    assert "hello.results: 8" in submitted.stdout and "total: 8" in submitted.stdout
+
+
+def test_batch_outcome_and_errors(served: tuple[Server, Path]) -> None:
+    server, _ = served
+    created = cli("tenant", "create", "beta", "--url", server.url, "--data-dir", server.data_dir)
+    key = re.search(r"api key: (\S+)", created.stdout).group(1)  # type: ignore[union-attr]
+    env = {"RH_URL": server.url, "RH_KEY": key}
+    assert cli("plugin", "push", SAMPLE_PLUGINS[0], env=env).returncode == 0
+    done = cli("batch", "submit", OPENAI, "--id", "b-1", "--wait", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "SUCCESS" in done.stdout and "total: 8" in done.stdout
+    assert "done, success=true" in cli("batch", "status", "b-1", env=env).stdout
+    as_json = cli("batch", "outcome", "b-1", "--json", env=env)
+    assert as_json.returncode == 0 and json.loads(as_json.stdout)["output"]["total"] == 8
+    again = cli("batch", "submit", OPENAI, "--id", "b-1", env=env)
+    assert "already submitted" in again.stdout
+
+    missing = cli("batch", "status", "nope", env=env)
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == "rh-host: error: no batch 'nope' (not_found, HTTP 404)"
+    bad_key = cli("batch", "status", "b-1", env={**env, "RH_KEY": "rhk_wrong"})
+    assert bad_key.returncode == 2 and "invalid API key" in bad_key.stderr
+    no_key = cli("plugin", "list", env={"RH_URL": server.url})
+    assert no_key.returncode == 2 and "no key" in no_key.stderr
+    unreachable = cli("plugin", "list", env={"RH_URL": "http://127.0.0.1:9", "RH_KEY": key})
+    assert unreachable.returncode == 1 and unreachable.stderr.startswith("rh-host: error: cannot reach")
+    rollback = cli("plugin", "rollback", "stats_summary", env=env)
+    assert rollback.returncode == 2 and "no version older" in rollback.stderr
+
+    assert "disabled" in cli("plugin", "disable", "stats_summary", env=env).stdout
+    assert "enabled, active version 1" in cli("plugin", "activate", "stats_summary", env=env).stdout
+    assert cli("plugin", "rm", "stats_summary", env=env).returncode == 0
+    assert "stats_summary" not in cli("plugin", "list", env=env).stdout
+
+    tenant_id = re.search(r"\((t_\w+)\)", created.stdout).group(1)  # type: ignore[union-attr]
+    deleted = cli("tenant", "delete", tenant_id, "--yes", "--url", server.url, "--data-dir", server.data_dir)
+    assert deleted.returncode == 0
+    assert cli("batch", "status", "b-1", env=env).returncode == 2  # the key is gone with the tenant
