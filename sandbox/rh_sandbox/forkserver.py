@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
+import select
+import signal
+import socket
 import threading
 import time
-import uuid
 from collections import deque
 
 from rh_sandbox._pump import Breach, Exchange, exchange
@@ -35,7 +38,7 @@ from rh_sandbox.process import guest_rlimits
 from rh_sandbox.runtime import GuestRuntime
 from rh_sandbox.strict import processes_of_uid
 from rh_sandbox.types import IsolationLevel, Limits, RunResult, RunSpec, SandboxError
-from rh_sandbox.zygote import PluginDir, Zygote, ZygoteExit
+from rh_sandbox.zygote import Child, PluginDir, Zygote
 from rh_sdk.protocol import Usage
 
 __all__ = ["ForkServerBackend"]
@@ -135,10 +138,11 @@ class ForkServerBackend:
         """Stop a zygote (its waiting children die with its sandbox) and remove their cgroups."""
         zygote.close()
         with self._lock:
-            slots, zygote.slots = list(zygote.slots), deque()
-        for _, cgroup in slots:
-            if cgroup is not None:
-                cgroup.close()
+            armed, zygote.armed = list(zygote.armed), deque()
+        for child in armed:
+            child.close()
+            if child.cgroup is not None:
+                child.cgroup.close()
 
     def __enter__(self) -> ForkServerBackend:
         return self
@@ -191,62 +195,65 @@ class ForkServerBackend:
         if stop:
             self._stop(zygote)
 
-    # ---- slots: children waiting in their own cgroups -------------------------------------
+    # ---- armed children: forked ahead, waiting in their own cgroups -------------------------
     def _arm(self, zygote: Zygote) -> None:
-        """Top ``zygote`` up to ``prefork`` armed slots (cgroup created and joined off the hot path)."""
+        """Top ``zygote`` up to ``prefork`` waiting children (cgroup made and joined off the hot path)."""
         while not zygote.dead:
             with self._lock:
-                if len(zygote.slots) >= self.prefork or self._closed:
+                if len(zygote.armed) >= self.prefork or self._closed:
                     return
-            slot = uuid.uuid4().hex
-            cgroup = self._pooled() or self._cgroup(Limits())
-            fds = cgroup.open_procs() if cgroup is not None else []
             try:
-                zygote.arm(slot, fds)
+                child = self._spawn(zygote, self._pooled() or self._cgroup(Limits()))
             except OSError:
-                if cgroup is not None:
-                    cgroup.close()
                 return
-            finally:
-                for fd in fds:
-                    os.close(fd)
             with self._lock:
-                zygote.slots.append((slot, cgroup))
+                zygote.armed.append(child)
 
-    def _claim(self, zygote: Zygote, limits: Limits) -> tuple[str, RunCgroup | None] | None:
-        """An armed slot with this run's limits, or None (the run then forks and joins inline)."""
+    def _spawn(self, zygote: Zygote, cgroup: RunCgroup | None) -> Child:
+        try:
+            return zygote.spawn(cgroup)
+        except OSError:
+            if cgroup is not None:
+                cgroup.close()
+            raise
+
+    def _claim(self, zygote: Zygote, limits: Limits) -> Child:
+        """A waiting child in a cgroup set to this run's limits: an armed one, else forked now."""
         with self._lock:
-            if not zygote.slots:
-                return None
-            slot, cgroup = zygote.slots.popleft()
+            child = zygote.armed.popleft() if zygote.armed else None
             if not zygote.retired:
                 self._to_arm.append(zygote)
                 self._work.notify()
-        if cgroup is not None:
+        if child is not None and child.cgroup is not None:
             try:
-                cgroup.set_limits(
+                child.cgroup.set_limits(
                     memory_mb=limits.memory_mb,
                     max_processes=limits.max_processes,
                     cpu_quota_cores=self.cpu_quota_cores,
                 )
-                cgroup.reset_usage()
-            except OSError:
-                self._dispose(cgroup)
-                return None
-        return slot, cgroup
+                child.cgroup.reset_usage()
+            except OSError:  # e.g. its waiting child already uses more than this run's memory limit
+                self._discard(zygote, child)
+                child = None
+        if child is None:
+            child = self._spawn(zygote, self._cgroup(limits))
+        return child
+
+    def _discard(self, zygote: Zygote, child: Child) -> None:
+        zygote.kill(child)
+        child.close()
+        if child.cgroup is not None:
+            self._dispose(child.cgroup)
 
     def _dispose(self, cgroup: RunCgroup) -> None:
-        """Kill now (nothing of the run may outlive ``run``); remove the directories in the background."""
+        """Kill now (nothing of the run may outlive ``run``); recycle or remove in the background."""
         cgroup.kill()
         with self._lock:
-            if self._closed:
-                closed = True
-            else:
-                closed = False
+            if not self._closed:
                 self._to_remove.append(cgroup)
                 self._work.notify()
-        if closed:
-            cgroup.close()
+                return
+        cgroup.close()
 
     def _pooled(self) -> RunCgroup | None:
         with self._lock:
@@ -311,9 +318,7 @@ class ForkServerBackend:
         inside = zygote.inside_path(plugin_dir)
         if inside is None:
             raise SandboxError("plugin dir is not bound in the fork server")  # _acquire guarantees it
-        claimed = self._claim(zygote, limits)
-        slot, cgroup = claimed if claimed is not None else (None, self._cgroup(limits))
-        run_id = uuid.uuid4().hex
+        child = self._claim(zygote, limits)
         try:
             started = time.monotonic()
             stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
@@ -321,21 +326,22 @@ class ForkServerBackend:
             stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
             stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
             guest_fds = [stdin_r, stdout_w, stderr_w]
-            request = self._request(spec, inside, cgroup)
             try:
-                # a claimed slot's child is in its cgroups already; otherwise it joins through these
-                cgroup_fds = cgroup.open_procs() if cgroup is not None and slot is None else []
-                if slot is not None:
-                    request["slot"] = slot
-                try:
-                    ending = zygote.submit(run_id, request, guest_fds + cgroup_fds)
-                finally:
-                    for fd in cgroup_fds:
-                        os.close(fd)
+                request = json.dumps(self._request(spec, inside, child.cgroup)).encode()
+                socket.send_fds(child.request, [request], guest_fds)  # straight to the child
+            except OSError:
+                for fd in (stdin_w, stdout_r, stderr_r):
+                    os.close(fd)
+                raise BrokenPipeError("the waiting child was gone") from None
             finally:
                 for fd in guest_fds:
                     os.close(fd)
-            with os.fdopen(stdin_w, "wb") as stdin, os.fdopen(stdout_r, "rb") as out, os.fdopen(stderr_r, "rb") as err:
+            with (
+                os.fdopen(stdin_w, "wb") as stdin,
+                os.fdopen(stdout_r, "rb") as out,
+                os.fdopen(stderr_r, "rb") as err,
+            ):
+                cgroup = child.cgroup
                 io = exchange(
                     stdin=stdin,
                     stdout=out,
@@ -344,43 +350,46 @@ class ForkServerBackend:
                     deadline=started + limits.wall_seconds,
                     max_stdout=limits.max_output_kb * 1024,
                     max_stderr=limits.max_log_kb * 1024,
-                    exited=ending.done.is_set,
+                    exited=lambda: _readable(child.status_fd, 0),
                     over_cpu=lambda: cgroup is not None and cgroup.cpu_ms() > limits.cpu_seconds * 1000,
                     over_processes=lambda: cgroup is not None and cgroup.pids_limited(),
                     started=started,
                 )
-            self._finish(zygote, run_id, ending, cgroup, breached=io.breach is not None)
-            if ending.lost:
-                raise BrokenPipeError("the armed child was gone")
-            return self._result(spec, io, ending, cgroup)
+            code, maxrss_kb = self._finish(zygote, child, breached=io.breach is not None)
+            return self._result(spec, io, code, maxrss_kb, child.cgroup)
         finally:
-            zygote.forget(run_id)
-            if cgroup is not None:
-                self._dispose(cgroup)
+            child.close()
+            if child.cgroup is not None:
+                self._dispose(child.cgroup)
 
-    def _finish(
-        self, zygote: Zygote, run_id: str, ending: ZygoteExit, cgroup: RunCgroup | None, *, breached: bool
-    ) -> None:
-        """Make sure nothing of the run is left, and that its ending is known."""
-        if not breached and ending.done.wait(_EXIT_GRACE_S):
-            if cgroup is not None:
-                cgroup.kill()  # a daemon that left the pipes: gone with the cgroup
-            return
-        if cgroup is not None:
-            cgroup.kill()
-        zygote.kill_run(run_id)
-        if not ending.done.wait(_EXIT_GRACE_S):
-            ending.code = None
+    def _finish(self, zygote: Zygote, child: Child, *, breached: bool) -> tuple[int | None, int]:
+        """The handler's exit code and peak RSS; kill whatever of the run is left."""
+        if breached or not _readable(child.status_fd, _EXIT_GRACE_S):
+            if child.cgroup is not None:
+                child.cgroup.kill()
+            zygote.kill(child)
+            if not _readable(child.status_fd, _EXIT_GRACE_S):
+                return None, 0
+        try:
+            data = os.read(child.status_fd, 64)
+        except OSError:
+            data = b""
+        if not data:  # the reaper died without a word: its zygote (and sandbox) is gone
+            return -signal.SIGKILL, 0
+        code, maxrss_kb = (int(x) for x in data.split())
+        return code, maxrss_kb
 
-    def _result(self, spec: RunSpec, io: Exchange, ending: ZygoteExit, cgroup: RunCgroup | None) -> RunResult:
+    def _result(
+        self, spec: RunSpec, io: Exchange, code: int | None, maxrss_kb: int, cgroup: RunCgroup | None
+    ) -> RunResult:
         limits = spec.limits
         cpu_ms = cgroup.cpu_ms() if cgroup is not None else 0.0
-        peak_kb = max(ending.maxrss_kb, cgroup.peak_memory_kb() if cgroup is not None else 0)
+        peak_kb = max(maxrss_kb, cgroup.peak_memory_kb() if cgroup is not None else 0)
         oom = cgroup is not None and cgroup.oom_killed()
         end = Ending(
             stdout=io.stdout,
             breach=io.breach,
-            returncode=ending.code,
+            returncode=code,
             cpu_ms=cpu_ms,
             cpu_limit_ms=limits.cpu_seconds * 1000,
             oom_killed=oom,
@@ -397,5 +406,13 @@ class ForkServerBackend:
             logs=parse_logs(io.stderr, truncated=io.breach is Breach.LOGS),
             usage=Usage(wall_ms=round(io.wall_s * 1000, 3), cpu_ms=round(cpu_ms, 3), peak_rss_kb=peak_kb),
             isolation=self.isolation.value + self.confinement.suffix(cgroup is not None) + "+forkserver",
-            exit_code=ending.code,
+            exit_code=code,
         )
+
+
+def _readable(fd: int, timeout_s: float) -> bool:
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout_s)
+    except (OSError, ValueError):
+        return True
+    return bool(ready)

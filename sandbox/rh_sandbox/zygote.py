@@ -1,10 +1,11 @@
-"""Host side of one group's fork server: start it in the strict sandbox, talk to it, stop it.
+"""Host side of one group's fork server: start it in the strict sandbox, have it fork, stop it.
 
-The control channel is a SOCK_SEQPACKET socketpair: one JSON message per request, the run's
-stdin/stdout/stderr and ``cgroup.procs`` descriptors attached (SCM_RIGHTS); one JSON message back
-per finished run. A reader thread routes replies to the waiting runs. Plugin dirs are bound
-read-only at start, each as ``/plugins/<n>``; a run for a dir the zygote does not have gets a new
-zygote (see :mod:`rh_sandbox.forkserver`).
+The control channel is a SOCK_SEQPACKET socketpair that carries two messages: ``spawn`` (with the
+new child's request socket, its status pipe and the ``cgroup.procs`` files to join, as SCM_RIGHTS)
+and ``kill``. Runs never go through the zygote: the host sends a run's request and stdio straight
+to its child and reads the end from the status pipe. Plugin dirs are bound read-only at start, each
+as ``/plugins/<n>``; a run for a dir the zygote does not have gets a new zygote (see
+:mod:`rh_sandbox.forkserver`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import socket
 import subprocess
 import tempfile
 import threading
+import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from rh_sandbox.bwrap import strict_command
 from rh_sandbox.cgroups import RunCgroup
@@ -27,7 +29,7 @@ from rh_sandbox.layout import PLUGINS_MOUNT, RUNTIME_MOUNT, sandbox_environment
 from rh_sandbox.runtime import GuestRuntime
 from rh_sandbox.types import SandboxError
 
-__all__ = ["PluginDir", "Zygote", "ZygoteExit"]
+__all__ = ["Child", "PluginDir", "Zygote"]
 
 _START_TIMEOUT_S = 15.0
 _ZYGOTE_TMP_MB = 1
@@ -55,13 +57,18 @@ class PluginDir:
 
 
 @dataclass
-class ZygoteExit:
-    """How the run's reaper (process A) ended: its code mirrors the handler process's."""
+class Child:
+    """One forked, waiting child: the host's ends of its request socket and of its status pipe."""
 
-    code: int | None = None
-    maxrss_kb: int = 0
-    lost: bool = False  # the armed child was gone: nothing ran, the run may be retried
-    done: threading.Event = field(default_factory=threading.Event)
+    slot: str
+    request: socket.socket  # send the run's request and stdio here (SCM_RIGHTS), once
+    status_fd: int  # the run's reaper writes "<exit code> <maxrss kB>" here when the handler ends
+    cgroup: RunCgroup | None
+
+    def close(self) -> None:
+        self.request.close()
+        with contextlib.suppress(OSError):
+            os.close(self.status_fd)
 
 
 class Zygote:
@@ -76,9 +83,8 @@ class Zygote:
         self.plugin_dirs = list(plugin_dirs)
         self._inside = {d: f"{PLUGINS_MOUNT}/{n}" for n, d in enumerate(self.plugin_dirs)}
         self._lock = threading.Lock()
-        self._pending: dict[str, ZygoteExit] = {}
         self.active = 0  # runs in flight (managed by the backend)
-        self.slots: deque[tuple[str, RunCgroup | None]] = deque()  # armed, unclaimed (managed by the backend)
+        self.armed: deque[Child] = deque()  # waiting children nobody claimed yet (managed by the backend)
         self.retired = False
         self.dead = False
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
@@ -93,8 +99,6 @@ class Zygote:
         except BaseException:
             self.close()
             raise
-        self._reader = threading.Thread(target=self._read_events, name="rh-zygote-reader", daemon=True)
-        self._reader.start()
 
     # ---- start ----------------------------------------------------------------------------
     def _start(self, runtime: GuestRuntime, confinement: Confinement, control_fd: int) -> subprocess.Popen[bytes]:
@@ -146,67 +150,43 @@ class Zygote:
             return self._stderr.read()[-limit:].decode("utf-8", "replace").strip()
         return ""
 
-    # ---- runs -----------------------------------------------------------------------------
+    # ---- children -----------------------------------------------------------------------
     def inside_path(self, plugin_dir: PluginDir) -> str | None:
         """Where this zygote's children see ``plugin_dir``, or None when it is not bound."""
         return self._inside.get(plugin_dir)
 
-    def submit(self, run_id: str, request: dict, fds: list[int]) -> ZygoteExit:
-        """Hand one run to the zygote. Raises OSError when the zygote is gone."""
-        ending = ZygoteExit()
-        with self._lock:
-            if self.dead:
-                raise BrokenPipeError("fork server has exited")
-            self._pending[run_id] = ending
-            try:
-                socket.send_fds(self._control, [json.dumps({"id": run_id, **request}).encode()], fds)
-            except OSError:
-                self._pending.pop(run_id, None)
-                self.dead = True
-                raise
-        return ending
+    def spawn(self, cgroup: RunCgroup | None) -> Child:
+        """Fork a child that joins ``cgroup`` at once and waits for a request. Raises OSError
+        (BrokenPipeError) when the zygote is gone."""
+        host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        child = Child(uuid.uuid4().hex, host_end, status_r, cgroup)
+        cgroup_fds = cgroup.open_procs() if cgroup is not None else []
+        try:
+            with self._lock:
+                if self.dead:
+                    raise BrokenPipeError("fork server has exited")
+                try:
+                    message = json.dumps({"op": "spawn", "slot": child.slot}).encode()
+                    socket.send_fds(self._control, [message], [child_end.fileno(), status_w, *cgroup_fds])
+                except OSError:
+                    self.dead = True
+                    raise
+        except BaseException:
+            child.close()
+            raise
+        finally:
+            child_end.close()
+            os.close(status_w)
+            for fd in cgroup_fds:
+                os.close(fd)
+        return child
 
-    def arm(self, slot: str, cgroup_fds: list[int]) -> None:
-        """Have a child forked and waiting in the slot's cgroups. Raises OSError when the zygote is gone."""
-        with self._lock:
-            if self.dead:
-                raise BrokenPipeError("fork server has exited")
-            socket.send_fds(self._control, [json.dumps({"op": "arm", "slot": slot}).encode()], cgroup_fds)
-
-    def kill_run(self, run_id: str) -> None:
-        """Ask the zygote to SIGKILL the run's reaper (its PID namespace, and so the handler, dies)."""
+    def kill(self, child: Child) -> None:
+        """SIGKILL the child's reaper: its PID namespace, and so the handler, dies with it."""
         with self._lock, contextlib.suppress(OSError):
             if not self.dead:
-                self._control.send(json.dumps({"op": "kill", "id": run_id}).encode())
-
-    def forget(self, run_id: str) -> None:
-        with self._lock:
-            self._pending.pop(run_id, None)
-
-    def _read_events(self) -> None:
-        while True:
-            try:
-                data = self._control.recv(1 << 16)
-            except OSError:
-                data = b""
-            if not data:
-                break
-            event = json.loads(data)
-            if event.get("event") != "exit":
-                continue
-            with self._lock:
-                ending = self._pending.pop(event["id"], None)
-            if ending is not None:
-                ending.code = event["code"]
-                ending.maxrss_kb = event.get("maxrss_kb", 0)
-                ending.lost = bool(event.get("lost"))
-                ending.done.set()
-        with self._lock:  # the zygote died: so did every run inside its sandbox
-            self.dead = True
-            pending, self._pending = self._pending, {}
-        for ending in pending.values():
-            ending.code = -signal.SIGKILL
-            ending.done.set()
+                self._control.send(json.dumps({"op": "kill", "slot": child.slot}).encode())
 
     # ---- stop -----------------------------------------------------------------------------
     def alive(self) -> bool:
@@ -226,8 +206,5 @@ class Zygote:
                     os.killpg(proc.pid, signal.SIGKILL)  # bwrap --die-with-parent takes the sandbox down
                 proc.kill()
                 proc.wait()
-        reader = getattr(self, "_reader", None)
-        if reader is not None and reader is not threading.current_thread():
-            reader.join(timeout=2)
         self._control.close()
         self._stderr.close()
