@@ -41,8 +41,14 @@ def client_loop(url: str, key: str, ids: list[str], body: bytes, latencies: list
                 response = api.get(f"/v1/batches/{batch_id}/outcome", params={"wait": 30})
                 if response.status_code != 409:
                     break
-            if response.status_code != 200 or not response.json()["success"]:
+            if response.status_code != 200:
                 errors.append(f"{batch_id}: outcome {response.status_code} {response.text[:300]}")
+                continue
+            failed = [
+                f"{h['name']}: {h['status']} {h['error']}" for h in response.json()["handlers"] if h["status"] != "ok"
+            ]
+            if failed:
+                errors.append(f"{batch_id}: {'; '.join(failed)}")
                 continue
             latencies.append((time.perf_counter() - started) * 1000)
 
@@ -53,10 +59,11 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2, help="rh-host serve --workers")
     parser.add_argument("--warmup", type=int, default=10, help="batches run before measuring")
+    parser.add_argument("--isolation", default="auto", choices=["auto", "basic", "strict"])
     args = parser.parse_args()
 
     root = public_tempdir("rh-bench-service-")
-    server = Server(root / "data", workers=args.workers).start()
+    server = Server(root / "data", workers=args.workers, env={"RH_ISOLATION": args.isolation}).start()
     try:
         # one tenant whose concurrency quota does not cap the pool: we measure the service, not the quota
         _, key = server.create_tenant("bench", {"max_concurrent_batches": max(args.workers, 2)})
@@ -86,7 +93,7 @@ def main() -> int:
 
     lines = sum(1 for line in body.splitlines() if line.strip())
     print(f"{args.batches} batches of {lines} results, 3 handlers each, {args.clients} clients, "
-          f"--workers {args.workers}, SQLite")  # fmt: skip
+          f"--workers {args.workers}, --isolation {args.isolation}, SQLite")  # fmt: skip
     print(f"  throughput      {len(latencies) / elapsed:8.1f} batches/s  ({elapsed:.1f} s)")
     print(f"  latency p50     {statistics.median(latencies):8.1f} ms  (submit to outcome, client side)")
     print(f"  latency p99     {percentile(latencies, 0.99):8.1f} ms")
