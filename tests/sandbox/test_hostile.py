@@ -187,3 +187,13 @@ def test_nothing_of_one_run_is_visible_to_the_next(run: Run, plugins: dict[str, 
     second = run(plugins["hostile"], "hostile:Remember")
     assert first.status is RunStatus.OK and second.status is RunStatus.OK, (first.error, second.error)
     assert second.reply.output == {"file": False, "env": None, "module": None}
+
+
+def test_no_host_descriptor_is_left_open(run: Run, plugins: dict[str, Path]) -> None:
+    """No control channel, cgroup file or other run's pipe: only the run's own stdio pipes."""
+    result = run(plugins["hostile"], "hostile:OpenFds")
+    assert result.status is RunStatus.OK, result.error
+    targets = [obs["value"] for obs in result.reply.output.values() if obs["ok"]]
+    assert targets, result.reply.output
+    for target in targets:
+        assert target.startswith(("pipe:", "/dev/null", "/proc/")), f"unexpected open descriptor: {target}"

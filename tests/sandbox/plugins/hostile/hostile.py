@@ -198,3 +198,13 @@ class Remember(ResultHandler):
         os.environ["RH_TRACE"] = "1"
         globals()["TRACE"] = 1
         return seen
+
+
+class OpenFds(ResultHandler):
+    """What descriptors did the sandbox leave open in the handler's process?"""
+
+    def handle(self, batch_id, results, metadata):
+        fds = {}
+        for name in os.listdir("/proc/self/fd"):
+            fds[name] = attempt(lambda n=name: os.readlink(f"/proc/self/fd/{n}"))
+        return fds
