@@ -119,4 +119,4 @@ class EmailSummaryHandler(ResultHandler):
         self.logger.info(
             "summary mailed", extra={"batch_id": batch_id, "recipients": delivered, "refused": sorted(refused)}
         )
-        return {"email_sent": True, "email_recipients": delivered, "email_message_id": msg["Message-ID"]}
+        return {"email_sent": True, "email_recipients": delivered, "email_message_id": str(msg["Message-ID"])}
