@@ -36,7 +36,7 @@ from rh_sandbox.confinement import Confinement
 from rh_sandbox.layout import landlock_rules, sandbox_environment
 from rh_sandbox.process import guest_rlimits
 from rh_sandbox.runtime import GuestRuntime
-from rh_sandbox.strict import processes_of_uid
+from rh_sandbox.strict import processes_of_uid, require_sandbox_readable
 from rh_sandbox.types import IsolationLevel, Limits, RunResult, RunSpec, SandboxError
 from rh_sandbox.zygote import Child, PluginDir, Zygote
 from rh_sdk.protocol import Usage
@@ -104,7 +104,7 @@ class ForkServerBackend:
         if spec.runtime != "python":
             raise SandboxError(f"ForkServerBackend runs python handlers, not {spec.runtime!r}")
         try:
-            plugin_dir = PluginDir.of(spec.plugin_dir)
+            plugin_dir = PluginDir.of(require_sandbox_readable(spec.plugin_dir))
         except OSError as exc:
             raise SandboxError(f"plugin dir {spec.plugin_dir!r} is not readable: {exc}") from exc
         for attempt in range(2):
@@ -236,7 +236,15 @@ class ForkServerBackend:
                 self._discard(zygote, child)
                 child = None
         if child is None:
-            child = self._spawn(zygote, self._cgroup(limits))
+            cgroup = self._pooled()
+            if cgroup is not None:
+                cgroup.set_limits(
+                    memory_mb=limits.memory_mb,
+                    max_processes=limits.max_processes,
+                    cpu_quota_cores=self.cpu_quota_cores,
+                )
+                cgroup.reset_usage()
+            child = self._spawn(zygote, cgroup or self._cgroup(limits))
         return child
 
     def _discard(self, zygote: Zygote, child: Child) -> None:

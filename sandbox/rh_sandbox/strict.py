@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -22,10 +23,10 @@ from rh_sandbox.cgroups import CgroupV1, RunCgroup
 from rh_sandbox.confinement import Confinement
 from rh_sandbox.layout import PLUGIN_MOUNT, RUNTIME_MOUNT, landlock_rules, sandbox_environment
 from rh_sandbox.process import ProcessBackend, _exited, guest_rlimits
-from rh_sandbox.runtime import GuestRuntime
+from rh_sandbox.runtime import GuestRuntime, readable_by_others
 from rh_sandbox.types import IsolationLevel, Limits, RunSpec, SandboxError
 
-__all__ = ["StrictProcessBackend", "bwrap_exit_code", "processes_of_uid"]
+__all__ = ["StrictProcessBackend", "bwrap_exit_code", "processes_of_uid", "require_sandbox_readable"]
 
 _BWRAP_EXIT_S = 2.0  # after the guest is killed, how long bwrap may take to notice and exit
 
@@ -35,6 +36,22 @@ def bwrap_exit_code(returncode: int | None) -> int | None:
     if returncode is not None and 128 < returncode <= 128 + signal.NSIG:
         return -(returncode - 128)
     return returncode
+
+
+def require_sandbox_readable(plugin_dir: str) -> str:
+    """The plugin dir's real path, or SandboxError: the sandbox uid must be able to read it
+    (bwrap binds it as that uid; a dir under /root or mode 0700 is invisible to it)."""
+    path = Path(plugin_dir).resolve()
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise SandboxError(f"plugin dir {plugin_dir!r} is not readable: {exc}") from exc
+    if not (readable_by_others(path) and mode & stat.S_IXOTH):
+        raise SandboxError(
+            f"plugin dir {str(path)!r} must be readable by the sandbox uid {SANDBOX_UID}: "
+            "make it and its files world-readable and every parent directory world-searchable"
+        )
+    return str(path)
 
 
 def processes_of_uid(uid: int) -> int:
@@ -94,7 +111,7 @@ class StrictProcessBackend(ProcessBackend):
         }
 
     def _launch(self, spec: RunSpec, scratch: str, cgroup: RunCgroup | None) -> subprocess.Popen[bytes]:
-        plugin_dir = str(Path(spec.plugin_dir).resolve())
+        plugin_dir = require_sandbox_readable(spec.plugin_dir)
         cgroup_fds = cgroup.open_procs() if cgroup is not None else []
         try:
             guest = [self.runtime.interpreter, "-I", "-S", "-B", f"{RUNTIME_MOUNT}/site/_rh_boot.py"]

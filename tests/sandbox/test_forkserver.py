@@ -11,7 +11,7 @@ import pytest
 
 from rh_sandbox.forkserver import ForkServerBackend
 from rh_sandbox.strict import StrictProcessBackend
-from rh_sandbox.types import Limits, RunStatus
+from rh_sandbox.types import Limits, RunStatus, SandboxError
 from tests.sandbox.conftest import copy_plugin, make_runner
 
 pytestmark = pytest.mark.usefixtures("needs_strict")
@@ -112,3 +112,16 @@ def test_armed_cgroups_take_each_runs_limits(warm: ForkServerBackend, world_dir:
     hog = run(plugin, "limits:Hog", limits=Limits(wall_seconds=20, memory_mb=96))
     assert hog.status is RunStatus.MEMORY_LIMIT, hog.error
     assert hog.usage.peak_rss_kb <= 200 * 1024
+
+
+@pytest.mark.parametrize("warm_backend", [True, False], ids=["forkserver", "cold"])
+def test_plugin_dir_the_sandbox_cannot_read_is_a_host_error(world_dir: Path, warm_backend: bool) -> None:
+    hidden = world_dir / "private"
+    hidden.mkdir(mode=0o700)
+    plugin = copy_plugin("good", hidden / "good")
+    backend = ForkServerBackend(prefork=0) if warm_backend else StrictProcessBackend()
+    try:
+        with pytest.raises(SandboxError, match="readable by the sandbox uid"):
+            make_runner(backend)(plugin, "good:Good")
+    finally:
+        backend.close()
