@@ -11,6 +11,7 @@ import os
 import resource
 
 __all__ = [
+    "SeccompProgram",
     "apply_landlock",
     "drop_capabilities",
     "join_cgroups",
@@ -202,16 +203,26 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
+class SeccompProgram:
+    """A compiled filter held ready in memory, so that installing it is one ``prctl``."""
+
+    def __init__(self, bpf: bytes) -> None:
+        if len(bpf) % 8:
+            raise ValueError("seccomp program length is not a multiple of 8")
+        self._buffer = ctypes.create_string_buffer(bpf, len(bpf))
+        self._fprog = _SockFprog(len(bpf) // 8, ctypes.cast(self._buffer, ctypes.c_void_p))
+        self.empty = not bpf
+
+    def install(self) -> None:
+        if self.empty:
+            return
+        _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
+        _check(_libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(self._fprog), 0, 0), "seccomp")
+
+
 def load_seccomp(bpf: bytes) -> None:
     """Install a classic-BPF seccomp filter the host compiled (8 bytes per instruction)."""
-    if not bpf:
-        return
-    if len(bpf) % 8:
-        raise ValueError("seccomp program length is not a multiple of 8")
-    program = ctypes.create_string_buffer(bpf, len(bpf))
-    fprog = _SockFprog(len(bpf) // 8, ctypes.cast(program, ctypes.c_void_p))
-    _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
-    _check(_libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "seccomp")
+    SeccompProgram(bpf).install()
 
 
 def landlock_rules(*, read_exec: list[str], read: list[str], read_write_files: list[str], full: list[str]) -> list:

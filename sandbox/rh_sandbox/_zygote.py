@@ -45,10 +45,11 @@ class Zygote:
         self.confine = confine
         self.control = socket.socket(fileno=args["control_fd"])
         self.landlock_abi = int(args.get("landlock_abi", 0))
-        self.seccomp = b""
+        bpf = b""
         if args.get("seccomp"):
             with open(args["seccomp"], "rb") as f:
-                self.seccomp = f.read()
+                bpf = f.read()
+        self.seccomp = confine.SeccompProgram(bpf)
         self.children: dict[str, int] = {}  # slot -> pid of its A, until reaped
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
@@ -174,7 +175,7 @@ class Zygote:
         confine.drop_capabilities()
         confine.set_rlimits(request["rlimits"])
         confine.apply_landlock([tuple(rule) for rule in request["landlock"]], self.landlock_abi)
-        confine.load_seccomp(self.seccomp)
+        self.seccomp.install()
         os.environ.clear()
         os.environ.update(request["env"])
         from rh_sdk.runner import main
