@@ -103,11 +103,8 @@ class Forwarder:
                     listener.bind((str(item["address"]), int(item["port"])))
                 except OSError as exc:
                     listener.close()
-                    hint = (
-                        " (ports below 1024 need CAP_NET_BIND_SERVICE in the sandbox)"
-                        if int(item["port"]) < 1024
-                        else ""
-                    )
+                    hint = " (ports below 1024: the host must set ip_unprivileged_port_start=0 in this netns)"
+                    hint = hint if int(item["port"]) < 1024 else ""
                     raise OSError(
                         exc.errno, f"egress: cannot listen for {item['grant']}: {exc.strerror}{hint}"
                     ) from None
