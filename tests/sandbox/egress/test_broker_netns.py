@@ -101,10 +101,14 @@ setpriv --reuid=65534 --regid=65534 --clear-groups {sys.executable} -I {HERE / "
 kill $! 2>/dev/null || true
 """
             proc = subprocess.run(
-                ["unshare", "--net", "--mount", "sh", "-c", script], capture_output=True, text=True, timeout=60
+                # --pid --fork --kill-child: the forwarder dies with the namespace even if the script fails
+                ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child", "sh", "-c", script],
+                capture_output=True,
+                text=True,
+                timeout=60,
             )
             forwarder_log = (run_dir / "fwd.err").read_text()
-            records = broker.connections
+        records = broker.connections  # complete: close() joined every connection thread
         assert proc.returncode == 0, proc.stderr
         out = json.loads(proc.stdout.strip().splitlines()[-1])
     finally:
@@ -155,7 +159,7 @@ def test_dns_answer_pointing_inside_is_refused_by_default() -> None:
                 s.connect(str(setup.socket_path))
                 s.sendall(b"RHEG1 localhost:9\n")
                 answer = s.makefile("rb").readline().decode()
-            records = broker.connections
+        records = broker.connections  # after close(), which waits for the connection's thread to record it
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     assert answer.startswith("NO localhost:9: localhost resolves to internal address")
