@@ -10,7 +10,17 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from rh_testserver import OPENAI, SAMPLE_PLUGINS, TEST_PLUGINS, Server, cleanup, outcome, public_tempdir, upload
+from rh_testserver import (
+    OPENAI,
+    SAMPLE_PLUGINS,
+    TEST_PLUGINS,
+    Server,
+    cleanup,
+    client,
+    outcome,
+    public_tempdir,
+    upload,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -33,8 +43,6 @@ def test_sigkill_mid_batch_then_restart_resumes_with_one_outcome(root: Path) -> 
         # one batch at a time for this tenant: with two of its batches' slow_step runs overlapping right after
         # a restart, the sandbox occasionally SIGKILLed one of them as the other ended (reported to the lead)
         _tenant_id, key = server.create_tenant("crashy", {"max_concurrent_batches": 1})
-        from rh_testserver import client
-
         api = client(server.url, key)
         assert upload(api, SAMPLE_PLUGINS[0]).status_code == 201  # stats_summary, priority 10
         assert upload(api, TEST_PLUGINS / "slow_step").status_code == 201  # priority 50
@@ -105,3 +113,29 @@ def test_single_batch_of_one_tenant_is_not_starved_by_another_tenants_hundred(ro
         quiet.close()
     finally:
         server.stop()
+
+
+def test_sigterm_mid_run_leaves_the_batch_for_the_next_start(root: Path) -> None:
+    server = Server(root / "data").start()
+    try:
+        _, key = server.create_tenant("graceful")
+        with client(server.url, key) as api:
+            assert upload(api, TEST_PLUGINS / "slow_step").status_code == 201
+            api.put("/v1/plugins/slow_step/config", json={"config": {"sleep_seconds": 8}})
+            assert api.post("/v1/batches/long", content=OPENAI.read_bytes()).status_code == 202
+            deadline = time.monotonic() + 30
+            while api.get("/v1/batches/long").json()["status"] != "running":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        time.sleep(0.5)
+        server.stop()  # SIGTERM: the pool waits 5 s, then abandons the run unrecorded
+        assert _db_count(server.data_dir, "select count(*) from runs") == 0
+        assert _db_count(server.data_dir, "select count(*) from outcomes") == 0
+        server.start()
+        with client(server.url, key) as api:
+            result = outcome(api, "long", timeout=120)
+            assert result["success"] is True, result
+            assert api.get("/v1/batches/long").json()["attempts"] == 2
+    finally:
+        server.stop()
+    assert _db_count(server.data_dir, "select count(*) from runs") == 1

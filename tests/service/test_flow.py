@@ -163,3 +163,22 @@ def test_health_metrics_and_openapi(server: Server) -> None:
         'rh_batches{status="queued"}',
     ):
         assert name in text
+
+
+def test_concurrent_posts_of_one_batch_store_it_once(server: Server) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, key = server.create_tenant("racer")
+    body = OPENAI.read_bytes()
+
+    def post(_: int) -> tuple[int, bool]:
+        with client(server.url, key) as api:
+            response = api.post("/v1/batches/raced", content=body)
+            return response.status_code, response.json()["duplicate"]
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(post, range(8)))
+    assert all(status == 202 for status, _ in answers)
+    assert sorted(duplicate for _, duplicate in answers) == [False] + [True] * 7
+    with client(server.url, key) as api:
+        assert len(api.get("/v1/batches").json()) == 1

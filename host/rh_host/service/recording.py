@@ -34,8 +34,11 @@ def redact_result(result: RunResult, secret_values: list[str]) -> RunResult:
     return _decode_result(text) if changed else result
 
 
-class ShuttingDown(Exception):
-    """The service is stopping: abandon the batch unrecorded; the next start resumes it."""
+class ShuttingDown(BaseException):
+    """The service is stopping: abandon the batch unrecorded; the next start resumes it.
+
+    A BaseException, like ``asyncio.CancelledError``: the pipeline turns every ``Exception`` of a run into
+    a crashed run, and a run cut short by our own shutdown must not be stored as the plugin's failure."""
 
 
 class RecordingBackend:

@@ -40,6 +40,12 @@ class Store:
     # -- tenants -------------------------------------------------------------------------------
 
     def create_tenant(self, tenant_id: str, name: str, key_hash: str, quotas: Quotas) -> Row:
+        try:
+            return self._create_tenant(tenant_id, name, key_hash, quotas)
+        except sa.exc.IntegrityError:
+            raise Conflict(f"tenant {name!r} already exists") from None
+
+    def _create_tenant(self, tenant_id: str, name: str, key_hash: str, quotas: Quotas) -> Row:
         with self.engine.begin() as conn:
             if conn.execute(sa.select(tenants.c.id).where(tenants.c.name == name)).first():
                 raise Conflict(f"tenant {name!r} already exists")
@@ -87,10 +93,16 @@ class Store:
 
     # -- plugins -------------------------------------------------------------------------------
 
-    def add_version(
+    def add_version(self, *args: Any) -> tuple[Row, bool]:
+        """Store an uploaded version (a repeat of the same archive returns the existing one)."""
+        try:
+            return self._add_version(*args)
+        except sa.exc.IntegrityError:  # a concurrent upload of the same plugin took the name or the seq
+            return self._add_version(*args)
+
+    def _add_version(
         self, tenant_id: str, name: str, version: str, digest: str, manifest: str, activate: bool, max_plugins: int
     ) -> tuple[Row, bool]:
-        """Store an uploaded version (a repeat of the same archive returns the existing one)."""
         now = time.time()
         with self.engine.begin() as conn:
             plugin = self._plugin(conn, tenant_id, name, missing_ok=True)
@@ -240,7 +252,14 @@ class Store:
 
     # -- batches -------------------------------------------------------------------------------
 
-    def insert_batch(
+    def insert_batch(self, *args: Any) -> tuple[Row, bool]:
+        """Store a batch durably with the tenant's active plugin versions; a repeat returns the stored one."""
+        try:
+            return self._insert_batch(*args)
+        except sa.exc.IntegrityError:  # the same id posted concurrently: the other insert won
+            return self._insert_batch(*args)
+
+    def _insert_batch(
         self,
         tenant_id: str,
         batch_id: str,
@@ -249,7 +268,6 @@ class Store:
         results: bytes,
         result_count: int,
     ) -> tuple[Row, bool]:
-        """Store a batch durably with the tenant's active plugin versions; a repeat returns the stored one."""
         with self.engine.begin() as conn:
             existing = self._batch(conn, tenant_id, batch_id, missing_ok=True)
             if existing is not None:
