@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 from rh_sdk import _handler, _registry
 from rh_sdk._handler import ResultHandler, interpret_return
 from rh_sdk._logs import JsonLineHandler
+from rh_sdk._vendor import vendor_paths
 from rh_sdk.protocol import Encoding, GuestInvocation, Reply, encode_reply, invocation_decoder
 
 __all__ = ["install_seed_alias", "load_handler_class", "main", "run_invocation"]
@@ -52,6 +53,7 @@ def load_handler_class(entry: str, plugin_dir: str) -> type[ResultHandler]:
         raise ValueError(f"entry {entry!r} is not of the form module:Class")
     if plugin_dir not in sys.path:
         sys.path.insert(0, plugin_dir)
+        sys.path[1:1] = [p for p in vendor_paths(plugin_dir) if p not in sys.path]
     module = importlib.import_module(module_name)
     cls = getattr(module, class_name, None)
     if cls is None:

@@ -189,3 +189,31 @@ def test_log_level_config_never_crashes_the_runner(
     assert reply.ok is ok
     if error is not None:
         assert reply.error is not None and reply.error.startswith(error)
+
+
+def test_the_runner_imports_a_plugins_vendored_packages(tmp_path: Path) -> None:
+    plugin = tmp_path / "vendoring_plugin"
+    (plugin / "vendor" / "rh_vendored_dep").mkdir(parents=True)
+    (plugin / "vendor" / "rh_vendored_dep" / "__init__.py").write_text("ANSWER = 42\n")
+    (plugin / "vendored_case.py").write_text(
+        textwrap.dedent(
+            """
+            import rh_vendored_dep
+            from rh_sdk import ResultHandler
+
+            class UsesDep(ResultHandler):
+                def handle(self, batch_id, results, metadata):
+                    return {"answer": rh_vendored_dep.ANSWER}
+            """
+        )
+    )
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from rh_sdk.runner import main
+        sys.exit(main("vendored_case:UsesDep", {str(plugin)!r}, "msgpack"))
+        """
+    )
+    data = encode_invocation(Invocation(batch_id="b", handler="h"))
+    proc = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True, timeout=60, cwd="/")
+    assert decode_reply(proc.stdout) == Reply(ran=True, ok=True, output={"answer": 42}), proc.stderr
