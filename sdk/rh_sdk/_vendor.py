@@ -1,7 +1,7 @@
 """A plugin's own third-party packages: ``<plugin>/vendor``, put on ``sys.path`` by the guest runner.
 
 The guest runs with ``-I -S`` (no site-packages, nothing of the host's environment), so a plugin that
-needs psycopg or boto3 brings them as wheels unpacked into ``vendor/`` (``rh_host.vendoring`` does it).
+needs psycopg or boto3 brings them as wheels unpacked into ``vendor/`` (the host's vendoring helper does it).
 Only directories inside the plugin count: a ``vendor`` symlink pointing elsewhere is ignored, so a plugin
 cannot ask the runner to import from the host. ``.pth`` files are not processed.
 """
