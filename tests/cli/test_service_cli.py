@@ -119,3 +119,25 @@ def test_batch_outcome_and_errors(served: tuple[Server, Path]) -> None:
     deleted = cli("tenant", "delete", tenant_id, "--yes", "--url", server.url, "--data-dir", server.data_dir)
     assert deleted.returncode == 0
     assert cli("batch", "status", "b-1", env=env).returncode == 2  # the key is gone with the tenant
+
+
+def test_c_webassembly_plugin_from_init_to_outcome(served: tuple[Server, Path]) -> None:
+    server, root = served
+    work = root / "wasm-work"
+    work.mkdir()
+    created = cli("plugin", "init", "hello_c", "--language", "c", "--dir", work)
+    assert created.returncode == 0, created.stderr
+    if not (work / "hello_c" / "handler.wasm").exists():
+        pytest.skip(f"no C-to-wasm toolchain here: {created.stderr.strip()}")
+    tested = cli("plugin", "test", work / "hello_c", work / "hello_c" / "sample.jsonl")
+    assert tested.returncode == 0 and "hello_c.failed: 1" in tested.stdout, tested.stdout + tested.stderr
+    tenant = cli("tenant", "create", "wasm-tenant", "--url", server.url, "--data-dir", server.data_dir)
+    key = re.search(r"api key: (\S+)", tenant.stdout).group(1)  # type: ignore[union-attr]
+    env = {"RH_URL": server.url, "RH_KEY": key}
+    pushed = cli("plugin", "push", work / "hello_c", env=env)  # the service validates the module
+    assert pushed.returncode == 0, pushed.stderr
+    done = cli("batch", "submit", OPENAI, "--id", "wasm-1", "--wait", env=env)
+    assert done.returncode == 0 and "hello_c.results: 8" in done.stdout, done.stdout + done.stderr
+    (work / "hello_c" / "handler.wasm").write_bytes(b"\0asm\1\0\0\0garbage")
+    refused = cli("plugin", "push", work / "hello_c", env=env)
+    assert refused.returncode == 2 and "upload_rejected" in refused.stderr

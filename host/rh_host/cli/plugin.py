@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -15,7 +16,7 @@ import msgspec
 from rh_host.batchfile import read_results
 from rh_host.cli._client import Client, key_option, url_option
 from rh_host.cli._common import EXIT_FAILED, EXIT_OK, fail
-from rh_host.cli._scaffold import python_plugin_files
+from rh_host.cli._scaffold import C_BUILD, c_plugin_files, c_sdk_header, python_plugin_files
 from rh_host.cli.render import render_outcome
 from rh_host.errors import HostError
 from rh_host.manifest import load_plugin
@@ -37,17 +38,46 @@ def plugin() -> None:
 @plugin.command()
 @click.argument("name")
 @click.option("--dir", "parent", default=".", type=click.Path(file_okay=False, path_type=Path), help="Parent dir.")
-def init(name: str, parent: Path) -> None:
-    """Scaffold a working Python plugin NAME (plugin.toml, handler.py, sample.jsonl)."""
+@click.option(
+    "--language",
+    type=click.Choice(["python", "c"]),
+    default="python",
+    show_default=True,
+    help="python: a sandboxed Python handler; c: a WebAssembly handler in C (built with clang if present).",
+)
+def init(name: str, parent: Path, language: str) -> None:
+    """Scaffold a working plugin NAME (plugin.toml, the handler, sample.jsonl)."""
     if not _NAME.match(name):
         fail(f"plugin name {name!r} must match {_NAME.pattern}")
     target = parent / name
     if target.exists():
         fail(f"{target} already exists")
+    if language == "c":
+        header = c_sdk_header()
+        if header is None:
+            fail("the C SDK (sdk/c/rh_plugin.h) is not part of this installation")
+        files = c_plugin_files(name, header)
+    else:
+        files = python_plugin_files(name)
     target.mkdir(parents=True)
-    for filename, text in python_plugin_files(name).items():
+    for filename, text in files.items():
         (target / filename).write_text(text, encoding="utf-8")
+    if language == "c":
+        (target / "build.sh").chmod(0o755)
+        _build_c(target)
     click.echo(f"created {target}; try: rh-host plugin test {target} {target / 'sample.jsonl'}")
+
+
+def _build_c(target: Path) -> None:
+    try:
+        built = subprocess.run(C_BUILD, cwd=target, capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        click.echo(f"not built ({exc}); install the toolchain and run {target / 'build.sh'}", err=True)
+        return
+    if built.returncode != 0:
+        click.echo(f"not built: {built.stderr.strip()[:500]}\nrun {target / 'build.sh'} once it builds", err=True)
+    else:
+        click.echo(f"built {target / 'handler.wasm'}", err=True)
 
 
 @plugin.command()
@@ -89,12 +119,30 @@ def _json_object(option: str, text: str | None) -> dict[str, object]:
     return value
 
 
-def pack_directory(directory: Path) -> tuple[str, bytes]:
+def _vendor(directory: Path) -> None:
+    """Wheels of the plugin's requirements.txt into <plugin>/vendor, so the archive is self-contained."""
+    if not (directory / "requirements.txt").is_file():
+        return
+    try:
+        from rh_host.vendoring import vendor_plugin
+    except ImportError:
+        fail(f"{directory}/requirements.txt: vendoring is not available in this installation")
+    try:
+        vendored = vendor_plugin(directory)
+    except HostError as exc:
+        fail(str(exc))
+    if vendored is not None:
+        click.echo(f"vendored requirements into {vendored}", err=True)
+
+
+def pack_directory(directory: Path, vendor: bool = True) -> tuple[str, bytes]:
     """A reproducible tar.gz of a plugin directory (regular files only), named <name>-<version>.tar.gz."""
     try:
         handler = load_plugin(directory)
     except HostError as exc:
         fail(str(exc))
+    if vendor:
+        _vendor(directory)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as archive:
         for path in sorted(directory.rglob("*")):
@@ -116,9 +164,10 @@ def pack_directory(directory: Path) -> tuple[str, bytes]:
 @plugin.command()
 @click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Archive path.")
-def pack(directory: Path, output: Path | None) -> None:
-    """Validate the plugin in DIRECTORY and write NAME-VERSION.tar.gz for upload."""
-    name, data = pack_directory(directory)
+@click.option("--no-vendor", is_flag=True, help="Do not vendor requirements.txt (use the vendor/ dir as it is).")
+def pack(directory: Path, output: Path | None, no_vendor: bool) -> None:
+    """Validate the plugin in DIRECTORY (vendoring its requirements.txt) and write NAME-VERSION.tar.gz."""
+    name, data = pack_directory(directory, vendor=not no_vendor)
     target = output or Path(name)
     target.write_bytes(data)
     click.echo(f"wrote {target} ({len(data)} bytes)")
@@ -127,11 +176,12 @@ def pack(directory: Path, output: Path | None) -> None:
 @plugin.command()
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.option("--no-activate", is_flag=True, help="Store the version without making it active.")
+@click.option("--no-vendor", is_flag=True, help="Do not vendor requirements.txt when SOURCE is a directory.")
 @url_option
 @key_option
-def push(source: Path, no_activate: bool, url: str, key: str | None) -> None:
-    """Upload SOURCE (a plugin directory, or an archive from `pack`) as a new version."""
-    data = pack_directory(source)[1] if source.is_dir() else source.read_bytes()
+def push(source: Path, no_activate: bool, no_vendor: bool, url: str, key: str | None) -> None:
+    """Upload SOURCE (a plugin directory, packed as by `pack`, or an archive from `pack`) as a new version."""
+    data = pack_directory(source, vendor=not no_vendor)[1] if source.is_dir() else source.read_bytes()
     with Client(url, key) as client:
         response = client.call("POST", "/v1/plugins", content=data, params={"activate": str(not no_activate).lower()})
     view = response.json()

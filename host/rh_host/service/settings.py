@@ -35,7 +35,7 @@ class UploadCaps(msgspec.Struct, frozen=True, kw_only=True):
 
     max_archive_mb: int = 16
     max_unpacked_mb: int = 64
-    max_files: int = 512
+    max_files: int = 2048  # vendored packages bring many small files
     max_ratio: float = 100.0  # unpacked / packed: zip bombs go far above
 
 
