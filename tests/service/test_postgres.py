@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,12 @@ def test_core_flow_on_postgres(postgres_url: str) -> None:
             assert len(result["handlers"]) == 3
             assert len(api.get("/v1/batches/pg-1/runs").json()) == 3
             assert other.get("/v1/batches/pg-1").status_code == 404
+            with ThreadPoolExecutor(6) as pool:  # concurrent identical posts: one insert wins, none fails
+                answers = list(
+                    pool.map(lambda _: api.post("/v1/batches/pg-race", content=OPENAI.read_bytes()), range(6))
+                )
+            assert [a.status_code for a in answers] == [202] * 6
+            assert sorted(a.json()["duplicate"] for a in answers) == [False] + [True] * 5
             assert other.get("/v1/plugins/stats_summary").status_code == 404
         assert not (root / "data" / "rh-host.db").exists()  # everything went to PostgreSQL
         # the data survives a restart of the service

@@ -1,0 +1,90 @@
+"""Unit tests of the service's pure parts: clamping, redaction, sealing, archive names, intake."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import msgspec
+import pytest
+from rh_testserver import OPENAI
+
+from rh_host.service.archives import unpack_archive
+from rh_host.service.errors import BadRequest, InvalidBatch, PayloadTooLarge, ServiceError, UploadRejected
+from rh_host.service.intake import check_batch_id, parse_batch, parse_metadata
+from rh_host.service.limits import clamp_limits
+from rh_host.service.recording import redact_result
+from rh_host.service.settings import Quotas, UploadCaps
+from rh_host.service.vault import Vault
+from rh_sandbox.types import Limits, RunResult
+from rh_sdk.protocol import LogRecord, Reply, RunStatus
+
+
+def test_clamp_lowers_only_what_exceeds_the_ceiling() -> None:
+    clamped = clamp_limits(Limits(cpu_seconds=100, memory_mb=64, max_processes=500), Quotas(cpu_seconds=5))
+    assert clamped.effective.cpu_seconds == 5 and clamped.effective.memory_mb == 64
+    assert clamped.effective.max_processes == 500  # not a tenant ceiling
+    assert clamped.clamped == ["cpu_seconds"]
+    assert clamp_limits(Limits(), Quotas()).clamped == []
+
+
+def test_redaction_covers_logs_errors_and_output_even_json_escaped() -> None:
+    secret = 'pa"ss\\word-123'
+    result = RunResult(
+        status=RunStatus.FAILED,
+        reply=Reply(ran=True, ok=False, output={"echo": secret}),
+        error=f"bad key {secret}",
+        logs=[LogRecord(level="INFO", message=f"using {secret}", extra={"k": secret})],
+    )
+    text = msgspec.json.encode(redact_result(result, [secret, "abc"])).decode()
+    assert "word-123" not in text and text.count("[redacted]") == 4
+    untouched = redact_result(result, ["not-there"])
+    assert untouched is result
+
+
+def test_vault_round_trip_and_wrong_key(tmp_path: Path) -> None:
+    vault = Vault.for_data_dir(tmp_path)
+    sealed = vault.seal({"api_key": "s3cret"})
+    assert sealed is not None and "s3cret" not in sealed
+    assert vault.unseal(sealed) == {"api_key": "s3cret"}
+    assert Vault.for_data_dir(tmp_path).unseal(sealed) == {"api_key": "s3cret"}  # the key file persists
+    (tmp_path / "other").mkdir()
+    with pytest.raises(ServiceError, match="secret key changed"):
+        Vault.for_data_dir(tmp_path / "other").unseal(sealed)
+
+
+def test_intake_digest_ignores_metadata_key_order_and_names_bad_lines() -> None:
+    body = OPENAI.read_bytes()
+    one = parse_batch(body, "application/jsonl", {"a": 1, "b": 2}, Quotas())
+    two = parse_batch(body, "", {"b": 2, "a": 1}, Quotas())
+    assert one.digest == two.digest and one.count == 8
+    with pytest.raises(InvalidBatch, match=r"^body:2:"):
+        parse_batch(b'{"id": "x"}\n[1]\n', "", {}, Quotas())
+    with pytest.raises(PayloadTooLarge):
+        parse_batch(body, "", {}, Quotas(max_results=2))
+    with pytest.raises(BadRequest):
+        parse_metadata('"just a string"')
+    with pytest.raises(BadRequest):
+        check_batch_id("../etc")
+
+
+def _tar(name: str) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        info = tarfile.TarInfo(name)
+        info.size = 1
+        archive.addfile(info, io.BytesIO(b"x"))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name", ["/abs", "a/../../b", "..", "C:/win", "a\\b", "a/../../../etc/cron.d/x"])
+def test_unsafe_names_are_refused_before_writing(tmp_path: Path, name: str) -> None:
+    with pytest.raises(UploadRejected):
+        unpack_archive(_tar(name), tmp_path, UploadCaps())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dot_segments_are_harmless(tmp_path: Path) -> None:
+    unpack_archive(_tar("./a/./b.txt"), tmp_path, UploadCaps())
+    assert (tmp_path / "a" / "b.txt").read_bytes() == b"x"
