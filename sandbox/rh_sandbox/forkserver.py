@@ -27,6 +27,7 @@ import socket
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 from rh_sandbox._pump import Breach, Exchange, exchange
 from rh_sandbox.bwrap import SANDBOX_UID
@@ -98,6 +99,10 @@ class ForkServerBackend:
         self._pool: list[RunCgroup] = []  # emptied run cgroups whose counters can be reset: re-armed
         self._upkeep = threading.Thread(target=self._upkeep_loop, name="rh-forkserver-upkeep", daemon=True)
         self._upkeep.start()
+        # Zygotes are started from this one long-lived thread: bwrap --die-with-parent ties the
+        # sandbox to the *thread* that forked it (PR_SET_PDEATHSIG), so a zygote started from a
+        # caller's short-lived worker thread would be SIGKILLed when that thread ends.
+        self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rh-zygote-starter")
 
     # ---- Backend --------------------------------------------------------------------------
     def run(self, spec: RunSpec, payload: bytes) -> RunResult:
@@ -133,6 +138,7 @@ class ForkServerBackend:
             self._pool = []
         for cgroup in leftovers:
             cgroup.close()
+        self._starter.shutdown(wait=True)
 
     def _stop(self, zygote: Zygote) -> None:
         """Stop a zygote (its waiting children die with its sandbox) and remove their cgroups."""
@@ -174,7 +180,7 @@ class ForkServerBackend:
         """A new zygote binding the live dirs of the old one plus ``plugin_dir``; retire the old."""
         dirs = [d for d in (old.plugin_dirs if old else []) if d != plugin_dir and d.still_there()]
         dirs = [*dirs[-(self.max_plugin_dirs - 1) :], plugin_dir] if self.max_plugin_dirs > 1 else [plugin_dir]
-        zygote = Zygote(self.runtime, self.confinement, dirs)
+        zygote = self._starter.submit(Zygote, self.runtime, self.confinement, dirs).result()
         self._arm(zygote)  # the first runs of a new zygote find children waiting
         if old is not None:
             with self._lock:

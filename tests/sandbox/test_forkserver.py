@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,3 +127,21 @@ def test_plugin_dir_the_sandbox_cannot_read_is_a_host_error(world_dir: Path, war
             make_runner(backend)(plugin, "good:Good")
     finally:
         backend.close()
+
+
+def test_zygote_outlives_the_thread_that_started_it(world_dir: Path) -> None:
+    """bwrap --die-with-parent follows the forking *thread*: a pipeline worker thread that ends
+    must not take its tenant's zygote (and the runs inside) with it."""
+    plugin = copy_plugin("good", world_dir / "good")
+    with ForkServerBackend(prefork=1) as backend:
+        run = make_runner(backend)
+        first: list = []
+        worker = threading.Thread(target=lambda: first.append(run(plugin, "good:Good")))
+        worker.start()
+        worker.join()
+        assert first[0].status is RunStatus.OK
+        zygote = backend._groups["tenant-a"].zygote
+        time.sleep(0.3)  # PR_SET_PDEATHSIG would have fired by now
+        assert zygote.alive()
+        assert run(plugin, "good:Good").status is RunStatus.OK
+        assert backend._groups["tenant-a"].zygote is zygote
