@@ -66,7 +66,7 @@ def test_strict_backends(machine: Probe, warm: bool, kind: type) -> None:
 
 
 def test_doctor_command_prints_the_probe(machine: Probe) -> None:
-    from rh_host.cli_doctor import doctor
+    from rh_host.cli.doctor import doctor
 
     result = CliRunner().invoke(doctor, [])
     assert result.exit_code == 0, result.output

@@ -10,6 +10,7 @@ import logging
 import click
 
 from rh_host.cli.batch import batch
+from rh_host.cli.doctor import doctor
 from rh_host.cli.plugin import plugin
 from rh_host.cli.run import run
 from rh_host.cli.serve import serve
@@ -30,3 +31,4 @@ main.add_command(serve)
 main.add_command(tenant)
 main.add_command(plugin)
 main.add_command(batch)
+main.add_command(doctor)

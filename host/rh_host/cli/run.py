@@ -57,9 +57,7 @@ def _default_batch_id(results_path: str) -> str:
 
 def _progress_printer(event: RunEvent) -> None:
     if event.run is None:
-        click.echo(
-            f"[{event.index}/{event.total}] {event.plugin} (priority {event.priority}) started", err=True
-        )
+        click.echo(f"[{event.index}/{event.total}] {event.plugin} (priority {event.priority}) started", err=True)
     else:
         click.echo(
             f"[{event.index}/{event.total}] {event.plugin}: {event.run.status.value} "
@@ -70,9 +68,7 @@ def _progress_printer(event: RunEvent) -> None:
 
 @click.command()
 @click.argument("results", metavar="RESULTS")
-@click.option(
-    "--plugin", "plugin_dirs", multiple=True, required=True, metavar="DIR", help="A plugin directory."
-)
+@click.option("--plugin", "plugin_dirs", multiple=True, required=True, metavar="DIR", help="A plugin directory.")
 @click.option("--metadata", help="Batch metadata as a JSON object.")
 @click.option("--batch-id", help="Batch id (default: derived from the file name).")
 @click.option("--json", "as_json", is_flag=True, help="Print the batch outcome as one JSON document.")
