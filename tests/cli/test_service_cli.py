@@ -45,6 +45,8 @@ def test_operator_token_file_is_private(served: tuple[Server, Path]) -> None:
     token_file = server.data_dir / "operator-token"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     assert stat.S_IMODE((server.data_dir / "secret-key").stat().st_mode) == 0o600
+    for database_file in server.data_dir.glob("rh-host.db*"):
+        assert stat.S_IMODE(database_file.stat().st_mode) == 0o600, database_file
     assert token_file.read_text().strip() not in server.log()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from rh_host.sandboxes import make_dispatcher
 from rh_host.service.artifacts import ArtifactStore
@@ -27,6 +28,8 @@ class Service:
     def __init__(self, settings: ServiceSettings, *, run_migrations: bool = True) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if settings.database_url is None:  # batches and tenants' data: 0600 (SQLite gives -wal/-shm the same)
+            os.close(os.open(settings.data_dir / "rh-host.db", os.O_WRONLY | os.O_CREAT, 0o600))
         self.engine = make_engine(settings.url)
         if run_migrations:
             migrate(self.engine)
