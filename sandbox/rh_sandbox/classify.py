@@ -10,7 +10,7 @@ import msgspec
 from rh_sandbox._pump import Breach
 from rh_sdk.protocol import Encoding, LogRecord, Reply, RunStatus, decode_reply
 
-__all__ = ["Ending", "classify", "parse_logs"]
+__all__ = ["Ending", "classify", "classify_reply", "parse_logs"]
 
 _log_decoder = msgspec.json.Decoder(LogRecord)
 
@@ -83,6 +83,11 @@ def classify(end: Ending, encoding: Encoding) -> tuple[RunStatus, Reply | None, 
         reply = decode_reply(end.stdout, encoding)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         return RunStatus.PROTOCOL_ERROR, None, f"undecodable reply ({len(end.stdout)} bytes): {exc}"
+    return classify_reply(reply)
+
+
+def classify_reply(reply: Reply) -> tuple[RunStatus, Reply | None, str | None]:
+    """The status a well-formed reply stands for; every runtime's classifier ends here."""
     if not reply.ran:
         if not reply.ok:
             return RunStatus.PROTOCOL_ERROR, reply, reply.error or "the guest could not decode the invocation"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import NoReturn
 
@@ -17,3 +18,16 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     first_line = " ".join(str(message).split("\n"))
     click.echo(f"rh-host: error: {first_line}", err=True)
     sys.exit(code)
+
+
+def json_object_option(option: str, text: str | None) -> dict[str, object]:
+    """Parse an option whose value must be a JSON object (``--metadata``, ``--config``)."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        fail(f"{option}: invalid JSON: {exc}")
+    if not isinstance(value, dict):
+        fail(f"{option}: must be a JSON object, got {type(value).__name__}")
+    return value

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import re
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import msgspec
 
 from rh_host.batchfile import read_results
 from rh_host.cli._client import Client, key_option, url_option
-from rh_host.cli._common import EXIT_FAILED, EXIT_OK, fail
+from rh_host.cli._common import EXIT_FAILED, EXIT_OK, fail, json_object_option
 from rh_host.cli._scaffold import C_BUILD, c_plugin_files, c_sdk_header, python_plugin_files
 from rh_host.cli.render import render_outcome
 from rh_host.errors import HostError
@@ -91,8 +90,8 @@ def test(
     directory: str, results: str, config_json: str | None, metadata_json: str | None, isolation: str, as_json: bool
 ) -> None:
     """Run the plugin in DIRECTORY over RESULTS in the production sandbox; print outcome, logs and usage."""
-    config = _json_object("--config", config_json)
-    metadata = _json_object("--metadata", metadata_json)
+    config = json_object_option("--config", config_json)
+    metadata = json_object_option("--metadata", metadata_json)
     try:
         handler = load_plugin(directory, config)
         lines = read_results(results, sys.stdin.buffer)
@@ -105,18 +104,6 @@ def test(
         fail(str(exc), code=EXIT_FAILED)
     click.echo(msgspec.json.encode(outcome).decode() if as_json else render_outcome(outcome, show_logs=True))
     sys.exit(EXIT_OK if outcome.success else EXIT_FAILED)
-
-
-def _json_object(option: str, text: str | None) -> dict[str, object]:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        fail(f"{option}: invalid JSON: {exc}")
-    if not isinstance(value, dict):
-        fail(f"{option}: must be a JSON object")
-    return value
 
 
 def _vendor(directory: Path) -> None:

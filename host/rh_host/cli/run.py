@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import click
 import msgspec
 
 from rh_host.batchfile import read_results
-from rh_host.cli._common import EXIT_FAILED, EXIT_OK, fail
+from rh_host.cli._common import EXIT_FAILED, EXIT_OK, fail, json_object_option
 from rh_host.cli.render import render_outcome
 from rh_host.errors import HostError
 from rh_host.manifest import Plugin, load_plugin
@@ -22,18 +21,6 @@ from rh_sandbox.types import SandboxError
 __all__ = ["run"]
 
 _PROGRESS_MIN_RESULTS = 10_000
-
-
-def _parse_metadata(text: str | None) -> dict[str, object]:
-    if text is None:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        fail(f"--metadata: invalid JSON: {exc}")
-    if not isinstance(value, dict):
-        fail(f"--metadata: must be a JSON object, got {type(value).__name__}")
-    return value
 
 
 def _load_plugins(dirs: tuple[str, ...]) -> list[Plugin]:
@@ -98,7 +85,7 @@ def run(
 
     Exit status: 0 when every enabled handler succeeded, 1 when one did not, 2 for bad input.
     """
-    meta = _parse_metadata(metadata)
+    meta = json_object_option("--metadata", metadata)
     try:
         plugins = _load_plugins(plugin_dirs)
         lines = read_results(results, sys.stdin.buffer)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import msgspec
 
-from rh_sandbox.classify import parse_logs  # shared with the process backend: same log rules
+from rh_sandbox.classify import classify_reply, parse_logs  # shared with the process backend
 from rh_sandbox.wasm._frames import Response
 from rh_sdk.protocol import Encoding, Reply, RunStatus, decode_reply
 
@@ -46,10 +46,4 @@ def classify(
         return RunStatus.FAILED, reply, (reply.error if reply else None) or f"exited with status {resp.exit_code}"
     if reply is None:
         return RunStatus.PROTOCOL_ERROR, None, "exited without writing a reply"
-    if not reply.ran:
-        if not reply.ok:
-            return RunStatus.PROTOCOL_ERROR, reply, reply.error or "the guest could not decode the invocation"
-        return RunStatus.SKIPPED, reply, None
-    if reply.ok:
-        return RunStatus.OK, reply, None
-    return RunStatus.FAILED, reply, reply.error
+    return classify_reply(reply)
