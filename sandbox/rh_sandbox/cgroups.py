@@ -16,6 +16,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rh_sandbox.types import Limits, SandboxError
+
 __all__ = ["CgroupV1", "RunCgroup", "cgroup_v1_controllers"]
 
 _ROOT = Path("/sys/fs/cgroup")
@@ -252,3 +254,14 @@ class CgroupV1:
             RunCgroup(paths).close()
             raise
         return cgroup
+
+    def for_run(self, limits: Limits, cpu_quota_cores: float | None = None) -> RunCgroup | None:
+        """The cgroup one run's limits ask for, or None where the machine offers none."""
+        if not self.available:
+            return None
+        try:
+            return self.create(
+                memory_mb=limits.memory_mb, max_processes=limits.max_processes, cpu_quota_cores=cpu_quota_cores
+            )
+        except OSError as exc:
+            raise SandboxError(f"cannot create a cgroup for the run: {exc}") from exc

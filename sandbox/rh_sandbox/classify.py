@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 import msgspec
 
-from rh_sandbox._pump import Breach
-from rh_sdk.protocol import Encoding, LogRecord, Reply, RunStatus, decode_reply
+from rh_sandbox._pump import Breach, Exchange
+from rh_sandbox.types import RunResult, RunSpec
+from rh_sdk.protocol import Encoding, LogRecord, Reply, RunStatus, Usage, decode_reply
 
-__all__ = ["Ending", "classify", "classify_reply", "parse_logs"]
+__all__ = ["Ending", "classify", "classify_reply", "parse_logs", "run_result"]
 
 _log_decoder = msgspec.json.Decoder(LogRecord)
 
@@ -97,3 +98,39 @@ def classify_reply(reply: Reply) -> tuple[RunStatus, Reply | None, str | None]:
     if reply.error_type == "MemoryError":
         return RunStatus.MEMORY_LIMIT, reply, reply.error
     return RunStatus.FAILED, reply, reply.error
+
+
+def run_result(
+    spec: RunSpec,
+    io: Exchange,
+    *,
+    returncode: int | None,
+    cpu_ms: float,
+    peak_kb: int,
+    oom_killed: bool,
+    isolation: str,
+) -> RunResult:
+    """The RunResult of a finished Python guest, whichever process runner measured it."""
+    limits = spec.limits
+    ending = Ending(
+        stdout=io.stdout,
+        breach=io.breach,
+        returncode=returncode,
+        cpu_ms=cpu_ms,
+        cpu_limit_ms=limits.cpu_seconds * 1000,
+        oom_killed=oom_killed,
+        wall_limit_s=limits.wall_seconds,
+        output_limit_kb=limits.max_output_kb,
+        log_limit_kb=limits.max_log_kb,
+        process_limit=limits.max_processes,
+    )
+    status, reply, error = classify(ending, spec.encoding)
+    return RunResult(
+        status=status,
+        reply=reply,
+        error=error,
+        logs=parse_logs(io.stderr, truncated=io.breach is Breach.LOGS),
+        usage=Usage(wall_ms=round(io.wall_s * 1000, 3), cpu_ms=round(cpu_ms, 3), peak_rss_kb=int(peak_kb)),
+        isolation=isolation,
+        exit_code=returncode,
+    )

@@ -29,10 +29,10 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
-from rh_sandbox._pump import Breach, Exchange, exchange
+from rh_sandbox._pump import Exchange, exchange
 from rh_sandbox.bwrap import SANDBOX_UID
 from rh_sandbox.cgroups import CgroupV1, RunCgroup
-from rh_sandbox.classify import Ending, classify, parse_logs
+from rh_sandbox.classify import run_result
 from rh_sandbox.confinement import Confinement
 from rh_sandbox.layout import landlock_rules, sandbox_environment
 from rh_sandbox.process import guest_rlimits
@@ -40,7 +40,6 @@ from rh_sandbox.runtime import GuestRuntime
 from rh_sandbox.strict import processes_of_uid, require_sandbox_readable
 from rh_sandbox.types import IsolationLevel, Limits, RunResult, RunSpec, SandboxError
 from rh_sandbox.zygote import Child, PluginDir, Zygote
-from rh_sdk.protocol import Usage
 
 __all__ = ["ForkServerBackend"]
 
@@ -304,16 +303,7 @@ class ForkServerBackend:
 
     # ---- one run --------------------------------------------------------------------------
     def _cgroup(self, limits: Limits) -> RunCgroup | None:
-        if not self.cgroups.available:
-            return None
-        try:
-            return self.cgroups.create(
-                memory_mb=limits.memory_mb,
-                max_processes=limits.max_processes,
-                cpu_quota_cores=self.cpu_quota_cores,
-            )
-        except OSError as exc:
-            raise SandboxError(f"cannot create a cgroup for the run: {exc}") from exc
+        return self.cgroups.for_run(limits, self.cpu_quota_cores)
 
     def _request(self, spec: RunSpec, inside: str, cgroup: RunCgroup | None) -> dict:
         nproc = None if cgroup is not None else processes_of_uid(SANDBOX_UID) + spec.limits.max_processes
@@ -396,31 +386,17 @@ class ForkServerBackend:
     def _result(
         self, spec: RunSpec, io: Exchange, code: int | None, maxrss_kb: int, cgroup: RunCgroup | None
     ) -> RunResult:
-        limits = spec.limits
         cpu_ms = cgroup.cpu_ms() if cgroup is not None else 0.0
         peak_kb = max(maxrss_kb, cgroup.peak_memory_kb() if cgroup is not None else 0)
         oom = cgroup is not None and cgroup.oom_killed()
-        end = Ending(
-            stdout=io.stdout,
-            breach=io.breach,
+        return run_result(
+            spec,
+            io,
             returncode=code,
             cpu_ms=cpu_ms,
-            cpu_limit_ms=limits.cpu_seconds * 1000,
+            peak_kb=peak_kb,
             oom_killed=oom,
-            wall_limit_s=limits.wall_seconds,
-            output_limit_kb=limits.max_output_kb,
-            log_limit_kb=limits.max_log_kb,
-            process_limit=limits.max_processes,
-        )
-        status, reply, error = classify(end, spec.encoding)
-        return RunResult(
-            status=status,
-            reply=reply,
-            error=error,
-            logs=parse_logs(io.stderr, truncated=io.breach is Breach.LOGS),
-            usage=Usage(wall_ms=round(io.wall_s * 1000, 3), cpu_ms=round(cpu_ms, 3), peak_rss_kb=peak_kb),
             isolation=self.isolation.value + self.confinement.suffix(cgroup is not None) + "+forkserver",
-            exit_code=code,
         )
 
 

@@ -21,12 +21,11 @@ from pathlib import Path
 
 import psutil
 
-from rh_sandbox._pump import Breach, exchange
+from rh_sandbox._pump import exchange
 from rh_sandbox.cgroups import CgroupV1, RunCgroup
-from rh_sandbox.classify import Ending, classify, parse_logs
+from rh_sandbox.classify import run_result
 from rh_sandbox.runtime import GuestRuntime
 from rh_sandbox.types import IsolationLevel, Limits, RunResult, RunSpec, SandboxError
-from rh_sdk.protocol import Usage
 
 __all__ = ["ProcessBackend", "clean_environment", "guest_rlimits"]
 
@@ -77,6 +76,7 @@ class ProcessBackend:
     """
 
     isolation = IsolationLevel.BASIC
+    cpu_quota_cores: float | None = None  # the strict level caps each run at one core
 
     def __init__(
         self,
@@ -105,12 +105,7 @@ class ProcessBackend:
         """Nothing warm to stop: every run's processes are gone when ``run`` returns."""
 
     def _cgroup(self, limits: Limits) -> RunCgroup | None:
-        if not self.cgroups.available:
-            return None
-        try:
-            return self.cgroups.create(memory_mb=limits.memory_mb, max_processes=limits.max_processes)
-        except OSError as exc:
-            raise SandboxError(f"cannot create a cgroup for the run: {exc}") from exc
+        return self.cgroups.for_run(limits, self.cpu_quota_cores)
 
     def _argv(self, spec: RunSpec, cgroup: RunCgroup | None) -> list[str]:
         nproc = None
@@ -197,27 +192,14 @@ class ProcessBackend:
             cpu_ms = max(cpu_ms, cgroup.cpu_ms())
             peak_kb = max(peak_kb, cgroup.peak_memory_kb())
             oom = cgroup.oom_killed()
-        ending = Ending(
-            stdout=io.stdout,
-            breach=io.breach,
+        return run_result(
+            spec,
+            io,
             returncode=returncode,
             cpu_ms=cpu_ms,
-            cpu_limit_ms=cpu_limit_ms,
+            peak_kb=peak_kb,
             oom_killed=oom,
-            wall_limit_s=limits.wall_seconds,
-            output_limit_kb=limits.max_output_kb,
-            log_limit_kb=limits.max_log_kb,
-            process_limit=limits.max_processes,
-        )
-        status, reply, error = classify(ending, spec.encoding)
-        return RunResult(
-            status=status,
-            reply=reply,
-            error=error,
-            logs=parse_logs(io.stderr, truncated=io.breach is Breach.LOGS),
-            usage=Usage(wall_ms=round(io.wall_s * 1000, 3), cpu_ms=round(cpu_ms, 3), peak_rss_kb=int(peak_kb)),
             isolation=self._isolation(cgroup),
-            exit_code=returncode,
         )
 
     def _kill_tree(self, proc: subprocess.Popen[bytes], cgroup: RunCgroup | None) -> list[psutil.Process]:

@@ -24,7 +24,7 @@ from rh_sandbox.confinement import Confinement
 from rh_sandbox.layout import PLUGIN_MOUNT, RUNTIME_MOUNT, landlock_rules, sandbox_environment
 from rh_sandbox.process import ProcessBackend, _exited, guest_rlimits
 from rh_sandbox.runtime import GuestRuntime, readable_by_others
-from rh_sandbox.types import IsolationLevel, Limits, RunSpec, SandboxError
+from rh_sandbox.types import IsolationLevel, RunSpec, SandboxError
 
 __all__ = ["StrictProcessBackend", "bwrap_exit_code", "processes_of_uid", "require_sandbox_readable"]
 
@@ -83,18 +83,6 @@ class StrictProcessBackend(ProcessBackend):
         if self.cgroups.available:
             self.cgroups.sweep_stale()
         self.cpu_quota_cores = cpu_quota_cores
-
-    def _cgroup(self, limits: Limits) -> RunCgroup | None:
-        if not self.cgroups.available:
-            return None
-        try:
-            return self.cgroups.create(
-                memory_mb=limits.memory_mb,
-                max_processes=limits.max_processes,
-                cpu_quota_cores=self.cpu_quota_cores,
-            )
-        except OSError as exc:
-            raise SandboxError(f"cannot create a cgroup for the run: {exc}") from exc
 
     def _boot_args(self, spec: RunSpec, cgroup_fds: list[int], cgroup: RunCgroup | None) -> dict:
         nproc = None

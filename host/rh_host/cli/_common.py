@@ -8,6 +8,8 @@ from typing import NoReturn
 
 import click
 
+from rh_host.sandboxes import ISOLATION_CHOICES
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -31,3 +33,13 @@ def json_object_option(option: str, text: str | None) -> dict[str, object]:
     if not isinstance(value, dict):
         fail(f"{option}: must be a JSON object, got {type(value).__name__}")
     return value
+
+
+isolation_option = click.option(
+    "--isolation",
+    type=click.Choice(ISOLATION_CHOICES),
+    default="auto",
+    show_default=True,
+    envvar="RH_ISOLATION",
+    help="Minimum isolation; 'strict' refuses to run rather than degrade.",
+)

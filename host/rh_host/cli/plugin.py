@@ -14,13 +14,13 @@ import msgspec
 
 from rh_host.batchfile import read_results
 from rh_host.cli._client import Client, key_option, url_option
-from rh_host.cli._common import EXIT_FAILED, EXIT_OK, fail, json_object_option
+from rh_host.cli._common import EXIT_FAILED, EXIT_OK, fail, isolation_option, json_object_option
 from rh_host.cli._scaffold import C_BUILD, c_plugin_files, c_sdk_header, python_plugin_files
 from rh_host.cli.render import render_outcome
 from rh_host.errors import HostError
 from rh_host.manifest import load_plugin
 from rh_host.pipeline import Pipeline
-from rh_host.sandboxes import ISOLATION_CHOICES, make_dispatcher
+from rh_host.sandboxes import make_dispatcher
 from rh_sandbox.types import SandboxError
 
 __all__ = ["pack_directory", "plugin"]
@@ -84,7 +84,7 @@ def _build_c(target: Path) -> None:
 @click.argument("results")
 @click.option("--config", "config_json", help="Config overrides as a JSON object (as the API would set them).")
 @click.option("--metadata", "metadata_json", help="Batch metadata as a JSON object.")
-@click.option("--isolation", type=click.Choice(ISOLATION_CHOICES), default="auto", show_default=True)
+@isolation_option
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON document.")
 def test(
     directory: str, results: str, config_json: str | None, metadata_json: str | None, isolation: str, as_json: bool

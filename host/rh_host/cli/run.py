@@ -10,12 +10,12 @@ import click
 import msgspec
 
 from rh_host.batchfile import read_results
-from rh_host.cli._common import EXIT_FAILED, EXIT_OK, fail, json_object_option
+from rh_host.cli._common import EXIT_FAILED, EXIT_OK, fail, isolation_option, json_object_option
 from rh_host.cli.render import render_outcome
 from rh_host.errors import HostError
 from rh_host.manifest import Plugin, load_plugin
 from rh_host.pipeline import Pipeline, RunEvent
-from rh_host.sandboxes import ISOLATION_CHOICES, make_dispatcher
+from rh_host.sandboxes import make_dispatcher
 from rh_sandbox.types import SandboxError
 
 __all__ = ["run"]
@@ -60,14 +60,7 @@ def _progress_printer(event: RunEvent) -> None:
 @click.option("--batch-id", help="Batch id (default: derived from the file name).")
 @click.option("--json", "as_json", is_flag=True, help="Print the batch outcome as one JSON document.")
 @click.option("--logs", "show_logs", is_flag=True, help="Show every handler's log records.")
-@click.option(
-    "--isolation",
-    type=click.Choice(ISOLATION_CHOICES),
-    default="auto",
-    show_default=True,
-    envvar="RH_ISOLATION",
-    help="Minimum isolation; 'strict' refuses to run rather than degrade.",
-)
+@isolation_option
 @click.option("--parallel", default=2, show_default=True, type=click.IntRange(1, 64), help="Concurrent runs.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def run(

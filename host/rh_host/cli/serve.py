@@ -7,9 +7,8 @@ from pathlib import Path
 
 import click
 
-from rh_host.cli._common import fail
+from rh_host.cli._common import fail, isolation_option
 from rh_host.errors import HostError
-from rh_host.sandboxes import ISOLATION_CHOICES
 
 __all__ = ["serve"]
 
@@ -31,14 +30,7 @@ __all__ = ["serve"]
     help="postgresql://user@host/db for a shared deployment (default: SQLite in the data dir).",
 )
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="Batches run at once.")
-@click.option(
-    "--isolation",
-    type=click.Choice(ISOLATION_CHOICES),
-    default="auto",
-    show_default=True,
-    envvar="RH_ISOLATION",
-    help="Minimum isolation; 'strict' refuses to run rather than degrade.",
-)
+@isolation_option
 @click.option("--migrate-only", is_flag=True, help="Bring the database schema up to date and exit.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info", show_default=True)
 def serve(
