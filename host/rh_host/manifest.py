@@ -80,6 +80,7 @@ class Plugin(msgspec.Struct, frozen=True, kw_only=True):
             limits=limits or self.manifest.limits,
             group=group,
             version=self.manifest.version,
+            allowed_hosts=tuple(self.manifest.allowed_hosts),
         )
 
 

@@ -24,6 +24,7 @@ class HandlerRun(msgspec.Struct, kw_only=True):
     logs: list[LogRecord] = []
     usage: Usage = msgspec.field(default_factory=Usage)
     isolation: str = ""
+    egress: list[dict[str, Any]] | None = None  # connections through the host's egress broker (network grants)
 
 
 class Conflict(msgspec.Struct, kw_only=True):
@@ -44,9 +45,7 @@ class BatchOutcome(msgspec.Struct, kw_only=True):
     duration_ms: float = 0.0
 
 
-def merge_outcome(
-    batch_id: str, runs: list[HandlerRun], result_count: int, duration_ms: float
-) -> BatchOutcome:
+def merge_outcome(batch_id: str, runs: list[HandlerRun], result_count: int, duration_ms: float) -> BatchOutcome:
     """Order runs by (priority, name) and merge the outputs of those that succeeded."""
     ordered = sorted(runs, key=lambda r: (r.priority, r.name))
     merged: dict[str, Any] = {}

@@ -89,8 +89,7 @@ class Pipeline:
                 tier = [(next(position), p) for p in same]
                 n = len(ordered)
                 futures = [
-                    pool.submit(self._run_one, batch_id, batch, metadata, p, group, limits_for, i, n)
-                    for i, p in tier
+                    pool.submit(self._run_one, batch_id, batch, metadata, p, group, limits_for, i, n) for i, p in tier
                 ]
                 runs.extend(f.result() for f in futures)  # the next priority waits for all of these
                 _log.debug("batch %s: priority %d done", batch_id, priority)
@@ -139,6 +138,7 @@ class Pipeline:
             logs=result.logs,
             usage=result.usage,
             isolation=result.isolation,
+            egress=result.egress,
         )
         self._emit(RunEvent(batch_id, plugin.name, plugin.priority, index, total, run))
         return run

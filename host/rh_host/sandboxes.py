@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from rh_sandbox.dispatch import Dispatcher
+from rh_sandbox.egress import EgressSettings
 from rh_sandbox.types import Backend
 
 __all__ = ["ISOLATION_CHOICES", "default_wasm_cache_dir", "make_dispatcher"]
@@ -15,7 +16,7 @@ ISOLATION_CHOICES = ("auto", "basic", "strict")
 _log = logging.getLogger("rh.host")
 
 
-def _python_backend(isolation: str) -> Backend:
+def _python_backend(isolation: str, egress: EgressSettings | None) -> Backend:
     try:
         from rh_sandbox.isolation import make_python_backend
     except ImportError:  # strict isolation not built into this installation
@@ -27,7 +28,7 @@ def _python_backend(isolation: str) -> Backend:
         if isolation == "auto":
             _log.warning("isolation degraded to 'basic': strict isolation is not available")
         return ProcessBackend()
-    return make_python_backend(isolation)
+    return make_python_backend(isolation, egress=egress)
 
 
 def default_wasm_cache_dir() -> Path:
@@ -44,7 +45,10 @@ def _wasm_backend(cache_dir: Path | None) -> Backend:
     return WasmBackend(cache_dir=cache_dir or default_wasm_cache_dir())
 
 
-def make_dispatcher(isolation: str = "auto", wasm_cache_dir: Path | None = None) -> Dispatcher:
+def make_dispatcher(
+    isolation: str = "auto", wasm_cache_dir: Path | None = None, egress: EgressSettings | None = None
+) -> Dispatcher:
+    """``egress``: the operator's policy for plugins' network grants (default: none permitted)."""
     return Dispatcher(
-        {"python": lambda: _python_backend(isolation), "wasm": lambda: _wasm_backend(wasm_cache_dir)}
+        {"python": lambda: _python_backend(isolation, egress), "wasm": lambda: _wasm_backend(wasm_cache_dir)}
     )

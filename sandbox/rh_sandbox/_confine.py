@@ -39,6 +39,9 @@ _SYS_LANDLOCK_ADD_RULE = 445
 _SYS_LANDLOCK_RESTRICT_SELF = 446
 _LANDLOCK_CREATE_RULESET_VERSION = 1
 _LANDLOCK_RULE_PATH_BENEATH = 1
+_LANDLOCK_RULE_NET_PORT = 2
+_NET_BIND_TCP = 1 << 0
+_NET_CONNECT_TCP = 1 << 1
 
 _FS_EXECUTE = 1 << 0
 _FS_WRITE_FILE = 1 << 1
@@ -147,6 +150,11 @@ class _PathBeneath(ctypes.Structure):
     _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
 
+class _NetPort(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("port", ctypes.c_uint64)]
+
+
 def _handled_fs(abi: int) -> int:
     handled = (1 << 13) - 1  # ABI 1: execute .. make_sym
     if abi >= 2:
@@ -158,16 +166,17 @@ def _handled_fs(abi: int) -> int:
     return handled
 
 
-def apply_landlock(rules: list[tuple[str, int]], abi: int) -> None:
+def apply_landlock(rules: list[tuple[str, int]], abi: int, connect_ports: list[int] | None = None) -> None:
     """Allow only ``rules`` (path, access bits; ``-1`` = everything handled) to this process and its
-    descendants; deny TCP (ABI 4+), abstract unix sockets and signals leaving the domain (ABI 6+)."""
+    descendants; deny TCP (ABI 4+) but connecting to ``connect_ports`` (a run's network grants, served
+    by its egress forwarder), abstract unix sockets and signals leaving the domain (ABI 6+)."""
     if abi <= 0:
         return
     handled = _handled_fs(abi)
     attr = _RulesetAttr(handled, 0, 0)
     size = 8
     if abi >= 4:
-        attr.handled_access_net = 0b11  # bind_tcp | connect_tcp: no rule grants them
+        attr.handled_access_net = _NET_BIND_TCP | _NET_CONNECT_TCP  # only connect_ports' rules grant any
         size = 16
     if abi >= 6:
         attr.scoped = _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL
@@ -193,6 +202,12 @@ def apply_landlock(rules: list[tuple[str, int]], abi: int) -> None:
                 )
             finally:
                 os.close(fd)
+        for port in (connect_ports or []) if abi >= 4 else []:
+            net_rule = _NetPort(_NET_CONNECT_TCP, port)
+            _check(
+                _libc.syscall(_SYS_LANDLOCK_ADD_RULE, ruleset, _LANDLOCK_RULE_NET_PORT, ctypes.byref(net_rule), 0),
+                f"landlock_add_rule tcp port {port}",
+            )
         _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
         _check(_libc.syscall(_SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0), "landlock_restrict_self")
     finally:

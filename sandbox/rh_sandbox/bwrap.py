@@ -24,6 +24,7 @@ __all__ = ["SANDBOX_GID", "SANDBOX_UID", "bwrap_version", "drop_uid_prefix", "st
 SANDBOX_UID = 65534  # nobody
 SANDBOX_GID = 65534  # nogroup
 _ROOT_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_DEVICES = ("null", "zero", "full", "random", "urandom")
 
 
 def bwrap_path() -> str | None:
@@ -76,6 +77,18 @@ def _system_mounts(interpreter: str) -> list[str]:
     return args
 
 
+def _device_binds() -> list[str]:
+    """``/dev`` without bwrap's ``--dev``: that one mounts a devpts, for which bwrap runs the guest in a
+    nested user namespace, away from the one owning the network namespace. The same device nodes
+    ``--dev`` binds, without a pty."""
+    args = ["--tmpfs", "/dev"]
+    for name in _DEVICES:
+        args += ["--dev-bind", f"/dev/{name}", f"/dev/{name}"]
+    for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1")):
+        args += ["--symlink", target, f"/dev/{link}"]
+    return [*args, "--symlink", "/proc/self/fd/2", "/dev/stderr"]
+
+
 def strict_command(
     argv: Sequence[str],
     *,
@@ -85,8 +98,17 @@ def strict_command(
     cap_add: Iterable[str] = (),
     share_net: bool = False,
     interpreter: str | None = None,
+    binds: Iterable[tuple[str, str]] = (),
+    disable_userns: bool = True,
 ) -> list[str]:
-    """Wrap ``argv`` in the strict sandbox. ``ro_binds`` are (host path, sandbox path) pairs.
+    """Wrap ``argv`` in the strict sandbox. ``ro_binds`` and ``binds`` (read-write) are (host path,
+    sandbox path) pairs.
+
+    ``disable_userns=False`` keeps the guest in the user namespace that owns its network namespace, so
+    that a ``cap_add`` of CAP_NET_BIND_SERVICE can bind ports below 1024 on the sandbox's own ``lo``
+    (with bwrap's ``--disable-userns`` or ``--dev`` the guest sits in a nested namespace and the cap
+    does nothing; ``/dev`` is then built from binds instead).
+    The boot script drops that cap before plugin code, and seccomp refuses new namespaces either way.
 
     ``cap_add`` keeps capabilities inside the sandbox's own user namespace only (the fork server
     needs CAP_SYS_ADMIN there to give each child its own PID and mount namespace; its children drop
@@ -97,7 +119,7 @@ def strict_command(
         bwrap,
         "--unshare-all",
         "--unshare-user",
-        "--disable-userns",
+        *(["--disable-userns"] if disable_userns else []),
         "--die-with-parent",
         "--new-session",
         "--cap-drop",
@@ -111,9 +133,11 @@ def strict_command(
     for key, value in (env or {}).items():
         args += ["--setenv", key, value]
     args += _system_mounts(interpreter or argv[0])
-    args += ["--proc", "/proc", "--dev", "/dev"]
+    args += ["--proc", "/proc", *(["--dev", "/dev"] if disable_userns else _device_binds())]
     args += ["--size", str(scratch_mb * 1024 * 1024), "--perms", "0700", "--tmpfs", "/tmp"]
     for source, target in ro_binds:  # after /tmp: a tmpfs mounted later would hide binds beneath it
         args += ["--ro-bind", source, target]
+    for source, target in binds:
+        args += ["--bind", source, target]
     args += ["--chdir", "/tmp", "--", *argv]
     return drop_uid_prefix() + args

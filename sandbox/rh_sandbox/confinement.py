@@ -23,24 +23,28 @@ _log = logging.getLogger("rh.sandbox")
 class Confinement:
     seccomp_file: str | None  # the filter's path inside the sandbox, None when seccomp is unavailable
     landlock_abi: int  # 0: no Landlock
+    seccomp_net_file: str | None = None  # the filter of runs with network grants (IPv4 allowed)
 
     @classmethod
     def detect(cls, runtime: GuestRuntime) -> Confinement:
-        seccomp_file = None
+        seccomp_file = seccomp_net_file = None
         why_not = seccomp_available()
         if why_not is None:
-            path = write_filter(runtime.root)
-            seccomp_file = f"{RUNTIME_MOUNT}/{path.name}"
+            seccomp_file = f"{RUNTIME_MOUNT}/{write_filter(runtime.root).name}"
+            seccomp_net_file = f"{RUNTIME_MOUNT}/{write_filter(runtime.root, allow_network=True).name}"
         else:
             _log.warning("seccomp disabled: %s", why_not)
-        return cls(seccomp_file=seccomp_file, landlock_abi=_confine.landlock_abi())
+        return cls(seccomp_file=seccomp_file, landlock_abi=_confine.landlock_abi(), seccomp_net_file=seccomp_net_file)
 
-    def boot_args(self, rules: list[tuple[str, int]]) -> dict:
-        """The confinement part of the guest's boot arguments."""
+    def boot_args(self, rules: list[tuple[str, int]], connect_ports: list[int] | None = None) -> dict:
+        """The confinement part of the guest's boot arguments. ``connect_ports``: a run with network
+        grants, whose plugin may create IPv4 sockets and connect to its forwarder's ports."""
+        granted = connect_ports is not None
         return {
             "landlock": rules if self.landlock_abi else [],
             "landlock_abi": self.landlock_abi,
-            "seccomp": self.seccomp_file,
+            "landlock_connect_ports": sorted(set(connect_ports or [])),
+            "seccomp": self.seccomp_net_file if granted else self.seccomp_file,
         }
 
     def suffix(self, cgroup: bool) -> str:

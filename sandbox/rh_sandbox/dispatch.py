@@ -1,4 +1,5 @@
-"""One entry point for the host: route each run to the backend for its runtime."""
+"""One entry point for the host: route each run to the backend for its runtime (and, for Python at
+the strict level, runs with network grants to the backend that wires their egress)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable
 
 from rh_sandbox.types import Backend, RunResult, RunSpec, Runtime, SandboxError
 
-__all__ = ["Dispatcher"]
+__all__ = ["Dispatcher", "GrantedRunsApart"]
 
 
 class Dispatcher:
@@ -50,3 +51,36 @@ class Dispatcher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class GrantedRunsApart:
+    """Runs with network grants go to ``granted`` (built on first use), every other run to ``warm``.
+
+    The fork server's children share their zygote's network namespace, so it cannot give one run a
+    listener for its grants that another run of the tenant cannot reach; a cold strict sandbox per
+    granted run can, and its ~50 ms start is small next to the network round trips it is made for.
+    """
+
+    def __init__(self, warm: Backend, granted: Callable[[], Backend]) -> None:
+        self.warm = warm
+        self._granted_factory = granted
+        self._granted: Backend | None = None
+        self._lock = threading.Lock()
+
+    def granted(self) -> Backend:
+        with self._lock:
+            if self._granted is None:
+                self._granted = self._granted_factory()
+            return self._granted
+
+    def run(self, spec: RunSpec, payload: bytes) -> RunResult:
+        if spec.allowed_hosts:
+            return self.granted().run(spec, payload)
+        return self.warm.run(spec, payload)
+
+    def close(self) -> None:
+        self.warm.close()
+        with self._lock:
+            granted, self._granted = self._granted, None
+        if granted is not None:
+            granted.close()

@@ -17,6 +17,7 @@ from typing import Literal
 from rh_sandbox import _confine
 from rh_sandbox.bwrap import SANDBOX_UID, bwrap_path, bwrap_version, setpriv_path, strict_command
 from rh_sandbox.cgroups import CgroupV1, cgroup_v1_controllers
+from rh_sandbox.egress.run import EgressSettings
 from rh_sandbox.runtime import find_interpreter, readable_by_others
 from rh_sandbox.seccomp import seccomp_available
 from rh_sandbox.types import Backend, IsolationLevel, SandboxError
@@ -173,12 +174,16 @@ def make_python_backend(
     warm: bool = True,
     prefork: int = 1,
     probed: Probe | None = None,
+    egress: EgressSettings | None = None,
 ) -> Backend:
     """The Python backend for an isolation setting.
 
     ``strict`` raises :class:`SandboxError` when the strict sandbox is unavailable; ``auto``
     degrades to ``basic`` with a warning on ``rh.sandbox``; ``warm`` picks the fork server
-    (strict only; ``prefork`` children wait ready per tenant) over a cold sandbox per run.
+    (strict only; ``prefork`` children wait ready per tenant) over a cold sandbox per run, except for
+    runs with network grants, which always get a cold strict sandbox wired to an egress broker under
+    ``egress`` (the operator's policy; by default no grant is permitted). The ``basic`` level has
+    the host's network and enforces no grant.
     """
     if isolation not in ("auto", "basic", "strict"):
         raise SandboxError(f"unknown isolation setting {isolation!r} (auto, basic or strict)")
@@ -201,10 +206,11 @@ def make_python_backend(
         return ProcessBackend()
     for gap in p.gaps:
         _log.warning("isolation gap: %s", gap)
-    if warm:
-        from rh_sandbox.forkserver import ForkServerBackend
-
-        return ForkServerBackend(prefork=prefork)
     from rh_sandbox.strict import StrictProcessBackend
 
-    return StrictProcessBackend()
+    if warm:
+        from rh_sandbox.dispatch import GrantedRunsApart
+        from rh_sandbox.forkserver import ForkServerBackend
+
+        return GrantedRunsApart(ForkServerBackend(prefork=prefork), lambda: StrictProcessBackend(egress=egress))
+    return StrictProcessBackend(egress=egress)

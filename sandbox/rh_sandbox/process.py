@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
@@ -26,6 +27,9 @@ from rh_sandbox.cgroups import CgroupV1, RunCgroup
 from rh_sandbox.classify import run_result
 from rh_sandbox.runtime import GuestRuntime
 from rh_sandbox.types import IsolationLevel, Limits, RunResult, RunSpec, SandboxError
+
+if TYPE_CHECKING:
+    from rh_sandbox.egress.run import RunEgress
 
 __all__ = ["ProcessBackend", "clean_environment", "guest_rlimits"]
 
@@ -121,8 +125,11 @@ class ProcessBackend:
         }
         return [self.runtime.interpreter, "-I", "-S", "-B", str(self.runtime.boot), json.dumps(args)]
 
-    def _launch(self, spec: RunSpec, scratch: str, cgroup: RunCgroup | None) -> subprocess.Popen[bytes]:
-        """Start the guest; subclasses wrap the same boot script in a stronger sandbox."""
+    def _launch(
+        self, spec: RunSpec, scratch: str, cgroup: RunCgroup | None, egress: RunEgress | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start the guest; subclasses wrap the same boot script in a stronger sandbox (and wire
+        ``egress`` in: the basic level has the host's network and never gets one)."""
         return subprocess.Popen(
             self._argv(spec, cgroup),
             stdin=subprocess.PIPE,
@@ -148,11 +155,13 @@ class ProcessBackend:
     def _isolation(self, cgroup: RunCgroup | None) -> str:
         return self.isolation.value + ("+cgroup" if cgroup is not None else "")
 
-    def _run(self, spec: RunSpec, payload: bytes, scratch: str, cgroup: RunCgroup | None) -> RunResult:
+    def _run(
+        self, spec: RunSpec, payload: bytes, scratch: str, cgroup: RunCgroup | None, egress: RunEgress | None = None
+    ) -> RunResult:
         limits = spec.limits
         started = time.monotonic()
         try:
-            proc = self._launch(spec, scratch, cgroup)
+            proc = self._launch(spec, scratch, cgroup, egress)
         except OSError as exc:
             raise SandboxError(f"cannot start the guest interpreter: {exc}") from exc
         self._adopt(proc, cgroup)

@@ -32,6 +32,7 @@ _GUEST_MODULES = {
     "_rh_boot.py": _BOOT,
     "_rh_confine.py": Path(__file__).with_name("_confine.py"),
     "_rh_zygote.py": Path(__file__).with_name("_zygote.py"),
+    "_rh_egress.py": Path(__file__).parent / "egress" / "guest_forwarder.py",
 }
 _lock = threading.Lock()
 

@@ -45,7 +45,11 @@ def seccomp_available() -> str | None:
 
 
 def compile_filter(*, allow_network: bool = False) -> bytes:
-    """The strict policy as BPF bytes for this machine's architecture."""
+    """The strict policy as BPF bytes for this machine's architecture.
+
+    Without ``allow_network`` only unix sockets can be created; with it (runs that have network grants)
+    IPv4 too, which reaches nothing but the sandbox's own ``lo`` where the egress forwarder listens.
+    """
     import pyseccomp as sc
 
     flt = sc.SyscallFilter(sc.ALLOW)
@@ -59,9 +63,13 @@ def compile_filter(*, allow_network: bool = False) -> bytes:
     flt.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
     for flag in _CLONE_NAMESPACE_FLAGS:  # rules for one syscall are or-ed: any namespace flag is refused
         flt.add_rule(eperm, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
-    if not allow_network:
-        flt.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.NE, socket.AF_UNIX))
-        flt.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), "socketpair", sc.Arg(0, sc.NE, socket.AF_UNIX))
+    no_family = sc.ERRNO(errno.EAFNOSUPPORT)
+    if allow_network:  # a run with grants: IPv4 on its own lo (its egress forwarder) and unix sockets
+        flt.add_rule(no_family, "socket", sc.Arg(0, sc.GT, socket.AF_INET))
+        flt.add_rule(no_family, "socket", sc.Arg(0, sc.EQ, socket.AF_UNSPEC))
+    else:
+        flt.add_rule(no_family, "socket", sc.Arg(0, sc.NE, socket.AF_UNIX))
+    flt.add_rule(no_family, "socketpair", sc.Arg(0, sc.NE, socket.AF_UNIX))
     with tempfile.TemporaryFile() as out:
         flt.export_bpf(out)
         out.seek(0)

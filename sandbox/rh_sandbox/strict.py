@@ -18,13 +18,16 @@ import subprocess
 import time
 from pathlib import Path
 
+from rh_sandbox._confine import READ
 from rh_sandbox.bwrap import SANDBOX_UID, strict_command
 from rh_sandbox.cgroups import CgroupV1, RunCgroup
 from rh_sandbox.confinement import Confinement
+from rh_sandbox.egress.grants import GrantError
+from rh_sandbox.egress.run import EgressSettings, RunEgress
 from rh_sandbox.layout import PLUGIN_MOUNT, RUNTIME_MOUNT, landlock_rules, sandbox_environment
 from rh_sandbox.process import ProcessBackend, _exited, guest_rlimits
 from rh_sandbox.runtime import GuestRuntime, readable_by_others
-from rh_sandbox.types import IsolationLevel, RunSpec, SandboxError
+from rh_sandbox.types import IsolationLevel, RunResult, RunSpec, RunStatus, SandboxError
 
 __all__ = ["StrictProcessBackend", "bwrap_exit_code", "processes_of_uid", "require_sandbox_readable"]
 
@@ -77,38 +80,79 @@ class StrictProcessBackend(ProcessBackend):
         *,
         confinement: Confinement | None = None,
         cpu_quota_cores: float | None = 1.0,
+        egress: EgressSettings | None = None,
     ) -> None:
         super().__init__(runtime=runtime, cgroups=cgroups)
+        self.egress = egress or EgressSettings()  # the default permits no grant
         self.confinement = confinement or Confinement.detect(self.runtime)
         if self.cgroups.available:
             self.cgroups.sweep_stale()
         self.cpu_quota_cores = cpu_quota_cores
 
-    def _boot_args(self, spec: RunSpec, cgroup_fds: list[int], cgroup: RunCgroup | None) -> dict:
+    def _boot_args(
+        self, spec: RunSpec, cgroup_fds: list[int], cgroup: RunCgroup | None, egress: RunEgress | None
+    ) -> dict:
         nproc = None
         if cgroup is None:  # no pids cgroup: RLIMIT_NPROC, counted over every process of the sandbox uid
             nproc = processes_of_uid(SANDBOX_UID) + spec.limits.max_processes
-        return {
+        rules = landlock_rules(PLUGIN_MOUNT)
+        if egress is not None:
+            rules.append(("/etc", READ))  # the generated hosts and nsswitch.conf, the CA certificates
+        args = {
             "site": f"{RUNTIME_MOUNT}/site",
             "plugin_dir": PLUGIN_MOUNT,
             "entry": spec.entry,
             "encoding": spec.encoding,
             "rlimits": guest_rlimits(spec.limits, nproc=nproc),
             "cgroup_fds": cgroup_fds,
-            **self.confinement.boot_args(landlock_rules(PLUGIN_MOUNT)),
+            **self.confinement.boot_args(rules, egress.ports if egress is not None else None),
         }
+        if egress is not None:
+            args["egress"] = egress.forwarder_config
+        return args
 
-    def _launch(self, spec: RunSpec, scratch: str, cgroup: RunCgroup | None) -> subprocess.Popen[bytes]:
+    def _run(
+        self, spec: RunSpec, payload: bytes, scratch: str, cgroup: RunCgroup | None, egress: RunEgress | None = None
+    ) -> RunResult:
+        """A run with network grants gets its own egress broker for exactly its duration."""
+        if not spec.allowed_hosts:
+            return super()._run(spec, payload, scratch, cgroup)
+        peer_check = (lambda pid: pid in cgroup.pids()) if cgroup is not None else None
+        try:
+            egress = RunEgress(spec.allowed_hosts, self.egress, peer_check)
+        except GrantError as exc:
+            return RunResult(
+                status=RunStatus.FAILED, error=f"network grant refused: {exc}", isolation=self._isolation(cgroup)
+            )
+        try:
+            egress.start()
+            result = super()._run(spec, payload, scratch, cgroup, egress)
+        finally:
+            egress.close()
+        result.egress = egress.summary()
+        return result
+
+    def _launch(
+        self, spec: RunSpec, scratch: str, cgroup: RunCgroup | None, egress: RunEgress | None = None
+    ) -> subprocess.Popen[bytes]:
         plugin_dir = require_sandbox_readable(spec.plugin_dir)
         cgroup_fds = cgroup.open_procs() if cgroup is not None else []
         try:
             guest = [self.runtime.interpreter, "-I", "-S", "-B", f"{RUNTIME_MOUNT}/site/_rh_boot.py"]
             argv = strict_command(
-                [*guest, json.dumps(self._boot_args(spec, cgroup_fds, cgroup))],
-                ro_binds=[(str(self.runtime.root), RUNTIME_MOUNT), (plugin_dir, PLUGIN_MOUNT)],
+                [*guest, json.dumps(self._boot_args(spec, cgroup_fds, cgroup, egress))],
+                ro_binds=[
+                    (str(self.runtime.root), RUNTIME_MOUNT),
+                    (plugin_dir, PLUGIN_MOUNT),
+                    *(egress.ro_binds if egress is not None else []),
+                ],
+                binds=egress.binds if egress is not None else (),
                 scratch_mb=spec.limits.scratch_mb,
                 env=sandbox_environment(),
                 interpreter=self.runtime.interpreter,
+                # granted ports below 1024 are bound on the sandbox's own lo; the boot script drops the cap
+                cap_add=["CAP_NET_BIND_SERVICE"] if egress is not None else (),
+                disable_userns=egress is None,
             )
             return subprocess.Popen(
                 argv,

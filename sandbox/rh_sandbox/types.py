@@ -72,6 +72,7 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
     limits: Limits = Limits()
     group: str = "default"  # runs of different groups never share a warm process
     version: str = ""  # plugin version: a new one must not reuse state of the old
+    allowed_hosts: tuple[str, ...] = ()  # network grants, "host:port" (docs/network-grants.md); none: no network
 
 
 class RunResult(msgspec.Struct, kw_only=True):
@@ -84,6 +85,7 @@ class RunResult(msgspec.Struct, kw_only=True):
     usage: Usage = msgspec.field(default_factory=Usage)
     isolation: str = IsolationLevel.BASIC.value
     exit_code: int | None = None  # negative: killed by that signal
+    egress: list[dict] | None = None  # the run's connection log when the host mediated its network grants
 
 
 class Backend(Protocol):

@@ -1,5 +1,5 @@
 """Integration fixtures: sample plugins copied (and their dependencies vendored from the index) into a
-temp dir, the real process backend, and real servers on loopback."""
+temp dir, the strict sandbox with network grants enforced by the host, and real servers on loopback."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from rh_host.manifest import load_plugin
 from rh_host.outcome import HandlerRun
 from rh_host.pipeline import Pipeline
 from rh_host.vendoring import vendor_plugin
-from rh_sandbox.process import ProcessBackend
+from rh_sandbox.egress import EgressSettings, OperatorPolicy
+from rh_sandbox.isolation import make_python_backend, probe
 from rh_sdk.protocol import ResultLine
-from tests.integrations.helpers import RunPlugin
+from tests.integrations.helpers import RunPlugin, grants_for
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_plugins" / "python"
 
@@ -52,19 +53,39 @@ def plugin_copy(plugin_root: Path) -> Callable[[str], Path]:
     return copy
 
 
+# What the operator of these tests allows: any port of the loopback servers the tests start.
+TEST_POLICY = OperatorPolicy(allowed=("127.0.0.1:*", "localhost:*"), internal_allowed=("127.0.0.1:*",))
+
+
 @pytest.fixture(scope="session")
 def pipeline() -> Iterator[Pipeline]:
-    backend = ProcessBackend()
+    """The production backend at the strict level: runs with grants get their own egress broker."""
+    probed = probe()
+    if not probed.strict_sandbox_works:
+        pytest.skip(f"network grants are enforced at the strict level, unavailable here: {probed.strict_problem}")
+    backend = make_python_backend("strict", probed=probed, egress=EgressSettings(policy=TEST_POLICY))
     yield Pipeline(backend, max_parallel=1)
     backend.close()
 
 
 @pytest.fixture(scope="session")
 def run_plugin(pipeline: Pipeline, plugin_copy: Callable[[str], Path]) -> RunPlugin:
-    """Run one sample plugin through the real sandbox (basic isolation) over ``results``."""
+    """Run one sample plugin through the strict sandbox over ``results``, granted ``grants`` (by default
+    the host:port of the servers its config names, as a tenant would write in plugin.toml)."""
 
-    def run(name: str, config: dict[str, Any], results: list[dict[str, Any]], batch_id: str = "batch_1") -> HandlerRun:
+    def run(
+        name: str,
+        config: dict[str, Any],
+        results: list[dict[str, Any]],
+        batch_id: str = "batch_1",
+        *,
+        grants: list[str] | None = None,
+    ) -> HandlerRun:
         plugin = load_plugin(plugin_copy(name), config)
+        allowed = grants_for(config) if grants is None else grants
+        plugin = msgspec.structs.replace(
+            plugin, manifest=msgspec.structs.replace(plugin.manifest, allowed_hosts=allowed)
+        )
         lines = msgspec.convert(results, list[ResultLine])
         outcome = pipeline.run(batch_id, lines, {"project": "integ"}, [plugin])
         assert len(outcome.handlers) == 1

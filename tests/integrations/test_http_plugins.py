@@ -47,6 +47,39 @@ def test_webhook_posts_one_request_per_batch_and_a_rerun_is_deduplicated(run_plu
     assert "s3cret" not in messages(first)
 
 
+def test_webhook_through_a_named_grant_is_logged_in_the_outcome(run_plugin: RunPlugin, receiver: Receiver):
+    url = f"http://localhost:{receiver.port}/hook"  # resolved by the host's resolver, never inside the sandbox
+    run = run_plugin("webhook", {"url": url, **FAST_RETRY}, RESULTS, grants=[f"localhost:{receiver.port}"])
+    assert run.status is RunStatus.OK, (run.error, messages(run))
+    assert len(receiver.requests) == 1
+    assert run.egress is not None and len(run.egress) == 1
+    assert run.egress[0]["grant"] == f"localhost:{receiver.port}" and run.egress[0]["outcome"] == "ok"
+    assert run.egress[0]["address"] == "127.0.0.1" and run.egress[0]["bytes_sent"] > 1000
+
+
+def test_webhook_without_a_grant_reaches_nothing(run_plugin: RunPlugin, receiver: Receiver):
+    run = run_plugin("webhook", {"url": f"{receiver.url}/hook", **FAST_RETRY}, RESULTS, grants=[])
+    assert run.status is RunStatus.FAILED
+    assert "Address family not supported" in messages(run)  # no IPv4 socket without a grant
+    assert receiver.requests == [] and run.egress is None
+
+
+def test_webhook_granted_another_host_port_reaches_nothing(run_plugin: RunPlugin, receiver: Receiver):
+    config = {"url": f"http://localhost:{receiver.port}/hook", **FAST_RETRY}
+    run = run_plugin("webhook", config, RESULTS, grants=[f"localhost:{receiver.port + 1}"])
+    assert run.status is RunStatus.FAILED
+    assert "webhook delivery failed" in messages(run)
+    assert receiver.requests == [] and run.egress == []  # nothing reached the host's broker
+
+
+def test_webhook_grant_beyond_the_operators_allow_list_is_refused(run_plugin: RunPlugin, receiver: Receiver):
+    config = {"url": "https://hooks.example.com/hook", **FAST_RETRY}
+    run = run_plugin("webhook", config, RESULTS, grants=["hooks.example.com:443"])
+    assert run.status is RunStatus.FAILED
+    assert run.error == "network grant refused: not permitted by the operator's allow-list: hooks.example.com:443"
+    assert run.logs == []  # refused before any plugin code ran
+
+
 def test_webhook_retries_5xx_then_succeeds(run_plugin: RunPlugin, receiver: Receiver):
     receiver.reset(500, 503)
     run = run_plugin("webhook", {"url": f"{receiver.url}/hook", **FAST_RETRY}, RESULTS)

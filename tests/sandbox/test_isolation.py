@@ -7,6 +7,7 @@ import logging
 import pytest
 from click.testing import CliRunner
 
+from rh_sandbox.dispatch import GrantedRunsApart
 from rh_sandbox.forkserver import ForkServerBackend
 from rh_sandbox.isolation import Probe, format_probe, make_python_backend
 from rh_sandbox.process import ProcessBackend
@@ -56,13 +57,16 @@ def test_basic_never_uses_namespaces() -> None:
 
 
 @pytest.mark.usefixtures("needs_strict")
-@pytest.mark.parametrize(("warm", "kind"), [(True, ForkServerBackend), (False, StrictProcessBackend)])
-def test_strict_backends(machine: Probe, warm: bool, kind: type) -> None:
-    backend = make_python_backend("strict", warm=warm, probed=machine)
+def test_strict_backends(machine: Probe) -> None:
+    cold = make_python_backend("strict", warm=False, probed=machine)
+    warm = make_python_backend("strict", warm=True, probed=machine)
     try:
-        assert type(backend) is kind
+        assert type(cold) is StrictProcessBackend
+        assert type(warm) is GrantedRunsApart and type(warm.warm) is ForkServerBackend
+        assert type(warm.granted()) is StrictProcessBackend  # runs with network grants: cold, with egress
     finally:
-        backend.close()
+        cold.close()
+        warm.close()
 
 
 def test_doctor_command_prints_the_probe(machine: Probe) -> None:

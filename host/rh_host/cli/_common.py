@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
-from typing import NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import click
 
 from rh_host.sandboxes import ISOLATION_CHOICES
+from rh_sandbox.egress import EgressSettings, GrantError, OperatorPolicy
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -43,3 +46,34 @@ isolation_option = click.option(
     envvar="RH_ISOLATION",
     help="Minimum isolation; 'strict' refuses to run rather than degrade.",
 )
+
+
+def egress_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--allow-host`` / ``--allow-internal``: the operator's cap on plugins' network grants, handed to
+    the command as one ``egress`` argument (an :class:`EgressSettings`). Nothing allowed by default."""
+
+    @click.option(
+        "--allow-host",
+        "allow_hosts",
+        multiple=True,
+        metavar="PATTERN",
+        envvar="RH_ALLOW_HOSTS",
+        help="A network grant plugins may hold: host:port, *.domain:port, host:* (repeatable; none by default).",
+    )
+    @click.option(
+        "--allow-internal",
+        "allow_internal",
+        multiple=True,
+        metavar="ADDRESS:PORT",
+        envvar="RH_ALLOW_INTERNAL",
+        help="A private/loopback address:port (or address:*) granted hosts may resolve to (repeatable).",
+    )
+    @functools.wraps(command)
+    def wrapper(*args: Any, allow_hosts: tuple[str, ...], allow_internal: tuple[str, ...], **kwargs: Any) -> Any:
+        try:
+            policy = OperatorPolicy(allowed=allow_hosts, internal_allowed=allow_internal)
+        except GrantError as exc:
+            fail(str(exc))
+        return command(*args, egress=EgressSettings(policy=policy), **kwargs)
+
+    return wrapper

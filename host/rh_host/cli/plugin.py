@@ -14,13 +14,14 @@ import msgspec
 
 from rh_host.batchfile import read_results
 from rh_host.cli._client import Client, key_option, url_option
-from rh_host.cli._common import EXIT_FAILED, EXIT_OK, fail, isolation_option, json_object_option
+from rh_host.cli._common import EXIT_FAILED, EXIT_OK, egress_options, fail, isolation_option, json_object_option
 from rh_host.cli._scaffold import C_BUILD, c_plugin_files, c_sdk_header, python_plugin_files
 from rh_host.cli.render import render_outcome
 from rh_host.errors import HostError
 from rh_host.manifest import load_plugin
 from rh_host.pipeline import Pipeline
 from rh_host.sandboxes import make_dispatcher
+from rh_sandbox.egress import EgressSettings
 from rh_sandbox.types import SandboxError
 
 __all__ = ["pack_directory", "plugin"]
@@ -85,9 +86,16 @@ def _build_c(target: Path) -> None:
 @click.option("--config", "config_json", help="Config overrides as a JSON object (as the API would set them).")
 @click.option("--metadata", "metadata_json", help="Batch metadata as a JSON object.")
 @isolation_option
+@egress_options
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON document.")
 def test(
-    directory: str, results: str, config_json: str | None, metadata_json: str | None, isolation: str, as_json: bool
+    directory: str,
+    results: str,
+    config_json: str | None,
+    metadata_json: str | None,
+    isolation: str,
+    as_json: bool,
+    egress: EgressSettings,
 ) -> None:
     """Run the plugin in DIRECTORY over RESULTS in the production sandbox; print outcome, logs and usage."""
     config = json_object_option("--config", config_json)
@@ -98,7 +106,7 @@ def test(
     except HostError as exc:
         fail(str(exc))
     try:
-        with make_dispatcher(isolation) as dispatcher:
+        with make_dispatcher(isolation, egress=egress) as dispatcher:
             outcome = Pipeline(dispatcher).run(f"test-{handler.name}", lines, metadata, [handler])
     except SandboxError as exc:
         fail(str(exc), code=EXIT_FAILED)

@@ -39,6 +39,9 @@ def render_outcome(outcome: BatchOutcome, show_logs: bool = False) -> str:
         )
         if run.error:
             lines.append(f"  {'':>4}  └ {run.error}")
+        for conn in run.egress or []:
+            shown = conn["outcome"] if conn["outcome"] == "ok" else f"{conn['outcome']}: {conn['reason']}"
+            lines.append(f"  {'':>4}  ⇄ {conn['grant']} {shown}")
         for record in run.logs:
             failing = run.status not in (RunStatus.OK, RunStatus.SKIPPED)
             if show_logs or (failing and record.level in _LOG_LEVELS_SHOWN_ON_FAILURE):

@@ -10,12 +10,13 @@ import click
 import msgspec
 
 from rh_host.batchfile import read_results
-from rh_host.cli._common import EXIT_FAILED, EXIT_OK, fail, isolation_option, json_object_option
+from rh_host.cli._common import EXIT_FAILED, EXIT_OK, egress_options, fail, isolation_option, json_object_option
 from rh_host.cli.render import render_outcome
 from rh_host.errors import HostError
 from rh_host.manifest import Plugin, load_plugin
 from rh_host.pipeline import Pipeline, RunEvent
 from rh_host.sandboxes import make_dispatcher
+from rh_sandbox.egress import EgressSettings
 from rh_sandbox.types import SandboxError
 
 __all__ = ["run"]
@@ -61,6 +62,7 @@ def _progress_printer(event: RunEvent) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the batch outcome as one JSON document.")
 @click.option("--logs", "show_logs", is_flag=True, help="Show every handler's log records.")
 @isolation_option
+@egress_options
 @click.option("--parallel", default=2, show_default=True, type=click.IntRange(1, 64), help="Concurrent runs.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def run(
@@ -71,6 +73,7 @@ def run(
     as_json: bool,
     show_logs: bool,
     isolation: str,
+    egress: EgressSettings,
     parallel: int,
     quiet: bool,
 ) -> None:
@@ -88,7 +91,7 @@ def run(
     if show_progress:
         click.echo(f"{len(lines)} results, {len(plugins)} plugins", err=True)
     try:
-        with make_dispatcher(isolation) as dispatcher:
+        with make_dispatcher(isolation, egress=egress) as dispatcher:
             pipeline = Pipeline(
                 dispatcher, max_parallel=parallel, progress=_progress_printer if show_progress else None
             )

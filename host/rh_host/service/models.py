@@ -124,3 +124,4 @@ class RunSummary(msgspec.Struct):
 
 class RunDetail(RunSummary):
     logs: list[LogRecord]
+    egress: list[dict[str, Any]] | None = None  # connections through the host's egress broker

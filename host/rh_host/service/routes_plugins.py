@@ -10,12 +10,13 @@ from litestar import Request, Response, Router, delete, get, post, put
 from litestar.di import Provide
 from litestar.params import Parameter
 
-from rh_host.manifest import Manifest
+from rh_host.manifest import MANIFEST_NAME, Manifest
 from rh_host.service.auth import Caller, service_of, tenant_dependency
 from rh_host.service.errors import BadRequest, PayloadTooLarge, UploadRejected
 from rh_host.service.models import ConfigUpdate, ConfigView, PluginView
 from rh_host.service.vault import masked
 from rh_host.service.views import plugin_view
+from rh_sandbox.egress import GrantError, check_grants, parse_grants
 
 __all__ = ["plugins_router"]
 
@@ -41,6 +42,11 @@ async def upload(request: Request, caller: Caller, activate: bool = True) -> Res
         service.metrics.uploads_rejected.inc()
         raise
     manifest = artifact.manifest
+    try:
+        check_grants(parse_grants(manifest.allowed_hosts), service.settings.egress.policy)
+    except GrantError as exc:
+        service.metrics.uploads_rejected.inc()
+        raise UploadRejected(f"{MANIFEST_NAME}: field `allowed_hosts`: {exc}") from None
     _version, created = await to_thread.run_sync(
         service.store.add_version,
         caller.tenant_id,

@@ -42,7 +42,9 @@ class Service:
         self.dispatch: BatchDispatch | None = None
 
     def start(self) -> None:
-        self.dispatcher = make_dispatcher(self.settings.isolation, self.settings.data_dir / "wasm-cache")
+        self.dispatcher = make_dispatcher(
+            self.settings.isolation, self.settings.data_dir / "wasm-cache", egress=self.settings.egress
+        )
         self.dispatch = LocalWorkerPool(
             self.store,
             self.artifacts,

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import msgspec
 
+from rh_sandbox.egress import EgressSettings
+
 __all__ = ["Quotas", "ServiceSettings", "UploadCaps"]
 
 
@@ -44,6 +46,7 @@ class ServiceSettings(msgspec.Struct, kw_only=True):
     database_url: str | None = None  # None: SQLite in data_dir
     workers: int = 2
     isolation: str = "auto"
+    egress: EgressSettings = msgspec.field(default_factory=EgressSettings)  # the cap on plugins' network grants
     run_parallel: int = 2  # concurrent handler runs inside one batch (equal priorities)
     default_quotas: Quotas = Quotas()
     upload: UploadCaps = UploadCaps()

@@ -82,4 +82,4 @@ def run_summary(row: Row) -> RunSummary:
 def run_detail(row: Row) -> RunDetail:
     result = _decode_result(row.result)
     summary = run_summary(row)
-    return RunDetail(**msgspec.structs.asdict(summary), logs=result.logs)
+    return RunDetail(**msgspec.structs.asdict(summary), logs=result.logs, egress=result.egress)

@@ -18,18 +18,21 @@ from rh_sandbox.egress.grants import (
     parse_grants,
 )
 from rh_sandbox.egress.plan import GUEST_SOCKET, GuestPlan, plan_guest
+from rh_sandbox.egress.run import EgressSettings, RunEgress
 
 __all__ = [
     "GUEST_SOCKET",
     "ConnectionRecord",
     "EgressBroker",
     "EgressCaps",
+    "EgressSettings",
     "EgressSetup",
     "Grant",
     "GrantError",
     "GuestPlan",
     "OperatorPolicy",
     "Resolver",
+    "RunEgress",
     "check_grants",
     "is_internal",
     "parse_grant",

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -89,8 +90,11 @@ class EgressBroker:
         caps: EgressCaps | None = None,
         resolver: Resolver | None = None,
         guest_socket: str = GUEST_SOCKET,
+        peer_check: Callable[[int], bool] | None = None,
     ) -> None:
+        """``peer_check(pid)``: whether a connecting process (SO_PEERCRED) belongs to the run."""
         self.grants = check_grants(grants, policy)  # defence in depth: the host checked at upload too
+        self.peer_check = peer_check
         self.policy = policy
         self.caps = caps or EgressCaps()
         self.resolver = resolver or system_resolver
@@ -195,6 +199,7 @@ class EgressBroker:
         record: ConnectionRecord
         try:
             conn.settimeout(self.caps.connect_timeout_seconds)
+            self._check_peer(conn)
             grant_text, grant = self._read_grant(conn)
             self._admit()
             upstream, address = self._connect(grant)
@@ -227,6 +232,13 @@ class EgressBroker:
         with self._lock:
             self._records.append(record)
         _log.info("egress %s %s: %s", record.grant, record.outcome, record.reason, extra={"egress": record.grant})
+
+    def _check_peer(self, conn: socket.socket) -> None:
+        if self.peer_check is None:
+            return
+        pid, _, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        if pid <= 0 or not self.peer_check(pid):
+            raise _Refused(f"connection from pid {pid}, which is not in this run's sandbox")
 
     def _read_grant(self, conn: socket.socket) -> tuple[str, Grant]:
         line = b""
