@@ -2,23 +2,24 @@
 
 Copied into the guest runtime as ``_rh_zygote.py``; stdlib + SDK only. Single-threaded: one loop
 over the control socket and a SIGCHLD wake-up pipe. It imports the SDK and msgspec once, never any
-plugin code, and on the host's ``spawn`` message forks:
+plugin code, and on the host's ``spawn`` message forks one child straight into a new PID namespace:
 
-    zygote ── A (the run's reaper: unshares PID + mount namespaces, forks B, waits, reports B's end
-               │  on the status pipe the host gave it)
-               └── B (pid 1 of its own namespace: joins the slot's cgroups, mounts /proc, waits for
-                      the run's request on the socket the host gave it; then mounts a bounded /tmp,
-                      takes stdin/stdout/stderr, drops every capability, applies rlimits, Landlock
-                      and seccomp, runs the handler)
+    zygote (reaps each child, writes its exit code and peak RSS on the status pipe the host gave)
+      └── child, pid 1 of its own PID namespace. Before the request (armed): joins the slot's cgroups,
+          unshares a mount namespace, mounts /proc and a /tmp of the spawn's scratch size, sets the
+          environment and the runner's logging up, drops every capability, installs seccomp, then
+          waits for the run's request on the socket the host gave it. After the request: takes
+          stdin/stdout/stderr, applies the run's rlimits and Landlock (its own plugin dir only), runs
+          the handler, closes its stdio (the host sees EOF before the exit is torn down), exits.
 
 The host spawns ("arms") children ahead of runs, so the cgroup join (a cgroup v1 migration can wait
-for an RCU grace period) and the forks are off the hot path; a run then talks to its B and A directly,
-without the zygote. Every child closes every inherited descriptor but its own three, so no child can
-use the control channel or reach another waiting child. The zygote is not dumpable, and a handler
-cannot name it (its own PID namespace) nor signal it (Landlock's scope).
+for an RCU grace period), the fork and everything that does not depend on the request are off the
+hot path; a run then talks to its child directly, without the zygote, and learns its end from the
+status pipe. Every child closes every inherited descriptor but its own, so no child can use the
+control channel or reach another waiting child. The zygote is not dumpable, and a handler cannot
+name it (its own PID namespace) nor signal it (Landlock's scope).
 """
 
-import contextlib
 import ctypes
 import gc
 import json
@@ -32,10 +33,30 @@ import traceback
 _MAX_FDS = 16
 _PR_SET_DUMPABLE = 4
 _PR_SET_PDEATHSIG = 1
+_READY = b"r"  # sent by an armed child on its request socket when it is confined and waiting
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _prctl(option: int, value: int) -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+    _libc.prctl(option, value, 0, 0, 0)
+
+
+def _setns(fd: int, nstype: int) -> None:
+    if _libc.setns(fd, nstype) < 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"setns: {os.strerror(errno)}")
+
+
+def _close_all_but(keep: set[int]) -> None:
+    """Close every descriptor not in ``keep`` (the zygote's control channel, other children's pipes)."""
+    low = 0
+    for fd in sorted(keep):
+        if fd > low:  # closerange(a, a) would close everything from a (close_range(a, a - 1) wraps)
+            os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 16)
 
 
 class Zygote:
@@ -50,7 +71,10 @@ class Zygote:
             with open(args["seccomp"], "rb") as f:
                 bpf = f.read()
         self.seccomp = confine.SeccompProgram(bpf)
-        self.children: dict[str, int] = {}  # slot -> pid of its A, until reaped
+        # this process's own PID namespace: "the next child's namespace" is reset to it after each fork
+        self.pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        self.children: dict[int, tuple[str, int]] = {}  # pid -> (slot, status pipe), until reaped
+        self.slots: dict[str, int] = {}  # slot -> pid
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     # ---- the loop -------------------------------------------------------------------------
@@ -70,8 +94,8 @@ class Zygote:
                 return  # the host closed the channel: stop (the sandbox ends with us)
 
     def _on_message(self) -> bool:
-        """``spawn``: fds are B's request socket, A's status pipe, then cgroup.procs files to join.
-        ``kill``: SIGKILL a slot's A (B, pid 1 of its namespace, dies with it)."""
+        """``spawn``: fds are the child's request socket, its status pipe, then cgroup.procs files to
+        join. ``kill``: SIGKILL a slot's child (pid 1 of its namespace: everything in it dies too)."""
         try:
             data, fds, _, _ = socket.recv_fds(self.control, 1 << 16, _MAX_FDS)
         except InterruptedError:
@@ -79,26 +103,40 @@ class Zygote:
         if not data:
             return False
         message = json.loads(data)
+        keep = -1
         try:
             if message["op"] == "spawn" and len(fds) >= 2:
-                self.children[message["slot"]] = self._spawn(fds[0], fds[1], fds[2:])
-            elif message["op"] == "kill" and message["slot"] in self.children:
-                os.kill(self.children[message["slot"]], signal.SIGKILL)
+                pid = self._spawn(fds[0], fds[1], fds[2:], message)
+                self.children[pid] = (message["slot"], fds[1])
+                self.slots[message["slot"]] = pid
+                keep = fds[1]  # the status pipe: written when the child is reaped
+            elif message["op"] == "kill" and message["slot"] in self.slots:
+                os.kill(self.slots[message["slot"]], signal.SIGKILL)
+        except OSError:
+            traceback.print_exc()  # the host sees the child's sockets close and retries elsewhere
         finally:
             for fd in fds:
-                os.close(fd)
+                if fd != keep:
+                    os.close(fd)
         return True
 
     def _reap(self) -> None:
         while True:
             try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
-            for slot in [s for s, p in self.children.items() if p == pid]:
-                del self.children[slot]
+            slot, status_fd = self.children.pop(pid, ("", -1))
+            self.slots.pop(slot, None)
+            if status_fd >= 0:
+                try:
+                    os.write(status_fd, f"{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}".encode())
+                except OSError:
+                    pass  # the host gave up on this child
+                finally:
+                    os.close(status_fd)
 
     def _drain_wakeups(self) -> None:
         try:
@@ -108,80 +146,64 @@ class Zygote:
             pass
 
     # ---- the children ---------------------------------------------------------------------
-    def _spawn(self, request_fd: int, status_fd: int, cgroup_fds: list[int]) -> int:
-        """Fork A (and through it B). Only these descriptors survive in the child."""
+    def _spawn(self, request_fd: int, status_fd: int, cgroup_fds: list[int], setup: dict) -> int:
+        """Fork the child into a new PID namespace. Only its request socket and cgroup files survive."""
+        confine = self.confine
         sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            code = 127
-            try:
-                keep = {request_fd, status_fd, *cgroup_fds}
-                for fd in range(3, max(keep) + 1):  # nothing of the zygote's: no control channel
-                    if fd not in keep:
-                        with contextlib.suppress(OSError):
-                            os.close(fd)
-                os.closerange(max(keep) + 1, 1 << 16)
-                code = self._reaper(socket.socket(fileno=request_fd), cgroup_fds, status_fd)
-            finally:
-                os._exit(code)
-        return pid
+        confine.unshare(confine.CLONE_NEWPID)  # the next child is pid 1 of a new namespace
+        try:
+            pid = os.fork()
+        except BaseException:
+            _setns(self.pid_ns, confine.CLONE_NEWPID)
+            raise
+        if pid != 0:
+            _setns(self.pid_ns, confine.CLONE_NEWPID)  # back to our own: the next unshare makes a sibling
+            return pid
+        code = 127
+        try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            _close_all_but({0, 1, 2, request_fd, *cgroup_fds})  # not the control channel, not status
+            code = self._child(socket.socket(fileno=request_fd), cgroup_fds, setup)
+        except BaseException:  # a fault of the set-up (zygote's stderr) or the runner (the run's logs)
+            traceback.print_exc()
+        finally:
+            os._exit(code)
 
-    def _reaper(self, sock: socket.socket, cgroup_fds: list[int], status_fd: int) -> int:
-        """Process A: owns the run's PID namespace; its exit mirrors B's."""
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        self.confine.unshare(self.confine.CLONE_NEWPID | self.confine.CLONE_NEWNS)
-        pid = os.fork()
-        if pid == 0:
-            code = 127
-            try:
-                os.close(status_fd)
-                code = self._runner(sock, cgroup_fds)
-            except BaseException:  # a fault of the set-up or the runner: into the run's logs
-                traceback.print_exc()
-            finally:
-                os._exit(code)
-        sock.close()
-        for fd in cgroup_fds:
-            os.close(fd)
-        _, status, usage = os.wait4(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-        os.write(status_fd, f"{code} {usage.ru_maxrss}".encode())  # to the host, before A's own exit
-        if code < 0:
-            signal.signal(-code, signal.SIG_DFL)
-            os.kill(os.getpid(), -code)
-            return 128 - code
-        return code
-
-    def _runner(self, sock: socket.socket, cgroup_fds: list[int]) -> int:
-        """Process B: set up, wait for one request, confine, run the handler."""
+    def _child(self, sock: socket.socket, cgroup_fds: list[int], setup: dict) -> int:
+        """Confine everything that does not depend on the request, wait for it, run the handler."""
         confine = self.confine
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        confine.join_cgroups(cgroup_fds)  # the armed slot's cgroups: before anything else
+        confine.join_cgroups(cgroup_fds)  # the slot's cgroups: before anything else
+        confine.unshare(confine.CLONE_NEWNS)
         confine.make_mounts_private()
         confine.mount_proc()
-        data, fds, _, _ = socket.recv_fds(sock, 1 << 20, _MAX_FDS)
+        confine.mount_scratch("/tmp", setup["scratch_bytes"])
+        os.chdir("/tmp")
+        if setup.get("env") is not None and dict(os.environ) != setup["env"]:
+            os.environ.clear()
+            os.environ.update(setup["env"])
+        from rh_sdk import runner
+
+        guest = runner.prepare()  # the runner's own set-up (its log stream, the seed alias)
+        confine.drop_capabilities()
+        self.seccomp.install()
+        gc.freeze()  # what the set-up made stays out of the run's collections
+        try:
+            sock.send(_READY)
+            data, fds, _, _ = socket.recv_fds(sock, 1 << 20, _MAX_FDS)
+        except OSError:
+            return 0  # the host gave up on this child
         sock.close()
         if not data or len(fds) != 3:
             return 0  # the host gave up on this child
         request = json.loads(data)
         stdin, stdout, stderr = fds
-        confine.mount_scratch("/tmp", request["scratch_bytes"])
-        os.chdir("/tmp")
-        for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
-            os.dup2(fd, target)
-            os.close(fd)
-        confine.drop_capabilities()
+        guest.attach(stdin, stdout, stderr)
         confine.set_rlimits(request["rlimits"])
         confine.apply_landlock([tuple(rule) for rule in request["landlock"]], self.landlock_abi)
-        self.seccomp.install()
-        os.environ.clear()
-        os.environ.update(request["env"])
-        from rh_sdk.runner import main
-
-        code = main(request["entry"], request["plugin_dir"], request["encoding"])
-        sys.stderr.flush()
+        code = guest.run(request["entry"], request["plugin_dir"], request["encoding"])
+        guest.close()  # EOF for the host now, not after this process's teardown
         return code
 
 
@@ -197,14 +219,38 @@ def _preload() -> None:
     invocation_decoder("msgpack"), invocation_decoder("json")
 
 
+def _own_pid_namespace(confine: object) -> None:
+    """Continue in a child that is pid 1 of a PID namespace owned by our own user namespace.
+
+    bwrap's ``--disable-userns`` runs us in a nested user namespace, so the sandbox's PID namespace
+    is not ours to ``setns`` back into after an ``unshare(CLONE_NEWPID)``; a namespace we made is.
+    The parent only waits (the sandbox ends when it does) and passes the exit status on."""
+    confine.unshare(confine.CLONE_NEWPID)  # type: ignore[attr-defined]
+    pid = os.fork()
+    if pid == 0:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        return
+    _close_all_but({0, 1, 2})
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+        except InterruptedError:
+            continue
+        code = os.waitstatus_to_exitcode(status)
+        os._exit(code if code >= 0 else 128 - code)
+
+
 def main(args: dict) -> int:
     sys.path[:0] = [args["site"]]
     sys.dont_write_bytecode = True
     import resource
 
+    import _rh_confine as confine
+
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     _prctl(_PR_SET_DUMPABLE, 0)
     _preload()
+    _own_pid_namespace(confine)
     zygote = Zygote(args)
     gc.freeze()  # keep the preloaded heap shared with the children (no copy-on-write by the collector)
     zygote.serve()

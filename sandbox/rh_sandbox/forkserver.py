@@ -34,7 +34,7 @@ from rh_sandbox.bwrap import SANDBOX_UID
 from rh_sandbox.cgroups import CgroupV1, RunCgroup
 from rh_sandbox.classify import run_result
 from rh_sandbox.confinement import Confinement
-from rh_sandbox.layout import landlock_rules, sandbox_environment
+from rh_sandbox.layout import landlock_rules
 from rh_sandbox.process import guest_rlimits
 from rh_sandbox.runtime import GuestRuntime
 from rh_sandbox.strict import processes_of_uid, require_sandbox_readable
@@ -44,7 +44,8 @@ from rh_sandbox.zygote import Child, PluginDir, Zygote
 __all__ = ["ForkServerBackend"]
 
 _log = logging.getLogger("rh.sandbox")
-_EXIT_GRACE_S = 2.0  # after the pipes close, how long the run's reaper may take to report
+_EXIT_GRACE_S = 2.0  # after the pipes close, how long the zygote may take to report the child's end
+_ARM_TIMEOUT_S = 5.0  # how long an armed child may take to confine itself and say it waits
 
 
 def _grow_pipe(fd: int, size_bytes: int) -> None:
@@ -202,21 +203,34 @@ class ForkServerBackend:
 
     # ---- armed children: forked ahead, waiting in their own cgroups -------------------------
     def _arm(self, zygote: Zygote) -> None:
-        """Top ``zygote`` up to ``prefork`` waiting children (cgroup made and joined off the hot path)."""
+        """Top ``zygote`` up to ``prefork`` waiting children (cgroup made and joined, confinement done,
+        counters reset: all off the hot path)."""
+        spawned: list[Child] = []
         while not zygote.dead:
             with self._lock:
-                if len(zygote.armed) >= self.prefork or self._closed:
-                    return
+                if len(zygote.armed) + len(spawned) >= self.prefork or self._closed:
+                    break
+                scratch_mb = zygote.scratch_mb
             try:
-                child = self._spawn(zygote, self._pooled() or self._cgroup(Limits()))
+                spawned.append(self._spawn(zygote, self._pooled() or self._cgroup(Limits()), scratch_mb))
             except OSError:
-                return
+                break
+        for child in spawned:  # forked together above: they set themselves up in parallel
+            if not child.await_ready(_ARM_TIMEOUT_S):
+                self._discard(zygote, child)
+                continue
+            if child.cgroup is not None:
+                try:
+                    child.cgroup.reset_usage()  # what its set-up used is not the run's
+                except OSError:
+                    self._discard(zygote, child)
+                    continue
             with self._lock:
                 zygote.armed.append(child)
 
-    def _spawn(self, zygote: Zygote, cgroup: RunCgroup | None) -> Child:
+    def _spawn(self, zygote: Zygote, cgroup: RunCgroup | None, scratch_mb: int) -> Child:
         try:
-            return zygote.spawn(cgroup)
+            return zygote.spawn(cgroup, scratch_mb)
         except OSError:
             if cgroup is not None:
                 cgroup.close()
@@ -224,11 +238,22 @@ class ForkServerBackend:
 
     def _claim(self, zygote: Zygote, limits: Limits) -> Child:
         """A waiting child in a cgroup set to this run's limits: an armed one, else forked now."""
+        child = stale = None
         with self._lock:
-            child = zygote.armed.popleft() if zygote.armed else None
+            for candidate in zygote.armed:
+                if candidate.scratch_mb == limits.scratch_mb:  # its /tmp was mounted before the request
+                    child = candidate
+                    zygote.armed.remove(candidate)
+                    break
+            else:
+                if zygote.armed:  # armed for another scratch size: make room for this one's
+                    stale = zygote.armed.popleft()
+            zygote.scratch_mb = limits.scratch_mb
             if not zygote.retired:
                 self._to_arm.append(zygote)
                 self._work.notify()
+        if stale is not None:
+            self._discard(zygote, stale)
         if child is not None and child.cgroup is not None:
             try:
                 child.cgroup.set_limits(
@@ -236,7 +261,6 @@ class ForkServerBackend:
                     max_processes=limits.max_processes,
                     cpu_quota_cores=self.cpu_quota_cores,
                 )
-                child.cgroup.reset_usage()
             except OSError:  # e.g. its waiting child already uses more than this run's memory limit
                 self._discard(zygote, child)
                 child = None
@@ -249,7 +273,7 @@ class ForkServerBackend:
                     cpu_quota_cores=self.cpu_quota_cores,
                 )
                 cgroup.reset_usage()
-            child = self._spawn(zygote, cgroup or self._cgroup(limits))
+            child = self._spawn(zygote, cgroup or self._cgroup(limits), limits.scratch_mb)
         return child
 
     def _discard(self, zygote: Zygote, child: Child) -> None:
@@ -312,8 +336,6 @@ class ForkServerBackend:
             "plugin_dir": inside,
             "encoding": spec.encoding,
             "rlimits": guest_rlimits(spec.limits, nproc=nproc),
-            "scratch_bytes": spec.limits.scratch_mb * 1024 * 1024,
-            "env": sandbox_environment(),
             "landlock": landlock_rules(inside) if self.confinement.landlock_abi else [],
         }
 
@@ -378,7 +400,7 @@ class ForkServerBackend:
             data = os.read(child.status_fd, 64)
         except OSError:
             data = b""
-        if not data:  # the reaper died without a word: its zygote (and sandbox) is gone
+        if not data:  # the zygote closed the pipe without a word: it (and its sandbox) is gone
             return -signal.SIGKILL, 0
         code, maxrss_kb = (int(x) for x in data.split())
         return code, maxrss_kb

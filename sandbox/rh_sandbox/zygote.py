@@ -2,8 +2,9 @@
 
 The control channel is a SOCK_SEQPACKET socketpair that carries two messages: ``spawn`` (with the
 new child's request socket, its status pipe and the ``cgroup.procs`` files to join, as SCM_RIGHTS)
-and ``kill``. Runs never go through the zygote: the host sends a run's request and stdio straight
-to its child and reads the end from the status pipe. Plugin dirs are bound read-only at start, each
+and ``kill``. A child says it is confined and waiting with one byte on its request socket. Runs never
+go through the zygote: the host sends a run's request and stdio straight to its child and reads the
+end from the status pipe (the zygote writes it when it reaps the child). Plugin dirs are bound read-only at start, each
 as ``/plugins/<n>``; a run for a dir the zygote does not have gets a new zygote (see
 :mod:`rh_sandbox.forkserver`).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -27,12 +29,13 @@ from rh_sandbox.cgroups import RunCgroup
 from rh_sandbox.confinement import Confinement
 from rh_sandbox.layout import PLUGINS_MOUNT, RUNTIME_MOUNT, sandbox_environment
 from rh_sandbox.runtime import GuestRuntime
-from rh_sandbox.types import SandboxError
+from rh_sandbox.types import Limits, SandboxError
 
 __all__ = ["Child", "PluginDir", "Zygote"]
 
 _START_TIMEOUT_S = 15.0
 _ZYGOTE_TMP_MB = 1
+_READY = b"r"  # what a child sends on its request socket once it is confined and waiting
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,20 @@ class Child:
 
     slot: str
     request: socket.socket  # send the run's request and stdio here (SCM_RIGHTS), once
-    status_fd: int  # the run's reaper writes "<exit code> <maxrss kB>" here when the handler ends
+    status_fd: int  # the zygote writes "<exit code> <maxrss kB>" here when it has reaped the child
     cgroup: RunCgroup | None
+    scratch_mb: int  # the size of the /tmp it mounted before its request
+    ready: bool = False  # it said it is confined and waiting (its cgroup's counters were reset then)
+
+    def await_ready(self, timeout_s: float) -> bool:
+        """Wait for the child's "confined and waiting" byte; False when it died or took too long."""
+        if not self.ready:
+            try:
+                if select.select([self.request], [], [], timeout_s)[0]:
+                    self.ready = self.request.recv(16) == _READY
+            except (OSError, ValueError):
+                self.ready = False
+        return self.ready
 
     def close(self) -> None:
         self.request.close()
@@ -85,6 +100,7 @@ class Zygote:
         self._lock = threading.Lock()
         self.active = 0  # runs in flight (managed by the backend)
         self.armed: deque[Child] = deque()  # waiting children nobody claimed yet (managed by the backend)
+        self.scratch_mb = Limits().scratch_mb  # the /tmp size new armed children mount: the last run's
         self.retired = False
         self.dead = False
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
@@ -155,19 +171,26 @@ class Zygote:
         """Where this zygote's children see ``plugin_dir``, or None when it is not bound."""
         return self._inside.get(plugin_dir)
 
-    def spawn(self, cgroup: RunCgroup | None) -> Child:
-        """Fork a child that joins ``cgroup`` at once and waits for a request. Raises OSError
-        (BrokenPipeError) when the zygote is gone."""
+    def spawn(self, cgroup: RunCgroup | None, scratch_mb: int) -> Child:
+        """Fork a child that joins ``cgroup`` at once, mounts a /tmp of ``scratch_mb``, confines itself
+        and waits for a request. Raises OSError (BrokenPipeError) when the zygote is gone."""
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
-        child = Child(uuid.uuid4().hex, host_end, status_r, cgroup)
+        child = Child(uuid.uuid4().hex, host_end, status_r, cgroup, scratch_mb)
         cgroup_fds = cgroup.open_procs() if cgroup is not None else []
         try:
             with self._lock:
                 if self.dead:
                     raise BrokenPipeError("fork server has exited")
                 try:
-                    message = json.dumps({"op": "spawn", "slot": child.slot}).encode()
+                    message = json.dumps(
+                        {
+                            "op": "spawn",
+                            "slot": child.slot,
+                            "scratch_bytes": scratch_mb * 1024 * 1024,
+                            "env": sandbox_environment(),
+                        }
+                    ).encode()
                     socket.send_fds(self._control, [message], [child_end.fileno(), status_w, *cgroup_fds])
                 except OSError:
                     self.dead = True
@@ -183,7 +206,7 @@ class Zygote:
         return child
 
     def kill(self, child: Child) -> None:
-        """SIGKILL the child's reaper: its PID namespace, and so the handler, dies with it."""
+        """SIGKILL the child, pid 1 of its PID namespace: everything in that namespace dies with it."""
         with self._lock, contextlib.suppress(OSError):
             if not self.dead:
                 self._control.send(json.dumps({"op": "kill", "slot": child.slot}).encode())

@@ -8,12 +8,13 @@ it has to interpret. Plugin ``print()`` output goes to stderr so it cannot corru
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
 import sys
 import types
-from typing import Any, BinaryIO
+from typing import Any
 
 from rh_sdk import _handler, _registry
 from rh_sdk._handler import ResultHandler, interpret_return
@@ -21,7 +22,7 @@ from rh_sdk._logs import JsonLineHandler
 from rh_sdk._vendor import vendor_paths
 from rh_sdk.protocol import Encoding, GuestInvocation, Reply, encode_reply, invocation_decoder
 
-__all__ = ["install_seed_alias", "load_handler_class", "main", "run_invocation"]
+__all__ = ["Guest", "install_seed_alias", "load_handler_class", "main", "prepare", "run_invocation"]
 
 _SEED_MODULES = ("core", "core.result_handlers", "core.result_handlers.base")
 
@@ -105,13 +106,11 @@ def run_invocation(invocation: GuestInvocation, entry: str, plugin_dir: str) -> 
     return Reply(ran=True, ok=ok, output=output, error=error)
 
 
-def _setup_logging(stderr: BinaryIO, level: Any) -> None:
-    root = logging.getLogger()
-    root.handlers[:] = [JsonLineHandler(stderr)]
+def _log_level(level: Any) -> int:
     try:
-        root.setLevel(_handler.log_level(level))
+        return _handler.log_level(level)
     except ValueError:
-        root.setLevel(logging.INFO)  # the handler's __init__ reports the bad value in its reply
+        return logging.INFO  # the handler's __init__ reports the bad value in its reply
 
 
 def _encode(reply: Reply, encoding: Encoding) -> bytes:
@@ -124,26 +123,79 @@ def _encode(reply: Reply, encoding: Encoding) -> bytes:
         return encode_reply(Reply(ran=True, ok=False, error=message, error_type="EncodeError"), encoding)
 
 
+class Guest:
+    """One invocation's runner, in two steps so that a fork server's waiting child can do the first
+    before its request exists: :func:`prepare` (seed alias, log stream, logging handler), then
+    :meth:`attach` to the run's pipes and :meth:`run`."""
+
+    def __init__(self) -> None:
+        install_seed_alias()
+        # Log records go to a descriptor of their own: a plugin closing fd 2 or sys.stderr keeps its logs.
+        self.log_fd = os.dup(2)
+        self.log = os.fdopen(self.log_fd, "wb", buffering=0)
+        self.handler = JsonLineHandler(self.log)
+        logging.getLogger().handlers[:] = [self.handler]
+        self.reply_fd = -1
+
+    def attach_inherited(self) -> None:
+        """Keep the inherited stdout for the reply; point fd 1 at stderr so stray prints land in the logs."""
+        self.reply_fd = os.dup(1)
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
+
+    def attach(self, stdin: int, stdout: int, stderr: int) -> None:
+        """Take the run's pipes: ``stdin`` as fd 0, ``stderr`` as fds 1 and 2 and the log descriptor,
+        ``stdout`` for the reply only. The three given descriptors are consumed."""
+        sys.stderr.flush()
+        for source, target in ((stdin, 0), (stderr, 1), (stderr, 2), (stderr, self.log_fd)):
+            if source != target:
+                os.dup2(source, target)
+        for fd in {stdin, stderr} - {0, 1, 2, self.log_fd}:
+            os.close(fd)
+        self.reply_fd = stdout
+        sys.stdout = sys.stderr
+
+    def run(self, entry: str, plugin_dir: str, encoding: Encoding = "msgpack") -> int:
+        """Read the invocation from fd 0, run it, write exactly one reply. Returns the exit status."""
+        data = sys.stdin.buffer.read()
+        root = logging.getLogger()
+        root.handlers[:] = [self.handler]
+        try:
+            invocation = invocation_decoder(encoding).decode(data)
+        except Exception as exc:
+            root.setLevel(logging.INFO)
+            reply = Reply(ran=False, ok=False, error=f"undecodable invocation: {exc}", error_type="DecodeError")
+        else:
+            root.setLevel(_log_level(invocation.config.get("log_level", "INFO")))
+            reply = run_invocation(invocation, entry, plugin_dir)
+        payload = _encode(reply, encoding)
+        with os.fdopen(self.reply_fd, "wb", buffering=0) as out:
+            self.reply_fd = -1
+            view = memoryview(payload)
+            while view:
+                view = view[out.write(view) :]
+        return 0
+
+    def close(self) -> None:
+        """Close the run's pipes, so the host sees the end before this process's exit is torn down."""
+        with contextlib.suppress(OSError, ValueError):  # the plugin may have closed or broken it
+            sys.stderr.flush()
+        if self.reply_fd >= 0:
+            os.close(self.reply_fd)
+            self.reply_fd = -1
+        self.log.close()
+        for fd in (0, 1, 2):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def prepare() -> Guest:
+    """The runner's set-up that needs no invocation: see :class:`Guest`."""
+    return Guest()
+
+
 def main(entry: str, plugin_dir: str, encoding: Encoding = "msgpack") -> int:
     """Entry point inside the sandbox. Returns the process exit status (0 when a reply was written)."""
-    # Keep the real stdout for the reply; point fd 1 at stderr so stray prints land in the logs.
-    reply_fd = os.dup(1)
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    stderr = os.fdopen(os.dup(2), "wb", buffering=0)
-    install_seed_alias()
-    data = sys.stdin.buffer.read()
-    try:
-        invocation = invocation_decoder(encoding).decode(data)
-    except Exception as exc:
-        _setup_logging(stderr, "INFO")
-        reply = Reply(ran=False, ok=False, error=f"undecodable invocation: {exc}", error_type="DecodeError")
-    else:
-        _setup_logging(stderr, invocation.config.get("log_level", "INFO"))
-        reply = run_invocation(invocation, entry, plugin_dir)
-    payload = _encode(reply, encoding)
-    with os.fdopen(reply_fd, "wb", buffering=0) as out:
-        view = memoryview(payload)
-        while view:
-            view = view[out.write(view) :]
-    return 0
+    guest = prepare()
+    guest.attach_inherited()
+    return guest.run(entry, plugin_dir, encoding)
