@@ -39,10 +39,10 @@ def default_wasm_cache_dir() -> Path:
     return Path(cache) / "rh-host" / "wasm-cache"
 
 
-def _wasm_backend(cache_dir: Path | None) -> Backend:
+def _wasm_backend(cache_dir: Path | None, egress: EgressSettings | None) -> Backend:
     from rh_sandbox.wasm import WasmBackend
 
-    return WasmBackend(cache_dir=cache_dir or default_wasm_cache_dir())
+    return WasmBackend(cache_dir=cache_dir or default_wasm_cache_dir(), egress=egress)
 
 
 def make_dispatcher(
@@ -50,5 +50,5 @@ def make_dispatcher(
 ) -> Dispatcher:
     """``egress``: the operator's policy for plugins' network grants (default: none permitted)."""
     return Dispatcher(
-        {"python": lambda: _python_backend(isolation, egress), "wasm": lambda: _wasm_backend(wasm_cache_dir)}
+        {"python": lambda: _python_backend(isolation, egress), "wasm": lambda: _wasm_backend(wasm_cache_dir, egress)}
     )

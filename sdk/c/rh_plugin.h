@@ -273,4 +273,21 @@ static inline int rh_reply_decode_error(void) {
     return rh_reply(0, 0, NULL, "could not decode the invocation (is encoding = \"json\" set?)");
 }
 
+/* Network (plugins with allowed_hosts only; docs/wasm-abi.md, "Network"): one HTTP request through
+ * rh-host's egress broker. request_json: {"method","url","headers","body"}. Returns a malloc'd JSON
+ * answer, {"status","headers","body"} or {"error": "..."}, for the caller to free; NULL if out of memory.
+ * A module that never calls rh_http imports nothing from "rh". */
+__attribute__((import_module("rh"), import_name("http_request"))) int rh__http_request(const char *request, int len);
+__attribute__((import_module("rh"), import_name("http_response"))) int rh__http_response(char *buf, int capacity);
+
+static inline char *rh_http(const char *request_json) {
+    int size = rh__http_request(request_json, (int)strlen(request_json));
+    char *answer = size >= 0 ? malloc((size_t)size + 1) : NULL;
+    if (answer) {
+        int copied = rh__http_response(answer, size);
+        answer[copied > 0 ? copied : 0] = '\0';
+    }
+    return answer;
+}
+
 #endif /* RH_PLUGIN_H */

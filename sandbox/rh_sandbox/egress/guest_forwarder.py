@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 
-__all__ = ["HEADER", "Forwarder", "splice", "start"]
+__all__ = ["HEADER", "Forwarder", "read_line", "splice", "start"]
 
 HEADER = b"RHEG1 "  # forwarder -> broker: b"RHEG1 host:port\n"; broker -> forwarder: b"OK\n" or b"NO reason\n"
 _CHUNK = 65536
@@ -78,7 +78,7 @@ def splice(
     return counts[a], counts[b], how
 
 
-def _read_line(sock: socket.socket, limit: int = 1024) -> bytes:
+def read_line(sock: socket.socket, limit: int = 1024) -> bytes:
     data = b""
     while not data.endswith(b"\n"):
         chunk = sock.recv(1)
@@ -145,7 +145,7 @@ class Forwarder:
             upstream.settimeout(30)
             upstream.connect(self.socket_path)
             upstream.sendall(HEADER + grant.encode("ascii") + b"\n")
-            answer = _read_line(upstream)
+            answer = read_line(upstream)
             if answer != b"OK\n":
                 reason = answer[3:].decode("utf-8", "replace").strip() if answer.startswith(b"NO ") else "no answer"
                 _log.warning(f"egress to {grant} refused by the host: {reason}", extra={"grant": grant})

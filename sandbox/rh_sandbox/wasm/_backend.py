@@ -4,7 +4,8 @@ Per run: look the module up (hash memoised per file), borrow a worker of the run
 framed request (the module bytes only the first time that worker meets the module), wait at most the
 wall limit plus a grace period, classify. The worker enforces fuel, epochs, store limits and output
 caps; the host enforces the wall clock by killing a worker that does not answer in time (a guest
-blocked in ``poll_oneoff`` is out of the epochs' reach).
+blocked in ``poll_oneoff`` or in an HTTP request is out of the epochs' reach). A plugin with network
+grants gets the run's own egress broker, reached by the worker's HTTP host functions (``_net``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 
+from rh_sandbox.egress.grants import GrantError
+from rh_sandbox.egress.run import EgressSettings, RunEgress
 from rh_sandbox.types import IsolationLevel, RunResult, RunSpec, SandboxError
 from rh_sandbox.wasm._classify import classify, parse_logs
 from rh_sandbox.wasm._engine import fuel_for
@@ -62,6 +65,7 @@ class WasmBackend:
         worker_data_mb: int = 4096,
         kill_grace_seconds: float = 0.25,
         compile_seconds: float = 30.0,
+        egress: EgressSettings | None = None,
     ) -> None:
         self._cache_dir = os.fspath(cache_dir) if cache_dir is not None else None
         if self._cache_dir is not None:
@@ -70,6 +74,7 @@ class WasmBackend:
         self._argv: Sequence[str] = wrap_command(argv) if wrap_command else argv
         self._grace = kill_grace_seconds
         self._compile_seconds = compile_seconds
+        self._egress = egress or EgressSettings()  # the default permits no grant
         self._modules = ModuleFiles()
         self._pool = WorkerPool(lambda group: WorkerProcess(self._argv, group), workers)
 
@@ -78,7 +83,6 @@ class WasmBackend:
         self._pool.warm(group, count)
 
     def run(self, spec: RunSpec, payload: bytes) -> RunResult:
-        started = time.perf_counter()
         if spec.runtime != "wasm":
             raise SandboxError(f"WasmBackend cannot run runtime {spec.runtime!r}")
         if os.path.isabs(spec.entry) or ".." in spec.entry.replace("\\", "/").split("/"):
@@ -92,8 +96,39 @@ class WasmBackend:
         except (OSError, ModuleTooLarge) as exc:
             return RunResult(status=RunStatus.PROTOCOL_ERROR, error=f"module refused: {path}: {exc}")
 
-        limits = spec.limits
         worker = self._pool.acquire(spec.group)
+        if not spec.allowed_hosts:
+            return self._run(spec, payload, worker, module_hash, wasm, None)
+        try:  # the worker asks this run's broker for each connection, and only this worker may
+            egress = RunEgress(spec.allowed_hosts, self._egress, peer_check=lambda pid: pid == worker.pid)
+        except GrantError as exc:
+            self._pool.release(worker, True)
+            return RunResult(
+                status=RunStatus.FAILED, error=f"network grant refused: {exc}", isolation=self.isolation.value
+            )
+        try:
+            egress.start()
+        except BaseException:
+            self._pool.release(worker, True)
+            egress.close()
+            raise
+        try:
+            result = self._run(spec, payload, worker, module_hash, wasm, egress)
+        finally:
+            egress.close()
+        result.egress = egress.summary()
+        return result
+
+    def _run(
+        self,
+        spec: RunSpec,
+        payload: bytes,
+        worker: WorkerProcess,
+        module_hash: str,
+        wasm: bytes,
+        egress: RunEgress | None,
+    ) -> RunResult:
+        limits = spec.limits
         started = time.perf_counter()  # a worker's start-up is the host's cost, not the run's
         first = module_hash not in worker.known
         request = Request(
@@ -105,6 +140,8 @@ class WasmBackend:
             wall_seconds=limits.wall_seconds,
             max_output_bytes=limits.max_output_kb * 1024,
             max_log_bytes=limits.max_log_kb * 1024,
+            egress_socket=str(egress.setup.socket_path) if egress is not None and egress.setup else None,
+            grants=list(spec.allowed_hosts),
         )
         body = _encoder.encode(request)
         healthy = False

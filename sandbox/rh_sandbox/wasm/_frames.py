@@ -39,6 +39,8 @@ class Request(msgspec.Struct, array_like=True):
     wall_seconds: float
     max_output_bytes: int
     max_log_bytes: int
+    egress_socket: str | None = None  # the run's broker socket when the plugin has network grants
+    grants: list[str] = []  # its allowed_hosts, host:port
 
 
 class Response(msgspec.Struct, array_like=True):

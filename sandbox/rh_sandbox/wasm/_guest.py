@@ -18,6 +18,7 @@ from rh_sandbox.wasm._cache import ModuleCache
 from rh_sandbox.wasm._capi import set_stdin_bytes
 from rh_sandbox.wasm._engine import MAX_TABLE_ELEMENTS
 from rh_sandbox.wasm._frames import Request, Response
+from rh_sandbox.wasm._net import HOST_MODULE, NET_IMPORTS, HttpBridge
 
 __all__ = ["GuestRunner", "ModuleRefused", "check_module"]
 
@@ -30,10 +31,16 @@ class ModuleRefused(Exception):
 
 
 def check_module(module: wasmtime.Module) -> None:
-    """A WASI preview 1 command: imports only WASI, exports a ``_start`` function and a memory."""
+    """A WASI preview 1 command: imports only WASI (and rh-host's HTTP functions), exports a ``_start``
+    function and a memory."""
     for imp in module.imports:
+        if imp.module == HOST_MODULE and imp.name in NET_IMPORTS:
+            continue
         if imp.module != WASI_MODULE:
-            raise ModuleRefused(f"unknown import {imp.module}::{imp.name} (only {WASI_MODULE} is provided)")
+            raise ModuleRefused(
+                f"unknown import {imp.module}::{imp.name} (only {WASI_MODULE} and "
+                f"{HOST_MODULE}::{', '.join(sorted(NET_IMPORTS))} are provided)"
+            )
     exports = {exp.name: exp.type for exp in module.exports}
     if not isinstance(exports.get("_start"), wasmtime.FuncType):
         raise ModuleRefused("no exported function `_start` (build a WASI command, not a library)")
@@ -53,6 +60,8 @@ class GuestRunner:
         self._cache = cache
         self._linker = wasmtime.Linker(engine)
         self._linker.define_wasi()
+        self._net = HttpBridge()
+        self._net.define(self._linker)
         self._pres: dict[str, wasmtime.InstancePre] = {}
         self._stdout = str(scratch / "stdout")
         self._stderr = str(scratch / "stderr")
@@ -102,6 +111,7 @@ class GuestRunner:
 
         cpu0 = time.thread_time()
         instance = None
+        self._net.begin(req.egress_socket, req.grants, time.monotonic() + req.wall_seconds)
         try:
             instance = pre.instantiate(store)
             start = instance.exports(store)["_start"]
@@ -117,6 +127,8 @@ class GuestRunner:
         except wasmtime.WasmtimeError as exc:
             # Before an instance exists this is instantiation refused (a memory or table limit, usually).
             resp = Response("refused" if instance is None else "trap", message=str(exc))
+        finally:
+            self._net.end()
         resp.cpu_ms = (time.thread_time() - cpu0) * 1000.0
         resp.fuel_used = req.fuel - store.get_fuel()
         if instance is not None:
