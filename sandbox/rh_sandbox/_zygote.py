@@ -186,11 +186,17 @@ class Zygote:
         from rh_sdk import runner
 
         guest = runner.prepare()  # the runner's own set-up (its log stream, the seed alias)
+        guest.rehearse("/tmp")  # page faults of a run's code paths taken now, not after the request
         confine.drop_capabilities()
         self.seccomp.install()
+        gc.collect()  # the rehearsal's leftovers (its handler class)
         gc.freeze()  # what the set-up made stays out of the run's collections
         try:
-            sock.send(_READY)
+            # With "ready", a hold on this mount namespace: the host drops it after the run, so the
+            # namespace's teardown is not part of this process's exit, which the run waits for.
+            mount_ns = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+            socket.send_fds(sock, [_READY], [mount_ns])
+            os.close(mount_ns)
             data, fds, _, _ = socket.recv_fds(sock, 1 << 20, _MAX_FDS)
         except OSError:
             return 0  # the host gave up on this child

@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from rh_sandbox._pump import Exchange, exchange
 from rh_sandbox.bwrap import SANDBOX_UID
+from rh_sandbox.bytecode import precompile
 from rh_sandbox.cgroups import CgroupV1, RunCgroup
 from rh_sandbox.classify import run_result
 from rh_sandbox.confinement import Confinement
@@ -45,6 +46,7 @@ __all__ = ["ForkServerBackend"]
 
 _log = logging.getLogger("rh.sandbox")
 _EXIT_GRACE_S = 2.0  # after the pipes close, how long the zygote may take to report the child's end
+_COMPILE_WAIT_S = 5.0  # how long a new plugin dir's first run waits for its bytecode
 _ARM_TIMEOUT_S = 5.0  # how long an armed child may take to confine itself and say it waits
 
 
@@ -95,7 +97,7 @@ class ForkServerBackend:
         # background upkeep: arm zygotes with waiting children, remove used cgroups
         self._work = threading.Condition(self._lock)
         self._to_arm: list[Zygote] = []
-        self._to_remove: list[RunCgroup] = []
+        self._to_release: list[Child] = []  # ended runs' children: close, recycle their cgroups
         self._pool: list[RunCgroup] = []  # emptied run cgroups whose counters can be reset: re-armed
         self._upkeep = threading.Thread(target=self._upkeep_loop, name="rh-forkserver-upkeep", daemon=True)
         self._upkeep.start()
@@ -103,6 +105,8 @@ class ForkServerBackend:
         # sandbox to the *thread* that forked it (PR_SET_PDEATHSIG), so a zygote started from a
         # caller's short-lived worker thread would be SIGKILLed when that thread ends.
         self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rh-zygote-starter")
+        self._compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rh-bytecode")
+        self._compiled: set[PluginDir] = set()  # plugin dirs whose bytecode was written (or tried)
 
     # ---- Backend --------------------------------------------------------------------------
     def run(self, spec: RunSpec, payload: bytes) -> RunResult:
@@ -121,7 +125,7 @@ class ForkServerBackend:
                     raise SandboxError(f"fork server keeps failing; stderr: {zygote.stderr_tail()}") from None
                 _log.warning("fork server of group %r lost a child or exited; retrying the run", spec.group)
             finally:
-                self._release(zygote)
+                self._done_with(zygote)
         raise AssertionError("unreachable")
 
     def close(self) -> None:
@@ -134,11 +138,14 @@ class ForkServerBackend:
         for zygote in [g.zygote for g in groups if g.zygote is not None] + retired:
             self._stop(zygote)
         with self._lock:
-            leftovers, self._to_remove = self._to_remove + self._pool, []
-            self._pool = []
-        for cgroup in leftovers:
+            ended, self._to_release = self._to_release, []
+            pooled, self._pool = self._pool, []
+        for child in ended:
+            self._release(child)  # the pool is closed: this removes their cgroups
+        for cgroup in pooled:
             cgroup.close()
         self._starter.shutdown(wait=True)
+        self._compiler.shutdown(wait=True, cancel_futures=True)
 
     def _stop(self, zygote: Zygote) -> None:
         """Stop a zygote (its waiting children die with its sandbox) and remove their cgroups."""
@@ -180,7 +187,14 @@ class ForkServerBackend:
         """A new zygote binding the live dirs of the old one plus ``plugin_dir``; retire the old."""
         dirs = [d for d in (old.plugin_dirs if old else []) if d != plugin_dir and d.still_there()]
         dirs = [*dirs[-(self.max_plugin_dirs - 1) :], plugin_dir] if self.max_plugin_dirs > 1 else [plugin_dir]
+        compiling = None
+        if plugin_dir not in self._compiled:  # the plugin's bytecode, written while the zygote starts
+            self._compiled.add(plugin_dir)
+            compiling = self._compiler.submit(precompile, plugin_dir.path, self.runtime.interpreter)
         zygote = self._starter.submit(Zygote, self.runtime, self.confinement, dirs).result()
+        if compiling is not None:
+            with contextlib.suppress(Exception):  # not done (a big vendor dir): later runs get it
+                compiling.result(timeout=_COMPILE_WAIT_S)
         self._arm(zygote)  # the first runs of a new zygote find children waiting
         if old is not None:
             with self._lock:
@@ -192,7 +206,7 @@ class ForkServerBackend:
                 self._stop(old)
         return zygote
 
-    def _release(self, zygote: Zygote) -> None:
+    def _done_with(self, zygote: Zygote) -> None:
         with self._lock:
             zygote.active -= 1
             stop = zygote.retired and zygote.active == 0
@@ -278,19 +292,26 @@ class ForkServerBackend:
 
     def _discard(self, zygote: Zygote, child: Child) -> None:
         zygote.kill(child)
-        child.close()
-        if child.cgroup is not None:
-            self._dispose(child.cgroup)
+        self._let_go(child)
 
-    def _dispose(self, cgroup: RunCgroup) -> None:
-        """Kill now (nothing of the run may outlive ``run``); recycle or remove in the background."""
-        cgroup.kill()
+    def _let_go(self, child: Child) -> None:
+        """Kill now whatever of the run is left (nothing may outlive ``run``); close the child's
+        sockets and recycle its cgroup in the background. The child's mount namespace is held by the
+        descriptor it sent when it armed, so that its teardown (an RCU grace period) happens there,
+        not in the child's exit that the run waits for."""
+        if child.cgroup is not None:
+            child.cgroup.kill()
         with self._lock:
             if not self._closed:
-                self._to_remove.append(cgroup)
+                self._to_release.append(child)
                 self._work.notify()
                 return
-        cgroup.close()
+        self._release(child)
+
+    def _release(self, child: Child) -> None:
+        child.close()
+        if child.cgroup is not None:
+            self._recycle(child.cgroup)
 
     def _pooled(self) -> RunCgroup | None:
         with self._lock:
@@ -311,14 +332,14 @@ class ForkServerBackend:
     def _upkeep_loop(self) -> None:
         while True:
             with self._lock:
-                while not (self._closed or self._to_arm or self._to_remove):
+                while not (self._closed or self._to_arm or self._to_release):
                     self._work.wait()
                 if self._closed:
                     return
                 to_arm, self._to_arm = self._to_arm, []
-                to_remove, self._to_remove = self._to_remove, []
-            for cgroup in to_remove:
-                self._recycle(cgroup)
+                ended, self._to_release = self._to_release, []
+            for child in ended:
+                self._release(child)
             for zygote in dict.fromkeys(to_arm):
                 try:
                     self._arm(zygote)
@@ -384,9 +405,7 @@ class ForkServerBackend:
             code, maxrss_kb = self._finish(zygote, child, breached=io.breach is not None)
             return self._result(spec, io, code, maxrss_kb, child.cgroup)
         finally:
-            child.close()
-            if child.cgroup is not None:
-                self._dispose(child.cgroup)
+            self._let_go(child)
 
     def _finish(self, zygote: Zygote, child: Child, *, breached: bool) -> tuple[int | None, int]:
         """The handler's exit code and peak RSS; kill whatever of the run is left."""
