@@ -186,10 +186,10 @@ class Zygote:
         from rh_sdk import runner
 
         guest = runner.prepare()  # the runner's own set-up (its log stream, the seed alias)
-        guest.rehearse("/tmp")  # page faults of a run's code paths taken now, not after the request
+        if setup.get("rehearse"):  # the encoding of the tenant's last run
+            guest.rehearse(setup["rehearse"], "/tmp")  # a run's page faults taken now, not after the request
         confine.drop_capabilities()
         self.seccomp.install()
-        gc.collect()  # the rehearsal's leftovers (its handler class)
         gc.freeze()  # what the set-up made stays out of the run's collections
         try:
             # With "ready", a hold on this mount namespace: the host drops it after the run, so the
@@ -219,10 +219,11 @@ def _preload() -> None:
 
     import msgspec  # noqa: F401
 
-    from rh_sdk import runner  # noqa: F401
+    from rh_sdk import runner
     from rh_sdk.protocol import invocation_decoder
 
     invocation_decoder("msgpack"), invocation_decoder("json")
+    runner.rehearsal_bytecode()
 
 
 def _own_pid_namespace(confine: object) -> None:

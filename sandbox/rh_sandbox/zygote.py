@@ -109,6 +109,7 @@ class Zygote:
         self.active = 0  # runs in flight (managed by the backend)
         self.armed: deque[Child] = deque()  # waiting children nobody claimed yet (managed by the backend)
         self.scratch_mb = Limits().scratch_mb  # the /tmp size new armed children mount: the last run's
+        self.encoding = "msgpack"  # what new armed children rehearse: the last run's
         self.retired = False
         self.dead = False
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
@@ -179,9 +180,11 @@ class Zygote:
         """Where this zygote's children see ``plugin_dir``, or None when it is not bound."""
         return self._inside.get(plugin_dir)
 
-    def spawn(self, cgroup: RunCgroup | None, scratch_mb: int) -> Child:
+    def spawn(self, cgroup: RunCgroup | None, scratch_mb: int, *, rehearse: str | None) -> Child:
         """Fork a child that joins ``cgroup`` at once, mounts a /tmp of ``scratch_mb``, confines itself
-        and waits for a request. Raises OSError (BrokenPipeError) when the zygote is gone."""
+        and waits for a request. ``rehearse`` (an encoding): an armed child goes once through a run's
+        code paths while it waits (a child forked for a waiting request would only be slower). Raises OSError
+        (BrokenPipeError) when the zygote is gone."""
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         child = Child(uuid.uuid4().hex, host_end, status_r, cgroup, scratch_mb)
@@ -196,6 +199,7 @@ class Zygote:
                             "op": "spawn",
                             "slot": child.slot,
                             "scratch_bytes": scratch_mb * 1024 * 1024,
+                            "rehearse": rehearse,
                             "env": sandbox_environment(),
                         }
                     ).encode()

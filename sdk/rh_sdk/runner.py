@@ -9,9 +9,11 @@ it has to interpret. Plugin ``print()`` output goes to stderr so it cannot corru
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.util
 import logging
+import marshal
 import os
 import sys
 import types
@@ -147,33 +149,29 @@ class Guest:
         self.reply_fd = -1
         self.decoders = {encoding: invocation_decoder(encoding) for encoding in ("msgpack", "json")}
 
-    def rehearse(self, scratch: str | None = None) -> None:
+    def rehearse(self, encoding: Encoding, scratch: str | None = None) -> None:
         """Go once through a run's code paths with a handler of the SDK's own, before the request.
 
         In a forked child the first write to each page of the parent's heap (a reference count, a
         code object's warm-up counter) is a copy-on-write fault, ~2.5 us each on this kind of VM, and
         a run touches some hundreds: better taken while the child waits than while the host does.
         With ``scratch`` (an empty dir of this process's own), the plugin import too: a module and
-        its checked-hash pyc are written there, imported through a new ``sys.path`` entry as a
-        plugin's would be, and everything (files, module, path entry, finder) removed again.
+        its checked-hash pyc are written there and imported through a new ``sys.path`` entry as a
+        plugin's would be; then the files, the module, the path entry and its finder are removed.
         Leaves nothing behind that a plugin could see."""
-        plugin_dir = _REHEARSAL_DIR
-        entry = f"{__name__}:_Rehearsal"
+        plugin_dir, entry = _REHEARSAL_DIR, f"{__name__}:_Rehearsal"
         if scratch is not None:
             plugin_dir = os.path.join(scratch, ".rh-rehearsal")
             entry = _write_rehearsal_plugin(plugin_dir)
         try:
-            for encoding in ("msgpack", "json"):
-                sample = encode_invocation(Invocation(batch_id="r", handler="r", results=[{}]), encoding)
-                invocation = self.decoders[encoding].decode(sample)
-                reply = run_invocation(invocation, entry, plugin_dir)
-                _encode(reply, encoding)
-                _log_level(invocation.config.get("log_level", "INFO"))
+            sample = encode_invocation(Invocation(batch_id="r", handler="r", results=[{}]), encoding)
+            invocation = self.decoders[encoding].decode(sample)
+            _log_level(invocation.config.get("log_level", "INFO"))
+            _encode(run_invocation(invocation, entry, plugin_dir), encoding)
         finally:
             if scratch is not None:
                 _remove_rehearsal_plugin(plugin_dir, entry.partition(":")[0])
-            for name in ("Rehearsal", "_Rehearsal"):  # the loggers ResultHandler.__init__ made
-                logging.Logger.manager.loggerDict.pop(f"rh.handler.{name}", None)
+            logging.Logger.manager.loggerDict.pop("rh.handler._Rehearsal", None)  # made by its __init__
 
     def attach_inherited(self) -> None:
         """Keep the inherited stdout for the reply; point fd 1 at stderr so stray prints land in the logs."""
@@ -236,25 +234,27 @@ class _Rehearsal(ResultHandler):
 
 _REHEARSAL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # on sys.path already
 _REHEARSAL_MODULE = "_rh_rehearsal"
-_REHEARSAL_SOURCE = b"""from rh_sdk import ResultHandler
+# the SDK's own handler: importing it creates no class (nothing for the garbage collector to find)
+_REHEARSAL_SOURCE = f"from {__name__} import _Rehearsal as Rehearsal\n".encode()
 
 
-class Rehearsal(ResultHandler):
-    def handle(self, batch_id, results, metadata):
-        return {"count": len(results)}
-"""
+@functools.cache
+def rehearsal_bytecode() -> bytes:
+    """The rehearsal plugin's checked-hash pyc (a fork server computes it once, before forking)."""
+    code = compile(_REHEARSAL_SOURCE, f"{_REHEARSAL_MODULE}.py", "exec", dont_inherit=True)
+    data = bytearray(importlib.util.MAGIC_NUMBER)
+    data += (0b11).to_bytes(4, "little") + importlib.util.source_hash(_REHEARSAL_SOURCE)  # PEP 552: checked hash
+    return bytes(data + marshal.dumps(code))
 
 
 def _write_rehearsal_plugin(directory: str) -> str:
     """A one-module plugin with its checked-hash pyc, as the host's precompiling writes them."""
-    cache = os.path.join(directory, "__pycache__")
-    os.makedirs(cache)
+    os.makedirs(os.path.join(directory, "__pycache__"))
     source = os.path.join(directory, f"{_REHEARSAL_MODULE}.py")
     with open(source, "wb") as f:
         f.write(_REHEARSAL_SOURCE)
-    code = compile(_REHEARSAL_SOURCE, source, "exec", dont_inherit=True)
     with open(importlib.util.cache_from_source(source), "wb") as f:
-        f.write(importlib._bootstrap_external._code_to_hash_pyc(code, importlib.util.source_hash(_REHEARSAL_SOURCE)))  # type: ignore[attr-defined]
+        f.write(rehearsal_bytecode())
     return f"{_REHEARSAL_MODULE}:Rehearsal"
 
 
