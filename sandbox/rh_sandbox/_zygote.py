@@ -220,10 +220,8 @@ def _preload() -> None:
     import msgspec  # noqa: F401
 
     from rh_sdk import runner
-    from rh_sdk.protocol import invocation_decoder
 
-    invocation_decoder("msgpack"), invocation_decoder("json")
-    runner.rehearsal_bytecode()
+    runner.preload()
 
 
 def _own_pid_namespace(confine: object) -> None:

@@ -47,6 +47,7 @@ __all__ = ["ForkServerBackend"]
 _log = logging.getLogger("rh.sandbox")
 _EXIT_GRACE_S = 2.0  # after the pipes close, how long the zygote may take to report the child's end
 _COMPILE_WAIT_S = 5.0  # how long a new plugin dir's first run waits for its bytecode
+_FIRST_CHECK_S = 0.01  # the pump's first CPU and process-count checks come after this, not at once
 _ARM_TIMEOUT_S = 5.0  # how long an armed child may take to confine itself and say it waits
 
 
@@ -307,7 +308,7 @@ class ForkServerBackend:
         sockets and recycle its cgroup in the background. The child's mount namespace is held by the
         descriptor it sent when it armed, so that its teardown (an RCU grace period) happens there,
         not in the child's exit that the run waits for."""
-        if child.cgroup is not None:
+        if child.cgroup is not None and _occupied(child.cgroup):
             child.cgroup.kill()
         with self._lock:
             if not self._closed:
@@ -376,12 +377,14 @@ class ForkServerBackend:
         child = self._claim(zygote, limits, spec.encoding)
         try:
             started = time.monotonic()
-            stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+            stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
             _grow_pipe(stdin_w, len(payload))
             stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
             stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
+            os.set_blocking(stdin_r, True)  # the guest's end
             guest_fds = [stdin_r, stdout_w, stderr_w]
             try:
+                rest = _prefill(stdin_w, payload)  # the child reads at once instead of waiting for us
                 request = json.dumps(self._request(spec, inside, child.cgroup)).encode()
                 socket.send_fds(child.request, [request], guest_fds)  # straight to the child
             except OSError:
@@ -391,23 +394,32 @@ class ForkServerBackend:
             finally:
                 for fd in guest_fds:
                     os.close(fd)
+            if not rest:
+                os.close(stdin_w)
             with (
-                os.fdopen(stdin_w, "wb") as stdin,
+                os.fdopen(stdin_w, "wb") if rest else contextlib.nullcontext() as stdin,
                 os.fdopen(stdout_r, "rb") as out,
                 os.fdopen(stderr_r, "rb") as err,
             ):
                 cgroup = child.cgroup
+                first_check = started + _FIRST_CHECK_S  # nothing to find at once (counters were reset)
                 io = exchange(
                     stdin=stdin,
                     stdout=out,
                     stderr=err,
-                    payload=payload,
+                    payload=rest,
                     deadline=started + limits.wall_seconds,
                     max_stdout=limits.max_output_kb * 1024,
                     max_stderr=limits.max_log_kb * 1024,
                     exited=lambda: _readable(child.status_fd, 0),
-                    over_cpu=lambda: cgroup is not None and cgroup.cpu_ms() > limits.cpu_seconds * 1000,
-                    over_processes=lambda: cgroup is not None and cgroup.pids_limited(),
+                    over_cpu=lambda: (
+                        cgroup is not None
+                        and time.monotonic() > first_check
+                        and cgroup.cpu_ms() > limits.cpu_seconds * 1000
+                    ),
+                    over_processes=lambda: (
+                        cgroup is not None and time.monotonic() > first_check and cgroup.pids_limited()
+                    ),
                     started=started,
                 )
             code, maxrss_kb = self._finish(zygote, child, breached=io.breach is not None)
@@ -447,6 +459,31 @@ class ForkServerBackend:
             oom_killed=oom,
             isolation=self.isolation.value + self.confinement.suffix(cgroup is not None) + "+forkserver",
         )
+
+
+def _prefill(fd: int, payload: bytes) -> bytes:
+    """Write what fits of ``payload`` into the (non-blocking) pipe now; return the rest."""
+    try:
+        return payload[os.write(fd, payload) :] if payload else payload
+    except BlockingIOError:
+        return payload
+
+
+def _occupied(cgroup: RunCgroup) -> bool:
+    """Whether any process is left in the run's cgroup, from one ``cgroup.procs`` (the usual answer
+    is no: the child is pid 1 of its namespace, so its end took everything in it along). One file
+    is enough: the child joins all of the run's hierarchies before anything else, its descendants
+    inherit them, and nothing else is ever put there."""
+    try:
+        fd = os.open(next(iter(cgroup.paths.values())) / "cgroup.procs", os.O_RDONLY | os.O_CLOEXEC)
+    except (OSError, StopIteration):
+        return True
+    try:
+        return bool(os.read(fd, 64).strip())
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def _readable(fd: int, timeout_s: float) -> bool:

@@ -33,7 +33,7 @@ from rh_sdk.protocol import (
     invocation_decoder,
 )
 
-__all__ = ["Guest", "install_seed_alias", "load_handler_class", "main", "prepare", "run_invocation"]
+__all__ = ["Guest", "install_seed_alias", "load_handler_class", "main", "preload", "prepare", "run_invocation"]
 
 _SEED_MODULES = ("core", "core.result_handlers", "core.result_handlers.base")
 
@@ -147,7 +147,7 @@ class Guest:
         self.handler = JsonLineHandler(self.log)
         logging.getLogger().handlers[:] = [self.handler]
         self.reply_fd = -1
-        self.decoders = {encoding: invocation_decoder(encoding) for encoding in ("msgpack", "json")}
+        self.decoders = {encoding: _decoder(encoding) for encoding in ("msgpack", "json")}
 
     def rehearse(self, encoding: Encoding, scratch: str | None = None) -> None:
         """Go once through a run's code paths with a handler of the SDK's own, before the request.
@@ -239,8 +239,22 @@ _REHEARSAL_SOURCE = f"from {__name__} import _Rehearsal as Rehearsal\n".encode()
 
 
 @functools.cache
+def _decoder(encoding: Encoding) -> Any:
+    """One decoder per encoding per process (a fork server builds them before forking)."""
+    return invocation_decoder(encoding)
+
+
+def preload() -> None:
+    """Build once what every run needs, so that a fork server's children inherit it: the decoders
+    and the rehearsal plugin's bytecode."""
+    for encoding in ("msgpack", "json"):
+        _decoder(encoding)  # type: ignore[arg-type]
+    rehearsal_bytecode()
+
+
+@functools.cache
 def rehearsal_bytecode() -> bytes:
-    """The rehearsal plugin's checked-hash pyc (a fork server computes it once, before forking)."""
+    """The rehearsal plugin's checked-hash pyc (see :meth:`Guest.rehearse`)."""
     code = compile(_REHEARSAL_SOURCE, f"{_REHEARSAL_MODULE}.py", "exec", dont_inherit=True)
     data = bytearray(importlib.util.MAGIC_NUMBER)
     data += (0b11).to_bytes(4, "little") + importlib.util.source_hash(_REHEARSAL_SOURCE)  # PEP 552: checked hash
