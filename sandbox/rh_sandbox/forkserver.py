@@ -329,7 +329,7 @@ class ForkServerBackend:
     def _recycle(self, cgroup: RunCgroup) -> None:
         """Pool an emptied cgroup for the next armed child, unless it carries events a reset cannot
         clear (an OOM kill, a refused fork): those are removed."""
-        if cgroup.pids() or cgroup.oom_killed() or cgroup.pids_limited():
+        if _occupied(cgroup) or cgroup.oom_killed() or cgroup.pids_limited():
             cgroup.close()
             return
         with self._lock:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -11,7 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from rh_sandbox.bytecode import precompile
 from rh_sandbox.forkserver import ForkServerBackend
+from rh_sandbox.runtime import GuestRuntime
 from rh_sandbox.strict import StrictProcessBackend
 from rh_sandbox.types import Limits, RunStatus, SandboxError
 from tests.sandbox.conftest import copy_plugin, make_runner
@@ -145,3 +149,110 @@ def test_zygote_outlives_the_thread_that_started_it(world_dir: Path) -> None:
         assert zygote.alive()
         assert run(plugin, "good:Good").status is RunStatus.OK
         assert backend._groups["tenant-a"].zygote is zygote
+
+
+# What a plugin sees at import time, before any of its code could have undone a wall.
+INTROSPECT = """
+import os
+import sys
+
+from rh_sdk import ResultHandler
+
+with open("/proc/self/status") as f:
+    STATUS = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+AT_IMPORT = {
+    "pid": os.getpid(),
+    "uid": os.getuid(),
+    "cap_eff": int(STATUS["CapEff"].strip(), 16),
+    "cap_prm": int(STATUS["CapPrm"].strip(), 16),
+    "no_new_privs": int(STATUS["NoNewPrivs"].strip()),
+    "seccomp": int(STATUS["Seccomp"].strip()),
+    "tmp": sorted(os.listdir("/tmp")),
+    "tmp_mb": os.statvfs("/tmp").f_blocks * os.statvfs("/tmp").f_frsize // (1024 * 1024),
+    "rehearsal_left": [m for m in sys.modules if "rehearsal" in m] + [p for p in sys.path if "rehearsal" in p],
+}
+
+
+def _readable(path):
+    try:
+        os.listdir(path)
+        return True
+    except OSError:
+        return False
+
+
+class Introspect(ResultHandler):
+    def handle(self, batch_id, results, metadata):
+        siblings = [f"/plugins/{n}" for n in range(4)]  # Landlock does not even let it list /plugins
+        here = os.path.dirname(os.path.abspath(__file__))
+        return {**AT_IMPORT, "here": here, "others_readable": [p for p in siblings if p != here and _readable(p)]}
+"""
+
+
+def _introspect(path: Path) -> Path:
+    plugin = copy_plugin("good", path)
+    (plugin / "introspect.py").write_text(INTROSPECT)
+    (plugin / "introspect.py").chmod(0o644)
+    return plugin
+
+
+@pytest.mark.parametrize("prefork", [1, 0], ids=["armed", "on-request"])
+def test_confinement_is_in_place_before_plugin_code(world_dir: Path, prefork: int) -> None:
+    """Everything done before the request (capabilities, seccomp, the /tmp mount) holds at the
+    plugin's import; Landlock, applied after the request, hides the tenant's other plugin dirs; the
+    rehearsal of an armed child left nothing behind."""
+    other = copy_plugin("good", world_dir / "other")
+    plugin = _introspect(world_dir / "introspect")
+    with ForkServerBackend(prefork=prefork) as backend:
+        run = make_runner(backend)
+        assert run(other, "good:Good").status is RunStatus.OK  # bound in the zygote too
+        for scratch_mb in (64, 8, 64):  # an armed child's /tmp was mounted before the run's limits came
+            result = run(plugin, "introspect:Introspect", limits=Limits(wall_seconds=20, scratch_mb=scratch_mb))
+            assert result.status is RunStatus.OK, (result.error, result.logs)
+            seen = result.reply.output
+            assert seen["pid"] == 1 and seen["uid"] == 65534
+            assert seen["cap_eff"] == 0 and seen["cap_prm"] == 0
+            assert seen["no_new_privs"] == 1 and seen["seccomp"] == 2
+            assert seen["tmp"] == [] and seen["tmp_mb"] == scratch_mb
+            assert seen["rehearsal_left"] == []
+            assert seen["here"] == "/plugins/1" and seen["others_readable"] == [], seen  # /plugins/0: "other"
+
+
+GOOD_V1_SAME_SIZE = GOOD_V2.replace('"v2"', '"v1"')
+
+
+def test_stale_bytecode_never_runs(warm: ForkServerBackend, world_dir: Path) -> None:
+    """The host writes checked-hash pycs: a source changed in place (same size, same mtime: a
+    timestamp pyc would pass) or a corrupt pyc costs a compile, never runs other code."""
+    plugin = copy_plugin("good", world_dir / "good")
+    source = plugin / "good.py"
+    source.write_text(GOOD_V1_SAME_SIZE)
+    run = make_runner(warm)
+    assert run(plugin, "good:Good").reply.output["version"] == "v1"
+    pycs = list((plugin / "__pycache__").glob("good.*.pyc"))
+    assert len(pycs) == 1 and pycs[0].read_bytes()[4:8] == b"\x03\x00\x00\x00"  # checked hash (PEP 552)
+    before = source.stat()
+    source.write_text(GOOD_V2)
+    os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert source.stat().st_size == before.st_size
+    assert run(plugin, "good:Good").reply.output["version"] == "v2"
+    pycs[0].write_bytes(b"not bytecode at all")
+    assert run(plugin, "good:Good").reply.output["version"] == "v2"
+
+
+def test_precompile_writes_nothing_outside_the_plugin_dir(world_dir: Path) -> None:
+    """A symlinked ``__pycache__`` or source cannot redirect the host's writes or reads."""
+    outside = world_dir / "outside"
+    outside.mkdir()
+    plugin = world_dir / "plugin"
+    (plugin / "pkg").mkdir(parents=True)
+    (plugin / "mod.py").write_text("X = 1\n")
+    (plugin / "pkg" / "__init__.py").write_text("Y = 2\n")
+    (plugin / "pkg" / "__pycache__").symlink_to(outside)
+    (plugin / "evil.py").symlink_to("/etc/hostname")
+    (plugin / "broken.py").write_text("def (:\n")
+    runtime = GuestRuntime.prepare()
+    assert precompile(str(plugin), runtime.interpreter) == 1
+    assert [p.name for p in (plugin / "__pycache__").iterdir()] == [f"mod.{sys.implementation.cache_tag}.pyc"]
+    assert list(outside.iterdir()) == []
+    assert precompile(str(plugin), runtime.interpreter) == 0  # already there: nothing rewritten
