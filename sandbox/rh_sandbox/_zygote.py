@@ -76,6 +76,11 @@ class Zygote:
         self.children: dict[int, tuple[str, int]] = {}  # pid -> (slot, status pipe), until reaped
         self.slots: dict[str, int] = {}  # slot -> pid
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        from rh_sdk import runner
+
+        # The runner's own set-up (seed alias, log stream, logging handler) once, for every child;
+        # each child attaches the log stream to its run's stderr.
+        self.guest = runner.prepare()
 
     # ---- the loop -------------------------------------------------------------------------
     def serve(self) -> None:
@@ -163,7 +168,8 @@ class Zygote:
         try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            _close_all_but({0, 1, 2, request_fd, *cgroup_fds})  # not the control channel, not status
+            # not the control channel, not the status pipes: its own socket, cgroup files and log stream
+            _close_all_but({0, 1, 2, request_fd, self.guest.log_fd, *cgroup_fds})
             code = self._child(socket.socket(fileno=request_fd), cgroup_fds, setup)
         except BaseException:  # a fault of the set-up (zygote's stderr) or the runner (the run's logs)
             traceback.print_exc()
@@ -183,9 +189,7 @@ class Zygote:
         if setup.get("env") is not None and dict(os.environ) != setup["env"]:
             os.environ.clear()
             os.environ.update(setup["env"])
-        from rh_sdk import runner
-
-        guest = runner.prepare()  # the runner's own set-up (its log stream, the seed alias)
+        guest = self.guest
         if setup.get("rehearse"):  # the encoding of the tenant's last run
             guest.rehearse(setup["rehearse"], "/tmp")  # a run's page faults taken now, not after the request
         confine.drop_capabilities()
