@@ -212,7 +212,7 @@ class Zygote:
         guest.attach(stdin, stdout, stderr)
         confine.set_rlimits(request["rlimits"])
         confine.apply_landlock([tuple(rule) for rule in request["landlock"]], self.landlock_abi)
-        code = guest.run(request["entry"], request["plugin_dir"], request["encoding"])
+        code = guest.run(request["entry"], request["plugin_dir"], request["encoding"], request.get("size", 0))
         guest.close()  # EOF for the host now, not after this process's teardown
         return code
 

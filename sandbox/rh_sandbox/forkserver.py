@@ -47,6 +47,7 @@ __all__ = ["ForkServerBackend"]
 _log = logging.getLogger("rh.sandbox")
 _EXIT_GRACE_S = 2.0  # after the pipes close, how long the zygote may take to report the child's end
 _COMPILE_WAIT_S = 5.0  # how long a new plugin dir's first run waits for its bytecode
+_MEMFD_MIN_BYTES = 1 << 16  # invocations from this size go in a memfd, not a pipe
 _FIRST_CHECK_S = 0.01  # the pump's first CPU and process-count checks come after this, not at once
 _ARM_TIMEOUT_S = 5.0  # how long an armed child may take to confine itself and say it waits
 
@@ -359,12 +360,13 @@ class ForkServerBackend:
     def _cgroup(self, limits: Limits) -> RunCgroup | None:
         return self.cgroups.for_run(limits, self.cpu_quota_cores)
 
-    def _request(self, spec: RunSpec, inside: str, cgroup: RunCgroup | None) -> dict:
+    def _request(self, spec: RunSpec, inside: str, cgroup: RunCgroup | None, size: int) -> dict:
         nproc = None if cgroup is not None else processes_of_uid(SANDBOX_UID) + spec.limits.max_processes
         return {
             "entry": spec.entry,
             "plugin_dir": inside,
             "encoding": spec.encoding,
+            "size": size,  # of the invocation on stdin: the child reads it into one buffer
             "rlimits": guest_rlimits(spec.limits, nproc=nproc),
             "landlock": landlock_rules(inside) if self.confinement.landlock_abi else [],
         }
@@ -377,24 +379,23 @@ class ForkServerBackend:
         child = self._claim(zygote, limits, spec.encoding)
         try:
             started = time.monotonic()
-            stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-            _grow_pipe(stdin_w, len(payload))
+            stdin_r, stdin_w = _invocation_input(payload)
             stdout_r, stdout_w = os.pipe2(os.O_CLOEXEC)
             stderr_r, stderr_w = os.pipe2(os.O_CLOEXEC)
-            os.set_blocking(stdin_r, True)  # the guest's end
             guest_fds = [stdin_r, stdout_w, stderr_w]
             try:
-                rest = _prefill(stdin_w, payload)  # the child reads at once instead of waiting for us
-                request = json.dumps(self._request(spec, inside, child.cgroup)).encode()
+                rest = _prefill(stdin_w, payload) if stdin_w >= 0 else b""
+                request = json.dumps(self._request(spec, inside, child.cgroup, len(payload))).encode()
                 socket.send_fds(child.request, [request], guest_fds)  # straight to the child
             except OSError:
                 for fd in (stdin_w, stdout_r, stderr_r):
-                    os.close(fd)
+                    if fd >= 0:
+                        os.close(fd)
                 raise BrokenPipeError("the waiting child was gone") from None
             finally:
                 for fd in guest_fds:
                     os.close(fd)
-            if not rest:
+            if not rest and stdin_w >= 0:
                 os.close(stdin_w)
             with (
                 os.fdopen(stdin_w, "wb") if rest else contextlib.nullcontext() as stdin,
@@ -459,6 +460,29 @@ class ForkServerBackend:
             oom_killed=oom,
             isolation=self.isolation.value + self.confinement.suffix(cgroup is not None) + "+forkserver",
         )
+
+
+def _invocation_input(payload: bytes) -> tuple[int, int]:
+    """The child's stdin and our writing end (-1: none). A big invocation goes in a sealed memfd
+    that the child maps instead of copying it out of a pipe; a small one in a pipe, written now."""
+    if len(payload) >= _MEMFD_MIN_BYTES:
+        with contextlib.suppress(OSError):
+            fd = os.memfd_create("rh-invocation", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+            try:
+                view = memoryview(payload)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.lseek(fd, 0, os.SEEK_SET)
+                seals = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+                fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)  # the child cannot change what the host wrote
+                return fd, -1
+            except OSError:
+                os.close(fd)
+                raise
+    read_end, write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    os.set_blocking(read_end, True)
+    _grow_pipe(write_end, len(payload))
+    return read_end, write_end
 
 
 def _prefill(fd: int, payload: bytes) -> bytes:
