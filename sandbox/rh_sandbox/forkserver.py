@@ -110,15 +110,13 @@ class ForkServerBackend:
         self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rh-zygote-starter")
         self._compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rh-bytecode")
         self._compiled: set[PluginDir] = set()  # plugin dirs whose bytecode was written (or tried)
+        self._readable: set[PluginDir] = set()  # plugin dirs found readable by the sandbox uid
 
     # ---- Backend --------------------------------------------------------------------------
     def run(self, spec: RunSpec, payload: bytes) -> RunResult:
         if spec.runtime != "python":
             raise SandboxError(f"ForkServerBackend runs python handlers, not {spec.runtime!r}")
-        try:
-            plugin_dir = PluginDir.of(require_sandbox_readable(spec.plugin_dir))
-        except OSError as exc:
-            raise SandboxError(f"plugin dir {spec.plugin_dir!r} is not readable: {exc}") from exc
+        plugin_dir = self._plugin_dir(spec.plugin_dir)
         for attempt in range(2):
             zygote = self._acquire(spec.group, plugin_dir)
             try:
@@ -130,6 +128,22 @@ class ForkServerBackend:
             finally:
                 self._done_with(zygote)
         raise AssertionError("unreachable")
+
+    def _plugin_dir(self, path: str) -> PluginDir:
+        """The run's plugin dir (resolved and stat'ed each run: a dir replaced at the same path, or a
+        re-pointed symlink, is a new one). Whether uid 65534 can read it is checked once per dir:
+        that walk stats every parent, ~0.1 ms that every run of the dir would otherwise pay."""
+        try:
+            plugin_dir = PluginDir.of(path)
+        except OSError as exc:
+            raise SandboxError(f"plugin dir {path!r} is not readable: {exc}") from exc
+        if plugin_dir not in self._readable:
+            require_sandbox_readable(plugin_dir.path)
+            with self._lock:
+                if len(self._readable) >= 4096:
+                    self._readable.clear()
+                self._readable.add(plugin_dir)
+        return plugin_dir
 
     def close(self) -> None:
         with self._lock:
@@ -193,6 +207,8 @@ class ForkServerBackend:
         dirs = [*dirs[-(self.max_plugin_dirs - 1) :], plugin_dir] if self.max_plugin_dirs > 1 else [plugin_dir]
         compiling = None
         if plugin_dir not in self._compiled:  # the plugin's bytecode, written while the zygote starts
+            if len(self._compiled) >= 4096:
+                self._compiled.clear()
             self._compiled.add(plugin_dir)
             compiling = self._compiler.submit(precompile, plugin_dir.path, self.runtime.interpreter)
         zygote = self._starter.submit(Zygote, self.runtime, self.confinement, dirs).result()
