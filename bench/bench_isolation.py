@@ -8,7 +8,8 @@ Modes (trivial handler, one result line; after warm-up):
   basic cold     ProcessBackend: a fresh limited subprocess per run (+ per-run cgroup)
   strict cold    StrictProcessBackend: setpriv + bwrap + cgroups + Landlock + seccomp per run
   fork server    ForkServerBackend(prefork=0): the tenant's zygote forks the child on request
-  pre-forked     ForkServerBackend(prefork=2): a child already forked, namespaced, waiting
+  pre-forked     ForkServerBackend(prefork=2): a child already forked, namespaced and confined
+                 (all but its rlimits and Landlock), waiting
 Then sustained invocations/s through the pre-forked backend from 2 and 4 threads, and the
 realistic handler (JSON-encode 1,000 result lines) pre-forked vs in-process.
 """
