@@ -196,11 +196,7 @@ class Zygote:
         self.seccomp.install()
         gc.freeze()  # what the set-up made stays out of the run's collections
         try:
-            # With "ready", a hold on this mount namespace: the host drops it after the run, so the
-            # namespace's teardown is not part of this process's exit, which the run waits for.
-            mount_ns = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-            socket.send_fds(sock, [_READY], [mount_ns])
-            os.close(mount_ns)
+            sock.send(_READY)
             data, fds, _, _ = socket.recv_fds(sock, 1 << 20, _MAX_FDS)
         except OSError:
             return 0  # the host gave up on this child

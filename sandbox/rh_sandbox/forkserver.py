@@ -322,9 +322,7 @@ class ForkServerBackend:
 
     def _let_go(self, child: Child) -> None:
         """Kill now whatever of the run is left (nothing may outlive ``run``); close the child's
-        sockets and recycle its cgroup in the background. The child's mount namespace is held by the
-        descriptor it sent when it armed, so that its teardown (an RCU grace period) happens there,
-        not in the child's exit that the run waits for."""
+        sockets and recycle its cgroup in the background, after the result is returned."""
         if child.cgroup is not None and _occupied(child.cgroup):
             child.cgroup.kill()
         with self._lock:

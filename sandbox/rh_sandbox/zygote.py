@@ -22,7 +22,7 @@ import tempfile
 import threading
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from rh_sandbox.bwrap import strict_command
 from rh_sandbox.cgroups import RunCgroup
@@ -69,26 +69,18 @@ class Child:
     cgroup: RunCgroup | None
     scratch_mb: int  # the size of the /tmp it mounted before its request
     ready: bool = False  # it said it is confined and waiting (its cgroup's counters were reset then)
-    held: list[int] = field(default_factory=list)  # its mount namespace, sent with "ready": see close()
 
     def await_ready(self, timeout_s: float) -> bool:
         """Wait for the child's "confined and waiting" byte; False when it died or took too long."""
         if not self.ready:
             try:
                 if select.select([self.request], [], [], timeout_s)[0]:
-                    data, self.held, _, _ = socket.recv_fds(self.request, 16, 1)
-                    self.ready = data == _READY
+                    self.ready = self.request.recv(16) == _READY
             except (OSError, ValueError):
                 self.ready = False
         return self.ready
 
     def close(self) -> None:
-        """Close the host's ends. The last hold on the child's mount namespace may be here (in
-        ``held``, or in flight on ``request`` when nobody awaited "ready"): tearing it down waits for
-        an RCU grace period, so the backend calls this off the run's path."""
-        for fd in self.held:
-            os.close(fd)
-        self.held = []
         self.request.close()
         with contextlib.suppress(OSError):
             os.close(self.status_fd)
