@@ -22,12 +22,11 @@ from rh_sandbox._confine import READ
 from rh_sandbox.bwrap import SANDBOX_UID, strict_command
 from rh_sandbox.cgroups import CgroupV1, RunCgroup
 from rh_sandbox.confinement import Confinement
-from rh_sandbox.egress.grants import GrantError
-from rh_sandbox.egress.run import EgressSettings, RunEgress
+from rh_sandbox.egress.run import EgressSettings, RunEgress, run_with_egress
 from rh_sandbox.layout import PLUGIN_MOUNT, RUNTIME_MOUNT, landlock_rules, sandbox_environment
 from rh_sandbox.process import ProcessBackend, _exited, guest_rlimits
 from rh_sandbox.runtime import GuestRuntime, readable_by_others
-from rh_sandbox.types import IsolationLevel, RunResult, RunSpec, RunStatus, SandboxError
+from rh_sandbox.types import IsolationLevel, RunResult, RunSpec, SandboxError
 
 __all__ = ["StrictProcessBackend", "bwrap_exit_code", "processes_of_uid", "require_sandbox_readable"]
 
@@ -118,19 +117,13 @@ class StrictProcessBackend(ProcessBackend):
         if not spec.allowed_hosts:
             return super()._run(spec, payload, scratch, cgroup)
         peer_check = (lambda pid: pid in cgroup.pids()) if cgroup is not None else None
-        try:
-            egress = RunEgress(spec.allowed_hosts, self.egress, peer_check)
-        except GrantError as exc:
-            return RunResult(
-                status=RunStatus.FAILED, error=f"network grant refused: {exc}", isolation=self._isolation(cgroup)
-            )
-        try:
-            egress.start()
-            result = super()._run(spec, payload, scratch, cgroup, egress)
-        finally:
-            egress.close()
-        result.egress = egress.summary()
-        return result
+        return run_with_egress(
+            spec.allowed_hosts,
+            self.egress,
+            peer_check,
+            self._isolation(cgroup),
+            lambda egress: super(StrictProcessBackend, self)._run(spec, payload, scratch, cgroup, egress),
+        )
 
     def _launch(
         self, spec: RunSpec, scratch: str, cgroup: RunCgroup | None, egress: RunEgress | None = None

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 
-__all__ = ["HEADER", "Forwarder", "read_line", "splice", "start"]
+__all__ = ["HEADER", "EgressRefused", "Forwarder", "open_stream", "read_line", "splice", "start"]
 
 HEADER = b"RHEG1 "  # forwarder -> broker: b"RHEG1 host:port\n"; broker -> forwarder: b"OK\n" or b"NO reason\n"
 _CHUNK = 65536
@@ -140,22 +140,48 @@ class Forwarder:
                 threading.Thread(target=self._relay, args=(client, grant), name="rh-egress-conn", daemon=True).start()
 
     def _relay(self, client: socket.socket, grant: str) -> None:
-        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            upstream.settimeout(30)
-            upstream.connect(self.socket_path)
-            upstream.sendall(HEADER + grant.encode("ascii") + b"\n")
-            answer = read_line(upstream)
-            if answer != b"OK\n":
-                reason = answer[3:].decode("utf-8", "replace").strip() if answer.startswith(b"NO ") else "no answer"
-                _log.warning(f"egress to {grant} refused by the host: {reason}", extra={"grant": grant})
-                return
+            upstream = open_stream(self.socket_path, grant, timeout=30)
+        except EgressRefused as exc:
+            _log.warning(str(exc), extra={"grant": grant})
+            client.close()
+            return
+        except OSError as exc:
+            _log.warning(f"egress to {grant} failed: {exc}", extra={"grant": grant})
+            client.close()
+            return
+        try:
             splice(client, upstream)
         except OSError as exc:
             _log.warning(f"egress to {grant} failed: {exc}", extra={"grant": grant})
         finally:
             upstream.close()
             client.close()
+
+
+class EgressRefused(Exception):
+    """The broker said no (or nothing): the message carries its reason."""
+
+
+def open_stream(socket_path: str, grant: str, timeout: float) -> socket.socket:
+    """A byte stream to ``grant`` (host:port) through the broker at ``socket_path``, which decides.
+
+    Raises :class:`EgressRefused` with the broker's reason, or OSError when the broker is unreachable.
+    """
+    stream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        stream.settimeout(timeout)
+        stream.connect(socket_path)
+        stream.sendall(HEADER + grant.encode("ascii") + b"\n")
+        answer = read_line(stream)
+    except BaseException:
+        stream.close()
+        raise
+    if answer != b"OK\n":
+        stream.close()
+        reason = answer[3:].decode("utf-8", "replace").strip() if answer.startswith(b"NO ") else "no answer"
+        raise EgressRefused(f"egress to {grant} refused by the host: {reason}")
+    return stream
 
 
 def start(config: dict) -> Forwarder:

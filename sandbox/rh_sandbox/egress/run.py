@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from rh_sandbox.egress.broker import EgressBroker, EgressCaps, EgressSetup, Resolver
-from rh_sandbox.egress.grants import OperatorPolicy, parse_grants
+from rh_sandbox.egress.grants import GrantError, OperatorPolicy, parse_grants
+from rh_sandbox.types import RunResult, RunStatus
 
-__all__ = ["CA_CERTIFICATES", "EgressSettings", "RunEgress", "default_run_root"]
+__all__ = ["CA_CERTIFICATES", "EgressSettings", "RunEgress", "default_run_root", "run_with_egress"]
 
 CA_CERTIFICATES = "/etc/ssl/certs"  # public data; TLS clients without certifi find the system CAs here
 
@@ -110,3 +111,27 @@ class RunEgress:
         if self.setup is None:
             raise RuntimeError("RunEgress.start() first")
         return self.setup
+
+
+def run_with_egress(
+    allowed_hosts: Sequence[str],
+    settings: EgressSettings,
+    peer_check: Callable[[int], bool] | None,
+    isolation: str,
+    run: Callable[[RunEgress], RunResult],
+) -> RunResult:
+    """``run`` with this run's egress started, closed after it, and its connection log in the result.
+
+    A grant the operator's policy does not permit ends the run ``failed`` before ``run`` is called.
+    """
+    try:
+        egress = RunEgress(allowed_hosts, settings, peer_check)
+    except GrantError as exc:
+        return RunResult(status=RunStatus.FAILED, error=f"network grant refused: {exc}", isolation=isolation)
+    try:
+        egress.start()
+        result = run(egress)
+    finally:
+        egress.close()
+    result.egress = egress.summary()
+    return result

@@ -17,8 +17,7 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 
-from rh_sandbox.egress.grants import GrantError
-from rh_sandbox.egress.run import EgressSettings, RunEgress
+from rh_sandbox.egress.run import EgressSettings, RunEgress, run_with_egress
 from rh_sandbox.types import IsolationLevel, RunResult, RunSpec, SandboxError
 from rh_sandbox.wasm._classify import classify, parse_logs
 from rh_sandbox.wasm._engine import fuel_for
@@ -99,25 +98,20 @@ class WasmBackend:
         worker = self._pool.acquire(spec.group)
         if not spec.allowed_hosts:
             return self._run(spec, payload, worker, module_hash, wasm, None)
+        started_run = False
+
+        def run(egress: RunEgress) -> RunResult:
+            nonlocal started_run
+            started_run = True
+            return self._run(spec, payload, worker, module_hash, wasm, egress)
+
         try:  # the worker asks this run's broker for each connection, and only this worker may
-            egress = RunEgress(spec.allowed_hosts, self._egress, peer_check=lambda pid: pid == worker.pid)
-        except GrantError as exc:
-            self._pool.release(worker, True)
-            return RunResult(
-                status=RunStatus.FAILED, error=f"network grant refused: {exc}", isolation=self.isolation.value
+            return run_with_egress(
+                spec.allowed_hosts, self._egress, lambda pid: pid == worker.pid, self.isolation.value, run
             )
-        try:
-            egress.start()
-        except BaseException:
-            self._pool.release(worker, True)
-            egress.close()
-            raise
-        try:
-            result = self._run(spec, payload, worker, module_hash, wasm, egress)
         finally:
-            egress.close()
-        result.egress = egress.summary()
-        return result
+            if not started_run:  # refused, or the broker did not start: _run would have released it
+                self._pool.release(worker, True)
 
     def _run(
         self,

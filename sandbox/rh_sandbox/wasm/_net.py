@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import wasmtime
 
-from rh_sandbox.egress.guest_forwarder import HEADER, read_line
+from rh_sandbox.egress.guest_forwarder import EgressRefused, open_stream
 
 __all__ = ["HOST_MODULE", "NET_IMPORTS", "HttpBridge"]
 
@@ -33,10 +33,6 @@ NET_IMPORTS = frozenset({"http_request", "http_response"})
 _MAX_REQUEST_BYTES = 8 * 1024 * 1024
 _MAX_RESPONSE_BODY_BYTES = 8 * 1024 * 1024
 _REQUEST_SECONDS = 30.0
-
-
-class _Refused(Exception):
-    pass
 
 
 class _BrokeredConnection(http.client.HTTPConnection):
@@ -79,7 +75,7 @@ class HttpBridge:
         else:
             try:
                 answer = self._perform(bytes(memory.read(caller, ptr, ptr + length)))
-            except _Refused as exc:
+            except EgressRefused as exc:
                 answer = {"error": str(exc)}
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 answer = {"error": f"{type(exc).__name__}: {exc}"}
@@ -101,15 +97,16 @@ class HttpBridge:
             raise ValueError("the request must be a JSON object")
         url = urlsplit(str(request.get("url", "")))
         if url.scheme not in ("http", "https") or not url.hostname:
-            raise _Refused(f"url must be http(s)://host[:port]/..., got {request.get('url')!r}")
+            raise EgressRefused(f"url must be http(s)://host[:port]/..., got {request.get('url')!r}")
         port = url.port or (443 if url.scheme == "https" else 80)
         grant = f"{url.hostname}:{port}"
         if self._socket_path is None:
-            raise _Refused("no network: this plugin has no allowed_hosts")
+            raise EgressRefused("no network: this plugin has no allowed_hosts")
         if grant not in self._grants:
-            raise _Refused(f"{grant} is not granted to this plugin (allowed_hosts: {', '.join(sorted(self._grants))})")
+            listed = ", ".join(sorted(self._grants))
+            raise EgressRefused(f"{grant} is not granted to this plugin (allowed_hosts: {listed})")
         timeout = min(_REQUEST_SECONDS, max(0.1, self._deadline - time.monotonic()))
-        stream = self._open(grant, timeout)
+        stream = open_stream(self._socket_path, grant, timeout)
         if url.scheme == "https":
             stream = ssl.create_default_context().wrap_socket(stream, server_hostname=url.hostname)
         conn = _BrokeredConnection(url.hostname, port, stream, timeout)
@@ -123,7 +120,7 @@ class HttpBridge:
             response = conn.getresponse()
             data = response.read(_MAX_RESPONSE_BODY_BYTES + 1)
             if len(data) > _MAX_RESPONSE_BODY_BYTES:
-                raise _Refused(f"response body over {_MAX_RESPONSE_BODY_BYTES} bytes")
+                raise EgressRefused(f"response body over {_MAX_RESPONSE_BODY_BYTES} bytes")
             return {
                 "status": response.status,
                 "headers": dict(response.getheaders()),
@@ -131,21 +128,3 @@ class HttpBridge:
             }
         finally:
             conn.close()
-
-    def _open(self, grant: str, timeout: float) -> socket.socket:
-        """A stream to ``grant`` through the broker, which decides."""
-        stream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            stream.settimeout(timeout)
-            assert self._socket_path is not None
-            stream.connect(self._socket_path)
-            stream.sendall(HEADER + grant.encode("ascii") + b"\n")
-            answer = read_line(stream)
-        except BaseException:
-            stream.close()
-            raise
-        if answer != b"OK\n":
-            stream.close()
-            reason = answer[3:].decode("utf-8", "replace").strip() if answer.startswith(b"NO ") else "no answer"
-            raise _Refused(f"egress to {grant} refused by the host: {reason}")
-        return stream
