@@ -8,7 +8,9 @@ plugin code, and on the host's ``spawn`` message forks one child straight into a
       └── child, pid 1 of its own PID namespace. Before the request (armed): joins the slot's cgroups,
           unshares a mount namespace, mounts /proc and a /tmp of the spawn's scratch size, sets the
           environment and the runner's logging up, drops every capability, installs seccomp, then
-          waits for the run's request on the socket the host gave it. After the request: takes
+          waits for the run's request on the socket the host gave it. A child armed for one plugin
+          also applies that plugin's Landlock rules and imports it (fully confined) before it waits.
+          After the request: takes
           stdin/stdout/stderr, applies the run's rlimits and Landlock (its own plugin dir only), runs
           the handler, closes its stdio (the host sees EOF before the exit is torn down), exits.
 
@@ -194,6 +196,10 @@ class Zygote:
             guest.rehearse(setup["rehearse"], "/tmp")  # a run's page faults taken now, not after the request
         confine.drop_capabilities()
         self.seccomp.install()
+        preload = setup.get("preload")  # armed for one plugin: confined to it and its import done now
+        if preload is not None:
+            confine.apply_landlock([tuple(rule) for rule in preload["landlock"]], self.landlock_abi)
+            guest.preload(preload["entry"], preload["plugin_dir"], "/tmp")
         gc.freeze()  # what the set-up made stays out of the run's collections
         try:
             sock.send(_READY)
@@ -207,7 +213,8 @@ class Zygote:
         stdin, stdout, stderr = fds
         guest.attach(stdin, stdout, stderr)
         confine.set_rlimits(request["rlimits"])
-        confine.apply_landlock([tuple(rule) for rule in request["landlock"]], self.landlock_abi)
+        if preload is None or request["landlock"] != preload["landlock"]:  # Landlock layers only narrow
+            confine.apply_landlock([tuple(rule) for rule in request["landlock"]], self.landlock_abi)
         code = guest.run(request["entry"], request["plugin_dir"], request["encoding"], request.get("size", 0))
         guest.close()  # EOF for the host now, not after this process's teardown
         return code

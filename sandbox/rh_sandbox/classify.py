@@ -46,6 +46,7 @@ class Ending:
     output_limit_kb: int = 0
     log_limit_kb: int = 0
     process_limit: int = 0
+    reply: Reply | None = None  # ``stdout`` decoded already (by a runner that needed to look)
 
 
 def _signal_name(number: int) -> str:
@@ -80,6 +81,8 @@ def classify(end: Ending, encoding: Encoding) -> tuple[RunStatus, Reply | None, 
         if end.returncode:
             return RunStatus.FAILED, None, f"exited with status {end.returncode} without a reply"
         return RunStatus.PROTOCOL_ERROR, None, "exited without writing a reply"
+    if end.reply is not None:
+        return classify_reply(end.reply)
     try:
         reply = decode_reply(end.stdout, encoding)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -109,6 +112,7 @@ def run_result(
     peak_kb: int,
     oom_killed: bool,
     isolation: str,
+    reply: Reply | None = None,
 ) -> RunResult:
     """The RunResult of a finished Python guest, whichever process runner measured it."""
     limits = spec.limits
@@ -123,6 +127,7 @@ def run_result(
         output_limit_kb=limits.max_output_kb,
         log_limit_kb=limits.max_log_kb,
         process_limit=limits.max_processes,
+        reply=reply,
     )
     status, reply, error = classify(ending, spec.encoding)
     return RunResult(

@@ -29,6 +29,8 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
+import msgspec
+
 from rh_sandbox._pump import Exchange, exchange
 from rh_sandbox.bwrap import SANDBOX_UID
 from rh_sandbox.bytecode import precompile
@@ -39,8 +41,9 @@ from rh_sandbox.layout import landlock_rules
 from rh_sandbox.process import guest_rlimits
 from rh_sandbox.runtime import GuestRuntime
 from rh_sandbox.strict import processes_of_uid, require_sandbox_readable
-from rh_sandbox.types import IsolationLevel, Limits, RunResult, RunSpec, SandboxError
-from rh_sandbox.zygote import Child, PluginDir, Zygote
+from rh_sandbox.types import IsolationLevel, Limits, RunResult, RunSpec, RunStatus, SandboxError
+from rh_sandbox.zygote import Child, PluginDir, Preload, Zygote
+from rh_sdk.protocol import Encoding, Reply, decode_reply
 
 __all__ = ["ForkServerBackend"]
 
@@ -50,6 +53,8 @@ _COMPILE_WAIT_S = 5.0  # how long a new plugin dir's first run waits for its byt
 _MEMFD_MIN_BYTES = 1 << 16  # invocations from this size go in a memfd, not a pipe
 _FIRST_CHECK_S = 0.01  # the pump's first CPU and process-count checks come after this, not at once
 _ARM_TIMEOUT_S = 5.0  # how long an armed child may take to confine itself and say it waits
+_PRELOAD_TIMEOUT_S = 0.5  # ... and one that imports its plugin first (slower: the plugin is not preloaded)
+_PRELOADABLE = (RunStatus.OK, RunStatus.FAILED, RunStatus.SKIPPED)  # runs that ended by themselves
 
 
 def _grow_pipe(fd: int, size_bytes: int) -> None:
@@ -70,7 +75,9 @@ class _Group:
 class ForkServerBackend:
     """Strict isolation at warm-start cost. ``prefork`` children wait ready in each zygote, each
     already in its own cgroups; ``prefork=0`` forks and joins per request (slower: cgroup v1
-    migration can wait for an RCU grace period)."""
+    migration can wait for an RCU grace period). For each of the ``preload`` plugins of a group
+    most recently run with success, ``prefork`` more children wait with that plugin imported and
+    its Landlock rules applied (``preload=0``: none)."""
 
     isolation = IsolationLevel.STRICT
 
@@ -83,6 +90,7 @@ class ForkServerBackend:
         confinement: Confinement | None = None,
         cpu_quota_cores: float | None = 1.0,
         max_plugin_dirs: int = 64,
+        preload: int = 4,
     ) -> None:
         self.runtime = runtime or GuestRuntime.prepare()
         self.cgroups = cgroups if cgroups is not None else CgroupV1()
@@ -92,6 +100,7 @@ class ForkServerBackend:
         self.prefork = prefork
         self.cpu_quota_cores = cpu_quota_cores
         self.max_plugin_dirs = max_plugin_dirs
+        self.preload = preload
         self._groups: dict[str, _Group] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -243,7 +252,8 @@ class ForkServerBackend:
         spawned: list[Child] = []
         while not zygote.dead:
             with self._lock:
-                if len(zygote.armed) + len(spawned) >= self.prefork or self._closed:
+                preload = self._missing(zygote, spawned)
+                if preload is False or self._closed:
                     break
                 scratch_mb = zygote.scratch_mb
                 # A rehearsal moves a run's page faults before its request (-0.2 ms a run here) but is
@@ -252,11 +262,13 @@ class ForkServerBackend:
                 encoding = zygote.encoding if self._in_flight <= 1 else None
             try:
                 cgroup = self._pooled() or self._cgroup(Limits())
-                spawned.append(self._spawn(zygote, cgroup, scratch_mb, rehearse=encoding))
+                spawned.append(self._spawn(zygote, cgroup, scratch_mb, rehearse=encoding, preload=preload))
             except OSError:
                 break
         for child in spawned:  # forked together above: they set themselves up in parallel
-            if not child.await_ready(_ARM_TIMEOUT_S):
+            if not child.await_ready(_ARM_TIMEOUT_S if child.preload is None else _PRELOAD_TIMEOUT_S):
+                if child.preload is not None:  # its import fails, hangs or is slow: not preloaded again
+                    self._unpreloadable(zygote, child.preload)
                 self._discard(zygote, child)
                 continue
             if child.cgroup is not None:
@@ -268,32 +280,98 @@ class ForkServerBackend:
             with self._lock:
                 zygote.armed.append(child)
 
-    def _spawn(self, zygote: Zygote, cgroup: RunCgroup | None, scratch_mb: int, *, rehearse: str | None) -> Child:
+    def _missing(self, zygote: Zygote, spawned: list[Child]) -> Preload | bool | None:
+        """What the next child to arm is for: a plugin (Preload), any run (None), or nothing (False:
+        the group has ``prefork`` children waiting for each). Called with the lock held."""
+        waiting = [*zygote.armed, *spawned]
+        if sum(1 for c in waiting if c.preload is None) < self.prefork:
+            return None
+        for preload in zygote.warm:
+            if sum(1 for c in waiting if c.preload == preload) < self.prefork:
+                return preload
+        return False
+
+    def _unpreloadable(self, zygote: Zygote, preload: Preload) -> None:
+        with self._lock:
+            zygote.warm.pop(preload, None)
+            zygote.unpreloadable.add((preload.plugin_dir, preload.entry))
+
+    def _preload_key(self, zygote: Zygote, plugin_dir: PluginDir, inside: str, entry: str) -> Preload | None:
+        """The run's plugin as children armed for it know it; None when it is not to be preloaded."""
+        if self.preload <= 0 or self.prefork <= 0 or (inside, entry) in zygote.unpreloadable:
+            return None
+        signature = _entry_signature(plugin_dir.path, entry)
+        if signature is None:
+            return None
+        rules = landlock_rules(inside) if self.confinement.landlock_abi else []
+        return Preload(inside, entry, tuple((path, access) for path, access in rules), signature)
+
+    def _ran(self, zygote: Zygote, preload: Preload | None, status: RunStatus) -> None:
+        """A run of ``preload``'s plugin ended: keep children armed for it if it ended by itself;
+        forget the group's least recent plugin beyond ``preload`` (its waiting children are killed)."""
+        if preload is None or status not in _PRELOADABLE:
+            return
+        stale: list[Child] = []
+        with self._lock:
+            if zygote.retired or zygote.dead:
+                return
+            for known in [k for k in zygote.warm if k.same_plugin(preload) and k != preload]:
+                del zygote.warm[known]  # edited in place since: its children were discarded at claim
+            zygote.warm[preload] = None
+            zygote.warm.move_to_end(preload)
+            while len(zygote.warm) > self.preload:
+                evicted, _ = zygote.warm.popitem(last=False)
+                stale += [c for c in zygote.armed if c.preload == evicted]
+            for child in stale:
+                zygote.armed.remove(child)
+            self._to_arm.append(zygote)
+            self._work.notify()
+        for child in stale:
+            self._discard(zygote, child)
+
+    def _spawn(
+        self,
+        zygote: Zygote,
+        cgroup: RunCgroup | None,
+        scratch_mb: int,
+        *,
+        rehearse: str | None,
+        preload: Preload | None = None,
+    ) -> Child:
         try:
-            return zygote.spawn(cgroup, scratch_mb, rehearse=rehearse)
+            return zygote.spawn(cgroup, scratch_mb, rehearse=rehearse, preload=preload)
         except OSError:
             if cgroup is not None:
                 cgroup.close()
             raise
 
-    def _claim(self, zygote: Zygote, limits: Limits, encoding: str) -> Child:
-        """A waiting child in a cgroup set to this run's limits: an armed one, else forked now."""
-        child = stale = None
+    def _claim(self, zygote: Zygote, limits: Limits, encoding: str, preload: Preload | None) -> Child:
+        """A waiting child in a cgroup set to this run's limits: one armed with this run's plugin
+        imported, else one armed for any run, else one forked now."""
+        child = None
         with self._lock:
-            for candidate in zygote.armed:
-                if candidate.scratch_mb == limits.scratch_mb:  # its /tmp was mounted before the request
-                    child = candidate
-                    zygote.armed.remove(candidate)
-                    break
-            else:
-                if zygote.armed:  # armed for another scratch size: make room for this one's
-                    stale = zygote.armed.popleft()
+            # armed with an older state of this plugin (edited in place), or for another scratch size
+            stale = [
+                c
+                for c in zygote.armed
+                if c.preload is not None
+                and preload is not None
+                and c.preload.same_plugin(preload)
+                and c.preload != preload
+            ]
+            fits = [c for c in zygote.armed if c.scratch_mb == limits.scratch_mb and c not in stale]
+            child = next((c for c in fits if preload is not None and c.preload == preload), None)
+            child = child or next((c for c in fits if c.preload is None), None)
+            if child is None:  # make room for children of this run's size
+                stale += [c for c in zygote.armed if c.scratch_mb != limits.scratch_mb][:1]
+            for c in [*stale, *([child] if child is not None else [])]:
+                zygote.armed.remove(c)
             zygote.scratch_mb, zygote.encoding = limits.scratch_mb, encoding
             if not zygote.retired:
                 self._to_arm.append(zygote)
                 self._work.notify()
-        if stale is not None:
-            self._discard(zygote, stale)
+        for c in stale:
+            self._discard(zygote, c)
         if child is not None and child.cgroup is not None:
             try:
                 child.cgroup.set_limits(
@@ -322,8 +400,9 @@ class ForkServerBackend:
 
     def _let_go(self, child: Child) -> None:
         """Kill now whatever of the run is left (nothing may outlive ``run``); close the child's
-        sockets and recycle its cgroup in the background, after the result is returned."""
-        if child.cgroup is not None and _occupied(child.cgroup):
+        sockets and recycle its cgroup in the background, after the result is returned. An answered
+        child was killed already: its end is awaited in the background."""
+        if not child.answered and child.cgroup is not None and _occupied(child.cgroup):
             child.cgroup.kill()
         with self._lock:
             if not self._closed:
@@ -333,6 +412,8 @@ class ForkServerBackend:
         self._release(child)
 
     def _release(self, child: Child) -> None:
+        if child.answered and not _readable(child.status_fd, _EXIT_GRACE_S) and child.cgroup is not None:
+            child.cgroup.kill()  # SIGKILLed, yet not reaped in time: make sure before the cgroup is reused
         child.close()
         if child.cgroup is not None:
             self._recycle(child.cgroup)
@@ -390,7 +471,8 @@ class ForkServerBackend:
         inside = zygote.inside_path(plugin_dir)
         if inside is None:
             raise SandboxError("plugin dir is not bound in the fork server")  # _acquire guarantees it
-        child = self._claim(zygote, limits, spec.encoding)
+        preload = self._preload_key(zygote, plugin_dir, inside, spec.entry)
+        child = self._claim(zygote, limits, spec.encoding, preload)
         try:
             started = time.monotonic()
             stdin_r, stdin_w = _invocation_input(payload)
@@ -437,10 +519,33 @@ class ForkServerBackend:
                     ),
                     started=started,
                 )
-            code, maxrss_kb = self._finish(zygote, child, breached=io.breach is not None)
-            return self._result(spec, io, code, maxrss_kb, child.cgroup)
+            reply = self._answered(zygote, child, io, spec.encoding)
+            if reply is not None:
+                result = self._result(spec, io, 0, 0, child.cgroup, reply)
+            else:
+                code, maxrss_kb = self._finish(zygote, child, breached=io.breach is not None)
+                result = self._result(spec, io, code, maxrss_kb, child.cgroup)
         finally:
             self._let_go(child)
+        self._ran(zygote, preload, result.status)
+        return result
+
+    def _answered(self, zygote: Zygote, child: Child, io: Exchange, encoding: Encoding) -> Reply | None:
+        """The run's reply when the run is over without waiting for the child's exit: it wrote a whole
+        reply and closed its stdio, within every limit. The child is killed now (pid 1 of its PID
+        namespace: everything it started dies with it); its teardown and reaping, ~1 ms of unmapping
+        an address space, happen after the result is returned (:meth:`_release` waits for them
+        before the cgroup is reused). None: wait for the exit code as usual (no reply, a breach, or a
+        run without cgroups, whose usage only the reaper knows)."""
+        if io.breach is not None or not io.stdout or child.cgroup is None:
+            return None
+        try:
+            reply = decode_reply(io.stdout, encoding)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None  # a partial reply: how the child ended (a signal, a CPU limit) decides
+        zygote.kill(child)
+        child.answered = True
+        return reply
 
     def _finish(self, zygote: Zygote, child: Child, *, breached: bool) -> tuple[int | None, int]:
         """The handler's exit code and peak RSS; kill whatever of the run is left."""
@@ -460,7 +565,13 @@ class ForkServerBackend:
         return code, maxrss_kb
 
     def _result(
-        self, spec: RunSpec, io: Exchange, code: int | None, maxrss_kb: int, cgroup: RunCgroup | None
+        self,
+        spec: RunSpec,
+        io: Exchange,
+        code: int | None,
+        maxrss_kb: int,
+        cgroup: RunCgroup | None,
+        reply: Reply | None = None,
     ) -> RunResult:
         cpu_ms = cgroup.cpu_ms() if cgroup is not None else 0.0
         peak_kb = max(maxrss_kb, cgroup.peak_memory_kb() if cgroup is not None else 0)
@@ -473,6 +584,7 @@ class ForkServerBackend:
             peak_kb=peak_kb,
             oom_killed=oom,
             isolation=self.isolation.value + self.confinement.suffix(cgroup is not None) + "+forkserver",
+            reply=reply,
         )
 
 
@@ -505,6 +617,21 @@ def _prefill(fd: int, payload: bytes) -> bytes:
         return payload[os.write(fd, payload) :] if payload else payload
     except BlockingIOError:
         return payload
+
+
+def _entry_signature(plugin_dir: str, entry: str) -> tuple[int, ...] | None:
+    """The stat of the plugin dir and of the entry's module file (two stats, ~10 us): what an edit
+    in place changes (ctime: even a tool that restores the mtime changes it). None when the module
+    is not a file there (the run's import will say why). The child checks every module it imported
+    early again before it uses them (:meth:`rh_sdk.runner.Guest.run`)."""
+    base = os.path.join(plugin_dir, *entry.partition(":")[0].split("."))
+    for path in (base + ".py", os.path.join(base, "__init__.py")):
+        try:
+            module, directory = os.stat(path), os.stat(plugin_dir)
+        except OSError:
+            continue
+        return (directory.st_mtime_ns, directory.st_ctime_ns, module.st_ino, module.st_size, module.st_ctime_ns)
+    return None
 
 
 def _occupied(cgroup: RunCgroup) -> bool:

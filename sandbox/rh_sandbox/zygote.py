@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import threading
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from rh_sandbox.bwrap import strict_command
@@ -31,7 +31,7 @@ from rh_sandbox.layout import PLUGINS_MOUNT, RUNTIME_MOUNT, sandbox_environment
 from rh_sandbox.runtime import GuestRuntime
 from rh_sandbox.types import Limits, SandboxError
 
-__all__ = ["Child", "PluginDir", "Zygote"]
+__all__ = ["Child", "PluginDir", "Preload", "Zygote"]
 
 _START_TIMEOUT_S = 15.0
 _ZYGOTE_TMP_MB = 1
@@ -59,6 +59,21 @@ class PluginDir:
             return False
 
 
+@dataclass(frozen=True)
+class Preload:
+    """A plugin an armed child imports before its request: where the zygote's children see it, its
+    entry, its Landlock rules, and the stat of its dir and entry module when it was armed (an edit in
+    place changes the signature, and the children armed before it are discarded unused)."""
+
+    plugin_dir: str
+    entry: str
+    landlock: tuple[tuple[str, int], ...]
+    signature: tuple[int, ...]
+
+    def same_plugin(self, other: Preload) -> bool:
+        return (self.plugin_dir, self.entry) == (other.plugin_dir, other.entry)
+
+
 @dataclass
 class Child:
     """One forked, waiting child: the host's ends of its request socket and of its status pipe."""
@@ -69,6 +84,8 @@ class Child:
     cgroup: RunCgroup | None
     scratch_mb: int  # the size of the /tmp it mounted before its request
     ready: bool = False  # it said it is confined and waiting (its cgroup's counters were reset then)
+    answered: bool = False  # its run ended at its reply; the host killed it and awaits its end later
+    preload: Preload | None = None  # the plugin it imported while it waited (None: any plugin's run)
 
     def await_ready(self, timeout_s: float) -> bool:
         """Wait for the child's "confined and waiting" byte; False when it died or took too long."""
@@ -102,6 +119,9 @@ class Zygote:
         self.armed: deque[Child] = deque()  # waiting children nobody claimed yet (managed by the backend)
         self.scratch_mb = Limits().scratch_mb  # the /tmp size new armed children mount: the last run's
         self.encoding = "msgpack"  # what new armed children rehearse: the last run's
+        # plugins recently run with success, least recent first: each gets children armed for it
+        self.warm: OrderedDict[Preload, None] = OrderedDict()
+        self.unpreloadable: set[tuple[str, str]] = set()  # (plugin dir, entry) whose early import failed
         self.retired = False
         self.dead = False
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
@@ -172,14 +192,17 @@ class Zygote:
         """Where this zygote's children see ``plugin_dir``, or None when it is not bound."""
         return self._inside.get(plugin_dir)
 
-    def spawn(self, cgroup: RunCgroup | None, scratch_mb: int, *, rehearse: str | None) -> Child:
+    def spawn(
+        self, cgroup: RunCgroup | None, scratch_mb: int, *, rehearse: str | None, preload: Preload | None = None
+    ) -> Child:
         """Fork a child that joins ``cgroup`` at once, mounts a /tmp of ``scratch_mb``, confines itself
         and waits for a request. ``rehearse`` (an encoding): an armed child goes once through a run's
-        code paths while it waits (a child forked for a waiting request would only be slower). Raises OSError
+        code paths while it waits (a child forked for a waiting request would only be slower).
+        ``preload``: it also confines itself to that plugin and imports it. Raises OSError
         (BrokenPipeError) when the zygote is gone."""
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
-        child = Child(uuid.uuid4().hex, host_end, status_r, cgroup, scratch_mb)
+        child = Child(uuid.uuid4().hex, host_end, status_r, cgroup, scratch_mb, preload=preload)
         cgroup_fds = cgroup.open_procs() if cgroup is not None else []
         try:
             with self._lock:
@@ -193,6 +216,13 @@ class Zygote:
                             "scratch_bytes": scratch_mb * 1024 * 1024,
                             "rehearse": rehearse,
                             "env": sandbox_environment(),
+                            "preload": None
+                            if preload is None
+                            else {
+                                "entry": preload.entry,
+                                "plugin_dir": preload.plugin_dir,
+                                "landlock": [list(rule) for rule in preload.landlock],
+                            },
                         }
                     ).encode()
                     socket.send_fds(self._control, [message], [child_end.fileno(), status_w, *cgroup_fds])

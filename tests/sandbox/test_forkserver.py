@@ -256,3 +256,121 @@ def test_precompile_writes_nothing_outside_the_plugin_dir(world_dir: Path) -> No
     assert [p.name for p in (plugin / "__pycache__").iterdir()] == [f"mod.{sys.implementation.cache_tag}.pyc"]
     assert list(outside.iterdir()) == []
     assert precompile(str(plugin), runtime.interpreter) == 0  # already there: nothing rewritten
+
+
+# A plugin that says when it was imported, what it saw then, and what its helper module says.
+PRELOAD_PROBE = """
+import logging
+import os
+import time
+
+import helper
+from rh_sdk import ResultHandler
+
+IMPORTED_AT = time.time()
+
+
+def _listable(path):
+    try:
+        os.listdir(path)
+        return True
+    except OSError:
+        return False
+
+
+with open("/proc/self/status") as f:
+    STATUS = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+SIBLINGS = [f"/plugins/{n}" for n in range(4) if f"/plugins/{n}" != os.path.dirname(os.path.abspath(__file__))]
+AT_IMPORT = {
+    "seccomp": int(STATUS["Seccomp"].strip()),
+    "cap_eff": int(STATUS["CapEff"].strip(), 16),
+    "others_listable": [p for p in SIBLINGS if _listable(p)],
+}
+print("printed at import")
+logging.getLogger("probe").warning("logged at import")
+if os.environ.get("RH_NEVER_SET") is None and helper.VERSION == "bad":
+    raise ValueError("helper says bad")
+
+
+class Probe(ResultHandler):
+    def handle(self, batch_id, results, metadata):
+        return {"imported_at": IMPORTED_AT, "version": helper.VERSION, **AT_IMPORT}
+"""
+
+
+def _preload_probe(path: Path, version: str = "one") -> Path:
+    plugin = copy_plugin("good", path)
+    (plugin / "probe.py").write_text(PRELOAD_PROBE)
+    (plugin / "helper.py").write_text(f'VERSION = "{version}"\n')
+    for name in ("probe.py", "helper.py"):
+        (plugin / name).chmod(0o644)
+    return plugin
+
+
+def _await_preloaded(backend: ForkServerBackend, group: str = "tenant-a", timeout_s: float = 10.0) -> None:
+    """Wait until a child armed with a plugin imported is waiting in ``group``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        zygote = backend._groups[group].zygote
+        if zygote is not None and any(c.preload is not None for c in list(zygote.armed)):
+            return
+        time.sleep(0.02)
+    raise AssertionError("no child was armed with the plugin imported")
+
+
+def _messages(result: object) -> list[str]:
+    return [record.message for record in result.logs]  # type: ignore[attr-defined]
+
+
+def test_a_preloaded_child_imported_the_plugin_confined_before_the_request(world_dir: Path) -> None:
+    """After a plugin's run, a child waits with that plugin imported; the next run uses it. The
+    import ran under seccomp, without capabilities and behind the plugin's own Landlock rules, and
+    what it printed and logged reaches that run's logs as it would have from an import in the run."""
+    other = copy_plugin("good", world_dir / "other")
+    plugin = _preload_probe(world_dir / "probe")
+    with ForkServerBackend(prefork=1) as backend:
+        run = make_runner(backend)
+        assert run(other, "good:Good").status is RunStatus.OK  # a second dir bound in the zygote
+        first = run(plugin, "probe:Probe")
+        assert first.status is RunStatus.OK, (first.error, first.logs)
+        _await_preloaded(backend)
+        requested_at = time.time()
+        second = run(plugin, "probe:Probe")
+    assert second.status is RunStatus.OK, (second.error, second.logs)
+    seen = second.reply.output
+    assert seen["imported_at"] < requested_at  # imported while it waited
+    assert first.reply.output["imported_at"] > 0 and seen["version"] == "one"
+    assert seen["seccomp"] == 2 and seen["cap_eff"] == 0 and seen["others_listable"] == []
+    for result in (first, second):
+        assert "printed at import" in _messages(result)
+        assert "logged at import" in _messages(result)
+
+
+def test_a_failing_preloaded_import_fails_the_run_as_a_late_one_would(world_dir: Path) -> None:
+    plugin = _preload_probe(world_dir / "probe", version="bad")
+    with ForkServerBackend(prefork=1) as backend:
+        run = make_runner(backend)
+        first = run(plugin, "probe:Probe")
+        assert first.status is RunStatus.FAILED
+        _await_preloaded(backend)
+        second = run(plugin, "probe:Probe")
+    assert second.status is RunStatus.FAILED
+    assert second.error == first.error == "loading probe:Probe raised ValueError: helper says bad"
+    assert any("helper says bad" in (record.exc or "") for record in second.logs), second.logs
+
+
+def test_an_edit_in_place_after_preloading_takes_effect_next_run(world_dir: Path) -> None:
+    """A module the waiting child imported is rewritten (same size, even the same mtime): the run
+    imports the current code, not what the child loaded while it waited."""
+    plugin = _preload_probe(world_dir / "probe", version="one")
+    with ForkServerBackend(prefork=1) as backend:
+        run = make_runner(backend)
+        assert run(plugin, "probe:Probe").reply.output["version"] == "one"
+        _await_preloaded(backend)
+        helper = plugin / "helper.py"
+        before = helper.stat()
+        helper.write_text('VERSION = "two"\n')
+        os.utime(helper, ns=(before.st_atime_ns, before.st_mtime_ns))
+        result = run(plugin, "probe:Probe")
+        assert result.status is RunStatus.OK, (result.error, result.logs)
+        assert result.reply.output["version"] == "two"
