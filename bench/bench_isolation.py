@@ -8,10 +8,12 @@ Modes (trivial handler, one result line; after warm-up):
   basic cold     ProcessBackend: a fresh limited subprocess per run (+ per-run cgroup)
   strict cold    StrictProcessBackend: setpriv + bwrap + cgroups + Landlock + seccomp per run
   fork server    ForkServerBackend(prefork=0): the tenant's zygote forks the child on request
-  pre-forked     ForkServerBackend(prefork=2): a child already forked, namespaced and confined
-                 (all but its rlimits and Landlock), waiting
+  pre-forked     ForkServerBackend(prefork=2): a child already forked, namespaced and confined, with
+                 the plugin imported (it ran before), waiting; runs back to back, so each run shares
+                 the 2 cores with the previous child's teardown and the arming of the next
+  pre-forked, paced  the same, a run every 10 ms (not timed): a server that is not saturated
 Then sustained invocations/s through the pre-forked backend from 2 and 4 threads, and the
-realistic handler (JSON-encode 1,000 result lines) pre-forked vs in-process.
+realistic handler (JSON-encode 1,000 result lines) pre-forked vs in-process, each back to back.
 """
 
 from __future__ import annotations
@@ -88,11 +90,13 @@ def write_plugin(root: Path, name: str, source: str) -> Path:
     return plugin
 
 
-def sample(fn: Callable[[], object], runs: int) -> list[float]:
+def sample(fn: Callable[[], object], runs: int, gap_s: float = 0.0) -> list[float]:
     for _ in range(min(5, runs)):
         fn()
     times = []
     for _ in range(runs):
+        if gap_s:
+            time.sleep(gap_s)
         started = time.perf_counter()
         fn()
         times.append((time.perf_counter() - started) * 1000)
@@ -190,6 +194,7 @@ def main() -> int:
     with ForkServerBackend(prefork=2) as preforked:
         call = sandboxed(preforked, trivial, "trivial:Trivial", small)
         rows.append(("pre-forked", sample(call, args.runs)))
+        rows.append(("pre-forked, paced", sample(call, args.runs, gap_s=0.01)))
         rates = {n: throughput(call, n, args.seconds) for n in (2, 4)}
         real_iso = sample(sandboxed(preforked, realistic, "realistic:Encode", big), max(20, args.runs // 10))
         bomb_ms = fork_bomb_ms(preforked, bomb, small)
@@ -197,10 +202,10 @@ def main() -> int:
 
     ref = statistics.median(rows[0][1])
     print(f"# bench_isolation: {os.cpu_count()} cores, {sys.version.split()[0]}, kernel {os.uname().release}")
-    print(f"{'mode':<14}{'p50 ms':>10}{'p99 ms':>10}{'p50 / in-process':>20}")
+    print(f"{'mode':<18}{'p50 ms':>10}{'p99 ms':>10}{'p50 / in-process':>20}")
     for name, values in rows:
         med = statistics.median(values)
-        print(f"{name:<14}{med:>10.3f}{p(values, 0.99):>10.3f}{med / ref:>20.1f}")
+        print(f"{name:<18}{med:>10.3f}{p(values, 0.99):>10.3f}{med / ref:>20.1f}")
     for n, rate in rates.items():
         print(f"sustained, pre-forked, {n} threads: {rate:.0f} invocations/s")
     ratio = statistics.median(real_iso) / statistics.median(real_in)
@@ -222,7 +227,7 @@ def main() -> int:
         print("\n```\np50 dispatch latency (ms, linear)")
         for name, values in rows:
             med = statistics.median(values)
-            print(f"{name:<12} {bar(med, scale):<40} {med:.2f}")
+            print(f"{name:<17} {bar(med, scale):<40} {med:.2f}")
         print("```")
     for path in sorted(root.rglob("*"), reverse=True):
         path.rmdir() if path.is_dir() else path.unlink()

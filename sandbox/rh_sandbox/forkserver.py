@@ -532,7 +532,7 @@ class ForkServerBackend:
 
     def _answered(self, zygote: Zygote, child: Child, io: Exchange, encoding: Encoding) -> Reply | None:
         """The run's reply when the run is over without waiting for the child's exit: it wrote a whole
-        reply and closed its stdio, within every limit. The child is killed now (pid 1 of its PID
+        reply and closed its stdio, within every limit. The child is SIGKILLed now (pid 1 of its PID
         namespace: everything it started dies with it); its teardown and reaping, ~1 ms of unmapping
         an address space, happen after the result is returned (:meth:`_release` waits for them
         before the cgroup is reused). None: wait for the exit code as usual (no reply, a breach, or a
@@ -543,7 +543,7 @@ class ForkServerBackend:
             reply = decode_reply(io.stdout, encoding)
         except (msgspec.DecodeError, msgspec.ValidationError):
             return None  # a partial reply: how the child ended (a signal, a CPU limit) decides
-        zygote.kill(child)
+        _kill_members(child.cgroup)  # synchronous: nothing of the run executes once we return
         child.answered = True
         return reply
 
@@ -632,6 +632,16 @@ def _entry_signature(plugin_dir: str, entry: str) -> tuple[int, ...] | None:
             continue
         return (directory.st_mtime_ns, directory.st_ctime_ns, module.st_ino, module.st_size, module.st_ctime_ns)
     return None
+
+
+def _kill_members(cgroup: RunCgroup) -> None:
+    """SIGKILL every process in the run's cgroup, from one ``cgroup.procs`` (see :func:`_occupied`)."""
+    with contextlib.suppress(OSError, StopIteration):
+        with open(next(iter(cgroup.paths.values())) / "cgroup.procs", "rb") as procs:
+            members = procs.read().split()
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
 
 
 def _occupied(cgroup: RunCgroup) -> bool:
