@@ -11,7 +11,8 @@ bound read-only then (``/plugins/<n>``). A run whose dir is not bound (a new plu
 in a new dir, or a dir replaced by a new inode) starts a new zygote for the group binding the union
 of the live dirs; the old one finishes its runs and stops. Files changed in place are seen at once
 (a bind is a live view), and the zygote never imports plugin code, so every invocation loads the
-current code.
+current code (a child armed for a plugin imported it before its request, and checks the files it
+loaded again at the request: see ``docs/isolation.md``).
 """
 
 from __future__ import annotations
