@@ -199,7 +199,8 @@ class Zygote:
         preload = setup.get("preload")  # armed for one plugin: confined to it and its import done now
         if preload is not None:
             confine.apply_landlock([tuple(rule) for rule in preload["landlock"]], self.landlock_abi)
-            guest.preload(preload["entry"], preload["plugin_dir"], "/tmp")
+            if not guest.preload(preload["entry"], preload["plugin_dir"], "/tmp"):
+                return 0  # the import raised: never "ready" (the host stops preloading that plugin)
         gc.freeze()  # what the set-up made stays out of the run's collections
         try:
             sock.send(_READY)

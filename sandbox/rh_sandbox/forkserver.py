@@ -54,7 +54,7 @@ _COMPILE_WAIT_S = 5.0  # how long a new plugin dir's first run waits for its byt
 _MEMFD_MIN_BYTES = 1 << 16  # invocations from this size go in a memfd, not a pipe
 _FIRST_CHECK_S = 0.01  # the pump's first CPU and process-count checks come after this, not at once
 _ARM_TIMEOUT_S = 5.0  # how long an armed child may take to confine itself and say it waits
-_PRELOAD_TIMEOUT_S = 0.5  # ... and one that imports its plugin first (slower: the plugin is not preloaded)
+_PRELOAD_TIMEOUT_S = 0.5  # ... and one that imports its plugin first (slower: that plugin is not preloaded)
 _PRELOADABLE = (RunStatus.OK, RunStatus.FAILED, RunStatus.SKIPPED)  # runs that ended by themselves
 
 
@@ -268,7 +268,7 @@ class ForkServerBackend:
                 break
         for child in spawned:  # forked together above: they set themselves up in parallel
             if not child.await_ready(_ARM_TIMEOUT_S if child.preload is None else _PRELOAD_TIMEOUT_S):
-                if child.preload is not None:  # its import fails, hangs or is slow: not preloaded again
+                if child.preload is not None:  # its import raises, hangs or is slow: not preloaded again
                     self._unpreloadable(zygote, child.preload)
                 self._discard(zygote, child)
                 continue
@@ -520,7 +520,7 @@ class ForkServerBackend:
                     ),
                     started=started,
                 )
-            reply = self._answered(zygote, child, io, spec.encoding)
+            reply = self._answered(child, io, spec.encoding)
             if reply is not None:
                 result = self._result(spec, io, 0, 0, child.cgroup, reply)
             else:
@@ -531,7 +531,7 @@ class ForkServerBackend:
         self._ran(zygote, preload, result.status)
         return result
 
-    def _answered(self, zygote: Zygote, child: Child, io: Exchange, encoding: Encoding) -> Reply | None:
+    def _answered(self, child: Child, io: Exchange, encoding: Encoding) -> Reply | None:
         """The run's reply when the run is over without waiting for the child's exit: it wrote a whole
         reply and closed its stdio, within every limit. The child is SIGKILLed now (pid 1 of its PID
         namespace: everything it started dies with it); its teardown and reaping, ~1 ms of unmapping

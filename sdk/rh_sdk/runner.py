@@ -90,17 +90,12 @@ def _failed(stage: str, exc: BaseException, log: bool = True) -> Reply:
 
 
 def run_invocation(
-    invocation: GuestInvocation,
-    entry: str,
-    plugin_dir: str,
-    loaded: type[ResultHandler] | BaseException | None = None,
+    invocation: GuestInvocation, entry: str, plugin_dir: str, loaded: type[ResultHandler] | None = None
 ) -> Reply:
     """Construct the handler, ask ``enabled``, call ``handle``; every failure becomes a Reply.
-    ``loaded``: the outcome of importing ``entry`` already (see :meth:`Guest.preload`)."""
+    ``loaded``: ``entry``'s class, imported already (see :meth:`Guest.preload`)."""
     config: dict[str, Any] = invocation.config
     try:
-        if isinstance(loaded, BaseException):
-            raise loaded
         cls = loaded if loaded is not None else load_handler_class(entry, plugin_dir)
     except BaseException as exc:
         return _failed(f"loading {entry}", exc)
@@ -195,17 +190,18 @@ class Guest:
         self.reply_fd = -1
         self.kept: object = None
         self.decoders = {encoding: _decoder(encoding) for encoding in ("msgpack", "json")}
-        self.preloaded: tuple[str, str, type[ResultHandler] | BaseException] | None = None
+        self.preloaded: tuple[str, str, type[ResultHandler]] | None = None
         self.preload_output = -1  # what the plugin printed and logged while it was imported early
         self.preload_files: dict[str, tuple[int, ...]] = {}  # the plugin's files it loaded, and their stat
 
-    def preload(self, entry: str, plugin_dir: str, scratch: str) -> None:
+    def preload(self, entry: str, plugin_dir: str, scratch: str) -> bool:
         """Import the plugin before the request exists (a fork server's child armed for one plugin).
 
         What the import prints or logs goes to an unnamed file in ``scratch`` (bounded by its size)
         and reaches the run's logs at :meth:`attach`, where it would have gone had the import
-        happened during the run. An import that raises is kept and reported by the run, as the run's
-        own import would have. The caller has confined this process already: this is plugin code."""
+        happened during the run. False when the import raised: such a child is of no use (the caller
+        exits, and the host stops arming children for that plugin, whose runs import it themselves
+        and report the error). The caller has confined this process already: this is plugin code."""
         capture = os.open(scratch, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
         sys.stderr.flush()
         for target in (1, 2, self.log_fd):
@@ -213,16 +209,17 @@ class Guest:
         sys.stdout = sys.stderr
         logging.getLogger().setLevel(logging.INFO)  # a run's default level (its config is not known yet)
         try:
-            loaded: type[ResultHandler] | BaseException = load_handler_class(entry, plugin_dir)
-        except BaseException as exc:
-            loaded = exc
+            loaded = load_handler_class(entry, plugin_dir)
+        except BaseException:
+            return False
         with contextlib.suppress(OSError, ValueError):
             sys.stderr.flush()
         self.preloaded = (entry, plugin_dir, loaded)
         self.preload_output = capture
         self.preload_files = _plugin_files(plugin_dir)
+        return True
 
-    def _take_preloaded(self, entry: str, plugin_dir: str) -> type[ResultHandler] | BaseException | None:
+    def _take_preloaded(self, entry: str, plugin_dir: str) -> type[ResultHandler] | None:
         """What :meth:`preload` imported for this run, unless a file it loaded changed since (an edit
         in place): then the plugin's modules are dropped and the run imports the current code."""
         if self.preloaded is None or self.preloaded[:2] != (entry, plugin_dir):

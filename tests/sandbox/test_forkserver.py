@@ -18,6 +18,7 @@ from rh_sandbox.forkserver import ForkServerBackend
 from rh_sandbox.runtime import GuestRuntime
 from rh_sandbox.strict import StrictProcessBackend
 from rh_sandbox.types import Limits, RunStatus, SandboxError
+from rh_sandbox.zygote import PluginDir
 from tests.sandbox.conftest import copy_plugin, make_runner
 
 pytestmark = pytest.mark.usefixtures("needs_strict")
@@ -346,17 +347,25 @@ def test_a_preloaded_child_imported_the_plugin_confined_before_the_request(world
         assert "logged at import" in _messages(result)
 
 
-def test_a_failing_preloaded_import_fails_the_run_as_a_late_one_would(world_dir: Path) -> None:
+def test_a_plugin_whose_import_raises_is_not_preloaded(world_dir: Path) -> None:
+    """A child armed for a plugin whose import raises never says ready: the host stops arming for
+    that plugin, and each run imports it itself and reports the error with its logs, once each."""
     plugin = _preload_probe(world_dir / "probe", version="bad")
     with ForkServerBackend(prefork=1) as backend:
         run = make_runner(backend)
         first = run(plugin, "probe:Probe")
         assert first.status is RunStatus.FAILED
-        _await_preloaded(backend)
+        zygote = backend._groups["tenant-a"].zygote
+        deadline = time.monotonic() + 10
+        while not zygote.unpreloadable and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert zygote.unpreloadable == {(zygote.inside_path(PluginDir.of(str(plugin))), "probe:Probe")}
         second = run(plugin, "probe:Probe")
+        assert not any(c.preload is not None for c in zygote.armed)
     assert second.status is RunStatus.FAILED
     assert second.error == first.error == "loading probe:Probe raised ValueError: helper says bad"
     assert any("helper says bad" in (record.exc or "") for record in second.logs), second.logs
+    assert _messages(second).count("printed at import") == 1
 
 
 def test_an_edit_in_place_after_preloading_takes_effect_next_run(world_dir: Path) -> None:
