@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import IO, Any
 
-__all__ = ["SANDBOX_GID", "SANDBOX_UID", "bwrap_version", "drop_uid_prefix", "strict_command"]
+__all__ = ["SANDBOX_GID", "SANDBOX_UID", "bwrap_version", "drop_uid_prefix", "start_sandboxed", "strict_command"]
 
 SANDBOX_UID = 65534  # nobody
 SANDBOX_GID = 65534  # nogroup
@@ -141,3 +143,27 @@ def strict_command(
         args += ["--bind", source, target]
     args += ["--chdir", "/tmp", "--", *argv]
     return drop_uid_prefix() + args
+
+
+def start_sandboxed(
+    argv: Sequence[str],
+    *,
+    stdin: int | IO[Any] | None,
+    stdout: int | IO[Any] | None,
+    stderr: int | IO[Any] | None,
+    pass_fds: Sequence[int] = (),
+) -> subprocess.Popen[bytes]:
+    """Start a :func:`strict_command` from the host: from ``/``, in a session of its own (a signal to
+    the host's process group never reaches it), with no descriptor but ``pass_fds`` and a bare
+    ``PATH`` (bwrap's ``--clearenv`` gives the guest its own environment)."""
+    return subprocess.Popen(
+        argv,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin"},
+        start_new_session=True,
+        close_fds=True,
+        pass_fds=pass_fds,
+    )

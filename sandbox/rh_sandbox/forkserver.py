@@ -304,8 +304,11 @@ class ForkServerBackend:
         signature = _entry_signature(plugin_dir.path, entry)
         if signature is None:
             return None
-        rules = landlock_rules(inside) if self.confinement.landlock_abi else []
-        return Preload(inside, entry, tuple((path, access) for path, access in rules), signature)
+        return Preload(inside, entry, self._landlock(inside), signature)
+
+    def _landlock(self, inside: str) -> tuple[tuple[str, int], ...]:
+        """A run's Landlock rules (none without Landlock), as its request and a Preload carry them."""
+        return tuple(landlock_rules(inside)) if self.confinement.landlock_abi else ()
 
     def _ran(self, zygote: Zygote, preload: Preload | None, status: RunStatus) -> None:
         """A run of ``preload``'s plugin ended: keep children armed for it if it ended by itself;
@@ -316,10 +319,12 @@ class ForkServerBackend:
         with self._lock:
             if zygote.retired or zygote.dead:
                 return
-            for known in [k for k in zygote.warm if k.same_plugin(preload) and k != preload]:
+            if preload in zygote.warm:  # the usual case: its children are re-armed since the claim
+                zygote.warm.move_to_end(preload)
+                return
+            for known in [k for k in zygote.warm if k.same_plugin(preload)]:
                 del zygote.warm[known]  # edited in place since: its children were discarded at claim
             zygote.warm[preload] = None
-            zygote.warm.move_to_end(preload)
             while len(zygote.warm) > self.preload:
                 evicted, _ = zygote.warm.popitem(last=False)
                 stale += [c for c in zygote.armed if c.preload == evicted]
@@ -456,7 +461,9 @@ class ForkServerBackend:
     def _cgroup(self, limits: Limits) -> RunCgroup | None:
         return self.cgroups.for_run(limits, self.cpu_quota_cores)
 
-    def _request(self, spec: RunSpec, inside: str, cgroup: RunCgroup | None, size: int) -> dict:
+    def _request(
+        self, spec: RunSpec, inside: str, landlock: tuple[tuple[str, int], ...], cgroup: RunCgroup | None, size: int
+    ) -> dict:
         nproc = None if cgroup is not None else processes_of_uid(SANDBOX_UID) + spec.limits.max_processes
         return {
             "entry": spec.entry,
@@ -464,7 +471,7 @@ class ForkServerBackend:
             "encoding": spec.encoding,
             "size": size,  # of the invocation on stdin: the child reads it into one buffer
             "rlimits": guest_rlimits(spec.limits, nproc=nproc),
-            "landlock": landlock_rules(inside) if self.confinement.landlock_abi else [],
+            "landlock": landlock,
         }
 
     def _run(self, zygote: Zygote, plugin_dir: PluginDir, spec: RunSpec, payload: bytes) -> RunResult:
@@ -482,7 +489,8 @@ class ForkServerBackend:
             guest_fds = [stdin_r, stdout_w, stderr_w]
             try:
                 rest = _prefill(stdin_w, payload) if stdin_w >= 0 else b""
-                request = json.dumps(self._request(spec, inside, child.cgroup, len(payload))).encode()
+                landlock = preload.landlock if preload is not None else self._landlock(inside)
+                request = json.dumps(self._request(spec, inside, landlock, child.cgroup, len(payload))).encode()
                 socket.send_fds(child.request, [request], guest_fds)  # straight to the child
             except OSError:
                 for fd in (stdin_w, stdout_r, stderr_r):
@@ -635,31 +643,28 @@ def _entry_signature(plugin_dir: str, entry: str) -> tuple[int, ...] | None:
     return None
 
 
-def _kill_members(cgroup: RunCgroup) -> None:
-    """SIGKILL every process in the run's cgroup, from one ``cgroup.procs`` (see :func:`_occupied`)."""
-    with contextlib.suppress(OSError, StopIteration):
+def _members(cgroup: RunCgroup) -> list[int] | None:
+    """The processes in the run's cgroup, from one ``cgroup.procs`` (None: unreadable). One file is
+    enough: the child joins all of the run's hierarchies before anything else, its descendants
+    inherit them, and nothing else is ever put there."""
+    try:
         with open(next(iter(cgroup.paths.values())) / "cgroup.procs", "rb") as procs:
-            members = procs.read().split()
-        for pid in members:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
+            return [int(pid) for pid in procs.read().split()]
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def _kill_members(cgroup: RunCgroup) -> None:
+    """SIGKILL every process in the run's cgroup."""
+    for pid in _members(cgroup) or []:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _occupied(cgroup: RunCgroup) -> bool:
-    """Whether any process is left in the run's cgroup, from one ``cgroup.procs`` (the usual answer
-    is no: the child is pid 1 of its namespace, so its end took everything in it along). One file
-    is enough: the child joins all of the run's hierarchies before anything else, its descendants
-    inherit them, and nothing else is ever put there."""
-    try:
-        fd = os.open(next(iter(cgroup.paths.values())) / "cgroup.procs", os.O_RDONLY | os.O_CLOEXEC)
-    except (OSError, StopIteration):
-        return True
-    try:
-        return bool(os.read(fd, 64).strip())
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
+    """Whether any process is left in the run's cgroup (the usual answer is no: the child is pid 1 of
+    its namespace, so its end took everything in it along); an unreadable cgroup counts as occupied."""
+    return _members(cgroup) != []
 
 
 def _readable(fd: int, timeout_s: float) -> bool:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from rh_sandbox._confine import READ
-from rh_sandbox.bwrap import SANDBOX_UID, strict_command
+from rh_sandbox.bwrap import SANDBOX_UID, start_sandboxed, strict_command
 from rh_sandbox.cgroups import CgroupV1, RunCgroup
 from rh_sandbox.confinement import Confinement
 from rh_sandbox.egress.run import EgressSettings, RunEgress, run_with_egress
@@ -147,17 +147,8 @@ class StrictProcessBackend(ProcessBackend):
                 cap_add=["CAP_NET_BIND_SERVICE"] if egress is not None else (),
                 disable_userns=egress is None,
             )
-            return subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd="/",
-                env={"PATH": "/usr/bin:/bin"},
-                start_new_session=True,
-                close_fds=True,
-                pass_fds=cgroup_fds,
-            )
+            pipe = subprocess.PIPE
+            return start_sandboxed(argv, stdin=pipe, stdout=pipe, stderr=pipe, pass_fds=cgroup_fds)
         finally:
             for fd in cgroup_fds:
                 os.close(fd)

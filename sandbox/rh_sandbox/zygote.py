@@ -24,7 +24,7 @@ import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
-from rh_sandbox.bwrap import strict_command
+from rh_sandbox.bwrap import start_sandboxed, strict_command
 from rh_sandbox.cgroups import RunCgroup
 from rh_sandbox.confinement import Confinement
 from rh_sandbox.layout import PLUGINS_MOUNT, RUNTIME_MOUNT, sandbox_environment
@@ -156,17 +156,8 @@ class Zygote:
             interpreter=runtime.interpreter,
         )
         try:
-            return subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=self._stderr,
-                cwd="/",
-                env={"PATH": "/usr/bin:/bin"},
-                start_new_session=True,
-                close_fds=True,
-                pass_fds=[control_fd],
-            )
+            null = subprocess.DEVNULL
+            return start_sandboxed(argv, stdin=null, stdout=null, stderr=self._stderr, pass_fds=[control_fd])
         except OSError as exc:
             raise SandboxError(f"cannot start the fork server: {exc}") from exc
 

@@ -143,18 +143,26 @@ def _read_all(fd: int, size_hint: int) -> memoryview | mmap.mmap:
         n += got
 
 
-def _plugin_files(plugin_dir: str) -> dict[str, tuple[int, ...]]:
-    """The stat of every module file loaded from ``plugin_dir`` (one stat each: ~1 us)."""
+def _plugin_modules(plugin_dir: str) -> list[tuple[str, str]]:
+    """(module name, file) of every module loaded from ``plugin_dir``."""
     prefix = plugin_dir.rstrip("/") + "/"
-    stamps: dict[str, tuple[int, ...]] = {}
-    for module in list(sys.modules.values()):
+    found = []
+    for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
         if isinstance(path, str) and path.startswith(prefix):
-            try:
-                st = os.stat(path)
-                stamps[path] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-            except OSError:
-                stamps[path] = ()
+            found.append((name, path))
+    return found
+
+
+def _plugin_files(plugin_dir: str) -> dict[str, tuple[int, ...]]:
+    """The stat of every module file loaded from ``plugin_dir`` (one stat each: ~1 us)."""
+    stamps: dict[str, tuple[int, ...]] = {}
+    for _, path in _plugin_modules(plugin_dir):
+        try:
+            st = os.stat(path)
+            stamps[path] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        except OSError:
+            stamps[path] = ()
     return stamps
 
 
@@ -226,10 +234,8 @@ class Guest:
             return None
         if _plugin_files(plugin_dir) == self.preload_files:
             return self.preloaded[2]
-        prefix = plugin_dir.rstrip("/") + "/"
-        for name, module in list(sys.modules.items()):
-            if str(getattr(module, "__file__", None) or "").startswith(prefix):
-                del sys.modules[name]
+        for name, _ in _plugin_modules(plugin_dir):
+            del sys.modules[name]
         sys.path_importer_cache.clear()
         importlib.invalidate_caches()
         return None
