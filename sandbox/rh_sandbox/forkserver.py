@@ -106,10 +106,11 @@ class ForkServerBackend:
         self._lock = threading.Lock()
         self._closed = False
         self._retired: list[Zygote] = []
-        # background upkeep: arm zygotes with waiting children, remove used cgroups
-        self._work = threading.Condition(self._lock)
+        # background upkeep: arm zygotes with waiting children, offer each to runs once it says it
+        # waits, recycle the cgroups of ended runs. One thread, woken through a pipe.
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._to_arm: list[Zygote] = []
-        self._in_flight = 0  # runs of every group, to decide whether armed children rehearse
+        self._arming: dict[Child, Zygote] = {}  # in their zygote's ``armed``, not yet said they wait
         self._to_release: list[Child] = []  # ended runs' children: close, recycle their cgroups
         self._pool: list[RunCgroup] = []  # emptied run cgroups whose counters can be reset: re-armed
         self._upkeep = threading.Thread(target=self._upkeep_loop, name="rh-forkserver-upkeep", daemon=True)
@@ -160,7 +161,7 @@ class ForkServerBackend:
             self._closed = True
             groups, self._groups = list(self._groups.values()), {}
             retired, self._retired = self._retired, []
-            self._work.notify_all()
+        self._wake()
         self._upkeep.join()
         for zygote in [g.zygote for g in groups if g.zygote is not None] + retired:
             self._stop(zygote)
@@ -171,6 +172,8 @@ class ForkServerBackend:
             self._release(child)  # the pool is closed: this removes their cgroups
         for cgroup in pooled:
             cgroup.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
         self._starter.shutdown(wait=True)
         self._compiler.shutdown(wait=True, cancel_futures=True)
 
@@ -179,6 +182,8 @@ class ForkServerBackend:
         zygote.close()
         with self._lock:
             armed, zygote.armed = list(zygote.armed), deque()
+            for child in armed:
+                self._arming.pop(child, None)
         for child in armed:
             child.close()
             if child.cgroup is not None:
@@ -208,7 +213,6 @@ class ForkServerBackend:
                 zygote = group.zygote
             with self._lock:
                 zygote.active += 1
-                self._in_flight += 1
             return zygote
 
     def _replace(self, old: Zygote | None, plugin_dir: PluginDir) -> Zygote:
@@ -225,7 +229,7 @@ class ForkServerBackend:
         if compiling is not None:
             with contextlib.suppress(Exception):  # not done (a big vendor dir): later runs get it
                 compiling.result(timeout=_COMPILE_WAIT_S)
-        self._arm(zygote)  # the first runs of a new zygote find children waiting
+        self._top_up(zygote)  # the first runs of a new zygote find children on their way
         if old is not None:
             with self._lock:
                 old.retired = True
@@ -239,7 +243,6 @@ class ForkServerBackend:
     def _done_with(self, zygote: Zygote) -> None:
         with self._lock:
             zygote.active -= 1
-            self._in_flight -= 1
             stop = zygote.retired and zygote.active == 0
             if stop and zygote in self._retired:
                 self._retired.remove(zygote)
@@ -247,44 +250,61 @@ class ForkServerBackend:
             self._stop(zygote)
 
     # ---- armed children: forked ahead, waiting in their own cgroups -------------------------
-    def _arm(self, zygote: Zygote) -> None:
-        """Top ``zygote`` up to ``prefork`` waiting children (cgroup made and joined, confinement done,
-        counters reset: all off the hot path)."""
-        spawned: list[Child] = []
+    def _top_up(self, zygote: Zygote) -> None:
+        """Fork what ``zygote`` lacks of waiting children (see :meth:`_missing`), without waiting for
+        them: they confine themselves in parallel, and the upkeep loop offers each to runs once it
+        says it waits (:meth:`_promote`). Until then a run may still take a generic one."""
         while not zygote.dead:
             with self._lock:
-                preload = self._missing(zygote, spawned)
-                if preload is False or self._closed:
+                preload = self._missing(zygote)
+                if preload is False or self._closed or zygote.retired:
                     break
                 scratch_mb = zygote.scratch_mb
-                # A rehearsal moves a run's page faults before its request (-0.2 ms a run here) but is
-                # extra work (~0.5 ms of CPU): worth it while runs come one at a time, not when they
-                # overlap and the CPU is what limits the rate (-7 % invocations/s measured).
-                encoding = zygote.encoding if self._in_flight <= 1 else None
             try:
                 cgroup = self._pooled() or self._cgroup(Limits())
-                spawned.append(self._spawn(zygote, cgroup, scratch_mb, rehearse=encoding, preload=preload))
+                child = self._spawn(zygote, cgroup, scratch_mb, preload=preload)
             except OSError:
                 break
-        for child in spawned:  # forked together above: they set themselves up in parallel
-            if not child.await_ready(_ARM_TIMEOUT_S if child.preload is None else _PRELOAD_TIMEOUT_S):
-                if child.preload is not None:  # its import raises, hangs or is slow: not preloaded again
-                    self._unpreloadable(zygote, child.preload)
-                self._discard(zygote, child)
-                continue
-            if child.cgroup is not None:
-                try:
-                    child.cgroup.reset_usage()  # what its set-up used is not the run's
-                except OSError:
-                    self._discard(zygote, child)
-                    continue
+            child.deadline = time.monotonic() + (_ARM_TIMEOUT_S if preload is None else _PRELOAD_TIMEOUT_S)
             with self._lock:
-                zygote.armed.append(child)
+                kept = not (zygote.dead or self._closed)
+                if kept:
+                    zygote.armed.append(child)
+                    self._arming[child] = zygote
+            if not kept:
+                self._discard(zygote, child)
+                break
+        self._wake()  # the upkeep loop watches the new children (this may be a run's thread)
 
-    def _missing(self, zygote: Zygote, spawned: list[Child]) -> Preload | bool | None:
+    def _promote(self, zygote: Zygote, child: Child) -> None:
+        """An arming child said it waits, or its time is up: reset its cgroup's counters (what its
+        set-up used is not the run's) and offer it to runs as ready, or discard it. A child armed for
+        a plugin that never said it waits (its import raised, hung or was slow): that plugin is not
+        preloaded again."""
+        with self._lock:
+            self._arming.pop(child, None)
+            if child not in zygote.armed:
+                return  # a run took it meanwhile, or it was discarded
+            zygote.armed.remove(child)  # ours now: no run takes it while its counters are reset
+        ready = child.await_ready(0)
+        if ready and child.cgroup is not None:
+            try:
+                child.cgroup.reset_usage()
+            except OSError:
+                ready = False
+        if not ready and child.preload is not None:
+            self._unpreloadable(zygote, child.preload)
+        with self._lock:
+            kept = ready and not (zygote.dead or zygote.retired or self._closed)
+            if kept:
+                zygote.armed.append(child)
+        if not kept:
+            self._discard(zygote, child)
+
+    def _missing(self, zygote: Zygote) -> Preload | bool | None:
         """What the next child to arm is for: a plugin (Preload), any run (None), or nothing (False:
-        the group has ``prefork`` children waiting for each). Called with the lock held."""
-        waiting = [*zygote.armed, *spawned]
+        the group has ``prefork`` children waiting or arming for each). Called with the lock held."""
+        waiting = zygote.armed
         if sum(1 for c in waiting if c.preload is None) < self.prefork:
             return None
         for preload in zygote.warm:
@@ -330,8 +350,9 @@ class ForkServerBackend:
                 stale += [c for c in zygote.armed if c.preload == evicted]
             for child in stale:
                 zygote.armed.remove(child)
+                self._arming.pop(child, None)
             self._to_arm.append(zygote)
-            self._work.notify()
+        self._wake()
         for child in stale:
             self._discard(zygote, child)
 
@@ -341,19 +362,19 @@ class ForkServerBackend:
         cgroup: RunCgroup | None,
         scratch_mb: int,
         *,
-        rehearse: str | None,
         preload: Preload | None = None,
     ) -> Child:
         try:
-            return zygote.spawn(cgroup, scratch_mb, rehearse=rehearse, preload=preload)
+            return zygote.spawn(cgroup, scratch_mb, preload=preload)
         except OSError:
             if cgroup is not None:
                 cgroup.close()
             raise
 
-    def _claim(self, zygote: Zygote, limits: Limits, encoding: str, preload: Preload | None) -> Child:
+    def _claim(self, zygote: Zygote, limits: Limits, preload: Preload | None) -> Child:
         """A waiting child in a cgroup set to this run's limits: one armed with this run's plugin
-        imported, else one armed for any run, else one forked now."""
+        imported, else one armed for any run, else one for any run still confining itself (it is
+        further along than a fork now; the request waits in its socket), else one forked now."""
         child = None
         with self._lock:
             # armed with an older state of this plugin (edited in place), or for another scratch size
@@ -366,16 +387,19 @@ class ForkServerBackend:
                 and c.preload != preload
             ]
             fits = [c for c in zygote.armed if c.scratch_mb == limits.scratch_mb and c not in stale]
-            child = next((c for c in fits if preload is not None and c.preload == preload), None)
-            child = child or next((c for c in fits if c.preload is None), None)
+            ready = [c for c in fits if c.ready]
+            child = next((c for c in ready if preload is not None and c.preload == preload), None)
+            child = child or next((c for c in ready if c.preload is None), None)
+            child = child or next((c for c in fits if c.preload is None), None)  # still arming
             if child is None:  # make room for children of this run's size
                 stale += [c for c in zygote.armed if c.scratch_mb != limits.scratch_mb][:1]
             for c in [*stale, *([child] if child is not None else [])]:
                 zygote.armed.remove(c)
-            zygote.scratch_mb, zygote.encoding = limits.scratch_mb, encoding
+                self._arming.pop(c, None)
+            zygote.scratch_mb = limits.scratch_mb
             if not zygote.retired:
                 self._to_arm.append(zygote)
-                self._work.notify()
+        self._wake()
         for c in stale:
             self._discard(zygote, c)
         if child is not None and child.cgroup is not None:
@@ -385,6 +409,8 @@ class ForkServerBackend:
                     max_processes=limits.max_processes,
                     cpu_quota_cores=self.cpu_quota_cores,
                 )
+                if not child.ready:  # its counters still hold the cgroup's previous run
+                    child.cgroup.reset_usage()
             except OSError:  # e.g. its waiting child already uses more than this run's memory limit
                 self._discard(zygote, child)
                 child = None
@@ -397,7 +423,7 @@ class ForkServerBackend:
                     cpu_quota_cores=self.cpu_quota_cores,
                 )
                 cgroup.reset_usage()
-            child = self._spawn(zygote, cgroup or self._cgroup(limits), limits.scratch_mb, rehearse=None)
+            child = self._spawn(zygote, cgroup or self._cgroup(limits), limits.scratch_mb)
         return child
 
     def _discard(self, zygote: Zygote, child: Child) -> None:
@@ -413,12 +439,15 @@ class ForkServerBackend:
         with self._lock:
             if not self._closed:
                 self._to_release.append(child)
-                self._work.notify()
+                self._wake()
                 return
         self._release(child)
 
-    def _release(self, child: Child) -> None:
-        if child.answered and not _readable(child.status_fd, _EXIT_GRACE_S) and child.cgroup is not None:
+    def _release(self, child: Child, *, reaped: bool = False) -> None:
+        """Close the child's sockets and recycle its cgroup. An answered child was SIGKILLed: its
+        cgroup is reused only once the zygote has reaped it (``reaped``: the upkeep loop saw its status
+        pipe readable) or it has been freeze-killed."""
+        if child.answered and child.cgroup is not None and not (reaped or _readable(child.status_fd, _EXIT_GRACE_S)):
             child.cgroup.kill()  # SIGKILLed, yet not reaped in time: make sure before the cgroup is reused
         child.close()
         if child.cgroup is not None:
@@ -440,22 +469,54 @@ class ForkServerBackend:
                 return
         cgroup.close()
 
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # full: it is awake already
+            os.write(self._wake_w, b"w")
+
     def _upkeep_loop(self) -> None:
+        """Arm zygotes that lack waiting children, offer arming children to runs as each says it
+        waits, release ended runs' children (an answered one once the zygote has reaped it). Waits
+        on all of these at once, so no child's set-up or end holds up another's."""
+        exiting: dict[Child, float] = {}  # answered runs' children, SIGKILLed: release when reaped
         while True:
             with self._lock:
-                while not (self._closed or self._to_arm or self._to_release):
-                    self._work.wait()
                 if self._closed:
+                    self._to_release += exiting  # close() waits for them
                     return
                 to_arm, self._to_arm = self._to_arm, []
                 ended, self._to_release = self._to_release, []
+            now = time.monotonic()
             for child in ended:
-                self._release(child)
+                if child.answered:
+                    exiting[child] = now + _EXIT_GRACE_S
+                else:
+                    self._release(child)
             for zygote in dict.fromkeys(to_arm):
                 try:
-                    self._arm(zygote)
+                    self._top_up(zygote)
                 except SandboxError as exc:
                     _log.warning("cannot arm the fork server: %s", exc)
+            with self._lock:
+                arming = dict(self._arming)
+            deadlines = [c.deadline for c in arming] + list(exiting.values())
+            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            try:
+                watched = [self._wake_r, *(c.request for c in arming), *(c.status_fd for c in exiting)]
+                readable = set(select.select(watched, [], [], timeout)[0])
+            except (OSError, ValueError):  # a child closed meanwhile (its zygote stopped): drop it
+                with self._lock:
+                    self._arming = {c: z for c, z in self._arming.items() if c in z.armed and c.request.fileno() >= 0}
+                continue
+            with contextlib.suppress(OSError):
+                os.read(self._wake_r, 4096)
+            now = time.monotonic()
+            for child, zygote in arming.items():
+                if child.request in readable or now >= child.deadline:
+                    self._promote(zygote, child)
+            for child, until in list(exiting.items()):
+                if child.status_fd in readable or now >= until:
+                    del exiting[child]
+                    self._release(child, reaped=child.status_fd in readable)
 
     # ---- one run --------------------------------------------------------------------------
     def _cgroup(self, limits: Limits) -> RunCgroup | None:
@@ -480,7 +541,7 @@ class ForkServerBackend:
         if inside is None:
             raise SandboxError("plugin dir is not bound in the fork server")  # _acquire guarantees it
         preload = self._preload_key(zygote, plugin_dir, inside, spec.entry)
-        child = self._claim(zygote, limits, spec.encoding, preload)
+        child = self._claim(zygote, limits, preload)
         try:
             started = time.monotonic()
             stdin_r, stdin_w = _invocation_input(payload)

@@ -74,7 +74,7 @@ class Preload:
         return (self.plugin_dir, self.entry) == (other.plugin_dir, other.entry)
 
 
-@dataclass
+@dataclass(eq=False)
 class Child:
     """One forked, waiting child: the host's ends of its request socket and of its status pipe."""
 
@@ -86,6 +86,7 @@ class Child:
     ready: bool = False  # it said it is confined and waiting (its cgroup's counters were reset then)
     answered: bool = False  # its run ended at its reply; the host killed it and awaits its end later
     preload: Preload | None = None  # the plugin it imported while it waited (None: any plugin's run)
+    deadline: float = 0.0  # (monotonic) by when an armed child must have said it waits, or be discarded
 
     def await_ready(self, timeout_s: float) -> bool:
         """Wait for the child's "confined and waiting" byte; False when it died or took too long."""
@@ -118,7 +119,6 @@ class Zygote:
         self.active = 0  # runs in flight (managed by the backend)
         self.armed: deque[Child] = deque()  # waiting children nobody claimed yet (managed by the backend)
         self.scratch_mb = Limits().scratch_mb  # the /tmp size new armed children mount: the last run's
-        self.encoding = "msgpack"  # what new armed children rehearse: the last run's
         # plugins recently run with success, least recent first: each gets children armed for it
         self.warm: OrderedDict[Preload, None] = OrderedDict()
         self.unpreloadable: set[tuple[str, str]] = set()  # (plugin dir, entry) whose early import failed
@@ -183,14 +183,10 @@ class Zygote:
         """Where this zygote's children see ``plugin_dir``, or None when it is not bound."""
         return self._inside.get(plugin_dir)
 
-    def spawn(
-        self, cgroup: RunCgroup | None, scratch_mb: int, *, rehearse: str | None, preload: Preload | None = None
-    ) -> Child:
+    def spawn(self, cgroup: RunCgroup | None, scratch_mb: int, *, preload: Preload | None = None) -> Child:
         """Fork a child that joins ``cgroup`` at once, mounts a /tmp of ``scratch_mb``, confines itself
-        and waits for a request. ``rehearse`` (an encoding): an armed child goes once through a run's
-        code paths while it waits (a child forked for a waiting request would only be slower).
-        ``preload``: it also confines itself to that plugin and imports it. Raises OSError
-        (BrokenPipeError) when the zygote is gone."""
+        and waits for a request. ``preload``: it also confines itself to that plugin and imports it.
+        Raises OSError (BrokenPipeError) when the zygote is gone."""
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         child = Child(uuid.uuid4().hex, host_end, status_r, cgroup, scratch_mb, preload=preload)
@@ -205,7 +201,6 @@ class Zygote:
                             "op": "spawn",
                             "slot": child.slot,
                             "scratch_bytes": scratch_mb * 1024 * 1024,
-                            "rehearse": rehearse,
                             "env": sandbox_environment(),
                             "preload": None
                             if preload is None

@@ -11,14 +11,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
-import importlib.util
 import logging
-import marshal
 import mmap
 import os
 import stat
 import sys
 import types
+from collections.abc import Iterable
 from typing import Any
 
 from rh_sdk import _handler, _registry
@@ -28,9 +27,7 @@ from rh_sdk._vendor import vendor_paths
 from rh_sdk.protocol import (
     Encoding,
     GuestInvocation,
-    Invocation,
     Reply,
-    encode_invocation,
     encode_reply,
     invocation_decoder,
 )
@@ -143,26 +140,30 @@ def _read_all(fd: int, size_hint: int) -> memoryview | mmap.mmap:
         n += got
 
 
-def _plugin_modules(plugin_dir: str) -> list[tuple[str, str]]:
-    """(module name, file) of every module loaded from ``plugin_dir``."""
+def _modules_since(last: str | None, plugin_dir: str) -> dict[str, str]:
+    """Module name -> file of the modules from ``plugin_dir`` added to ``sys.modules`` after the key
+    ``last``. Walked from the newest entry back to ``last`` only: in a forked child, looking at each
+    of the interpreter's hundreds of other modules is a copy-on-write fault or more (~0.3 ms)."""
     prefix = plugin_dir.rstrip("/") + "/"
-    found = []
-    for name, module in list(sys.modules.items()):
-        path = getattr(module, "__file__", None)
+    found = {}
+    for name in reversed(sys.modules):
+        if name == last:
+            break
+        path = getattr(sys.modules[name], "__file__", None)
         if isinstance(path, str) and path.startswith(prefix):
-            found.append((name, path))
+            found[name] = path
     return found
 
 
-def _plugin_files(plugin_dir: str) -> dict[str, tuple[int, ...]]:
-    """The stat of every module file loaded from ``plugin_dir`` (one stat each: ~1 us)."""
-    stamps: dict[str, tuple[int, ...]] = {}
-    for _, path in _plugin_modules(plugin_dir):
+def _stamps(paths: Iterable[str]) -> list[tuple[int, ...]]:
+    """The stat of each file (one stat each: ~1 us): what an edit in place changes."""
+    stamps: list[tuple[int, ...]] = []
+    for path in paths:
         try:
             st = os.stat(path)
-            stamps[path] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            stamps.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
         except OSError:
-            stamps[path] = ()
+            stamps.append(())
     return stamps
 
 
@@ -200,7 +201,8 @@ class Guest:
         self.decoders = {encoding: _decoder(encoding) for encoding in ("msgpack", "json")}
         self.preloaded: tuple[str, str, type[ResultHandler]] | None = None
         self.preload_output = -1  # what the plugin printed and logged while it was imported early
-        self.preload_files: dict[str, tuple[int, ...]] = {}  # the plugin's files it loaded, and their stat
+        self.preload_modules: dict[str, str] = {}  # the plugin's modules it loaded: name -> file
+        self.preload_stamps: list[tuple[int, ...]] = []  # the stat of those files then
 
     def preload(self, entry: str, plugin_dir: str, scratch: str) -> bool:
         """Import the plugin before the request exists (a fork server's child armed for one plugin).
@@ -216,6 +218,7 @@ class Guest:
             os.dup2(capture, target, inheritable=target != self.log_fd)
         sys.stdout = sys.stderr
         logging.getLogger().setLevel(logging.INFO)  # a run's default level (its config is not known yet)
+        last = next(reversed(sys.modules), None)
         try:
             loaded = load_handler_class(entry, plugin_dir)
         except BaseException:
@@ -224,7 +227,8 @@ class Guest:
             sys.stderr.flush()
         self.preloaded = (entry, plugin_dir, loaded)
         self.preload_output = capture
-        self.preload_files = _plugin_files(plugin_dir)
+        self.preload_modules = _modules_since(last, plugin_dir)
+        self.preload_stamps = _stamps(self.preload_modules.values())
         return True
 
     def _take_preloaded(self, entry: str, plugin_dir: str) -> type[ResultHandler] | None:
@@ -232,37 +236,13 @@ class Guest:
         in place): then the plugin's modules are dropped and the run imports the current code."""
         if self.preloaded is None or self.preloaded[:2] != (entry, plugin_dir):
             return None
-        if _plugin_files(plugin_dir) == self.preload_files:
+        if _stamps(self.preload_modules.values()) == self.preload_stamps:
             return self.preloaded[2]
-        for name, _ in _plugin_modules(plugin_dir):
-            del sys.modules[name]
+        for name in self.preload_modules:
+            sys.modules.pop(name, None)
         sys.path_importer_cache.clear()
         importlib.invalidate_caches()
         return None
-
-    def rehearse(self, encoding: Encoding, scratch: str | None = None) -> None:
-        """Go once through a run's code paths with a handler of the SDK's own, before the request.
-
-        In a forked child the first write to each page of the parent's heap (a reference count, a
-        code object's warm-up counter) is a copy-on-write fault, ~2.5 us each on this kind of VM, and
-        a run touches some hundreds: better taken while the child waits than while the host does.
-        With ``scratch`` (an empty dir of this process's own), the plugin import too: a module and
-        its checked-hash pyc are written there and imported through a new ``sys.path`` entry as a
-        plugin's would be; then the files, the module, the path entry and its finder are removed.
-        Leaves nothing behind that a plugin could see."""
-        plugin_dir, entry = _REHEARSAL_DIR, f"{__name__}:_Rehearsal"
-        if scratch is not None:
-            plugin_dir = os.path.join(scratch, ".rh-rehearsal")
-            entry = _write_rehearsal_plugin(plugin_dir)
-        try:
-            sample = encode_invocation(Invocation(batch_id="r", handler="r", results=[{}]), encoding)
-            invocation = self.decoders[encoding].decode(sample)
-            _log_level(invocation.config.get("log_level", "INFO"))
-            _encode(run_invocation(invocation, entry, plugin_dir), encoding)
-        finally:
-            if scratch is not None:
-                _remove_rehearsal_plugin(plugin_dir, entry.partition(":")[0])
-            logging.Logger.manager.loggerDict.pop("rh.handler._Rehearsal", None)  # made by its __init__
 
     def attach_inherited(self) -> None:
         """Keep the inherited stdout for the reply; point fd 1 at stderr so stray prints land in the logs."""
@@ -332,19 +312,6 @@ class Guest:
                 os.close(fd)
 
 
-class _Rehearsal(ResultHandler):
-    """The handler :meth:`Guest.rehearse` runs: no plugin code, the same calls as a plugin's."""
-
-    def handle(self, batch_id: str, results: list[dict[str, Any]], metadata: dict[str, Any]) -> Any:
-        return {"count": len(results)}
-
-
-_REHEARSAL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # on sys.path already
-_REHEARSAL_MODULE = "_rh_rehearsal"
-# the SDK's own handler: importing it creates no class (nothing for the garbage collector to find)
-_REHEARSAL_SOURCE = f"from {__name__} import _Rehearsal as Rehearsal\n".encode()
-
-
 @functools.cache
 def _decoder(encoding: Encoding) -> Any:
     """One decoder per encoding per process (a fork server builds them before forking)."""
@@ -352,44 +319,9 @@ def _decoder(encoding: Encoding) -> Any:
 
 
 def preload() -> None:
-    """Build once what every run needs, so that a fork server's children inherit it: the decoders
-    and the rehearsal plugin's bytecode."""
+    """Build once what every run needs, so that a fork server's children inherit it: the decoders."""
     for encoding in ("msgpack", "json"):
         _decoder(encoding)  # type: ignore[arg-type]
-    rehearsal_bytecode()
-
-
-@functools.cache
-def rehearsal_bytecode() -> bytes:
-    """The rehearsal plugin's checked-hash pyc (see :meth:`Guest.rehearse`)."""
-    code = compile(_REHEARSAL_SOURCE, f"{_REHEARSAL_MODULE}.py", "exec", dont_inherit=True)
-    data = bytearray(importlib.util.MAGIC_NUMBER)
-    data += (0b11).to_bytes(4, "little") + importlib.util.source_hash(_REHEARSAL_SOURCE)  # PEP 552: checked hash
-    return bytes(data + marshal.dumps(code))
-
-
-def _write_rehearsal_plugin(directory: str) -> str:
-    """A one-module plugin with its checked-hash pyc, as the host's precompiling writes them."""
-    os.makedirs(os.path.join(directory, "__pycache__"))
-    source = os.path.join(directory, f"{_REHEARSAL_MODULE}.py")
-    with open(source, "wb") as f:
-        f.write(_REHEARSAL_SOURCE)
-    with open(importlib.util.cache_from_source(source), "wb") as f:
-        f.write(rehearsal_bytecode())
-    return f"{_REHEARSAL_MODULE}:Rehearsal"
-
-
-def _remove_rehearsal_plugin(directory: str, module: str) -> None:
-    sys.modules.pop(module, None)
-    sys.path_importer_cache.pop(directory, None)
-    with contextlib.suppress(ValueError):
-        sys.path.remove(directory)
-    for root, dirs, files in os.walk(directory, topdown=False):
-        for name in files:
-            os.unlink(os.path.join(root, name))
-        for name in dirs:
-            os.rmdir(os.path.join(root, name))
-    os.rmdir(directory)
 
 
 def prepare() -> Guest:
