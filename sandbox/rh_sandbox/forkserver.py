@@ -485,38 +485,45 @@ class ForkServerBackend:
                     return
                 to_arm, self._to_arm = self._to_arm, []
                 ended, self._to_release = self._to_release, []
-            now = time.monotonic()
-            for child in ended:
-                if child.answered:
-                    exiting[child] = now + _EXIT_GRACE_S
-                else:
-                    self._release(child)
-            for zygote in dict.fromkeys(to_arm):
-                try:
-                    self._top_up(zygote)
-                except SandboxError as exc:
-                    _log.warning("cannot arm the fork server: %s", exc)
-            with self._lock:
-                arming = dict(self._arming)
-            deadlines = [c.deadline for c in arming] + list(exiting.values())
-            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
             try:
-                watched = [self._wake_r, *(c.request for c in arming), *(c.status_fd for c in exiting)]
-                readable = set(select.select(watched, [], [], timeout)[0])
-            except (OSError, ValueError):  # a child closed meanwhile (its zygote stopped): drop it
-                with self._lock:
-                    self._arming = {c: z for c, z in self._arming.items() if c in z.armed and c.request.fileno() >= 0}
-                continue
-            with contextlib.suppress(OSError):
-                os.read(self._wake_r, 4096)
-            now = time.monotonic()
-            for child, zygote in arming.items():
-                if child.request in readable or now >= child.deadline:
-                    self._promote(zygote, child)
-            for child, until in list(exiting.items()):
-                if child.status_fd in readable or now >= until:
-                    del exiting[child]
-                    self._release(child, reaped=child.status_fd in readable)
+                self._upkeep_step(exiting, ended, to_arm)
+            except Exception:  # a bug here must not end the upkeep: runs would fork on request forever
+                _log.exception("fork server upkeep failed; going on")
+                time.sleep(0.1)
+
+    def _upkeep_step(self, exiting: dict[Child, float], ended: list[Child], to_arm: list[Zygote]) -> None:
+        now = time.monotonic()
+        for child in ended:
+            if child.answered:
+                exiting[child] = now + _EXIT_GRACE_S
+            else:
+                self._release(child)
+        for zygote in dict.fromkeys(to_arm):
+            try:
+                self._top_up(zygote)
+            except SandboxError as exc:
+                _log.warning("cannot arm the fork server: %s", exc)
+        with self._lock:
+            arming = dict(self._arming)
+        deadlines = [c.deadline for c in arming] + list(exiting.values())
+        timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+        try:
+            watched = [self._wake_r, *(c.request for c in arming), *(c.status_fd for c in exiting)]
+            readable = set(select.select(watched, [], [], timeout)[0])
+        except (OSError, ValueError):  # a child closed meanwhile (its zygote stopped): forget it
+            with self._lock:
+                self._arming = {c: z for c, z in self._arming.items() if c in z.armed and c.request.fileno() >= 0}
+            return
+        with contextlib.suppress(OSError):
+            os.read(self._wake_r, 4096)
+        now = time.monotonic()
+        for child, zygote in arming.items():
+            if child.request in readable or now >= child.deadline:
+                self._promote(zygote, child)
+        for child, until in list(exiting.items()):
+            if child.status_fd in readable or now >= until:
+                del exiting[child]
+                self._release(child, reaped=child.status_fd in readable)
 
     # ---- one run --------------------------------------------------------------------------
     def _cgroup(self, limits: Limits) -> RunCgroup | None:

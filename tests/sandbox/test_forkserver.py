@@ -380,3 +380,48 @@ def test_an_edit_in_place_after_preloading_takes_effect_next_run(world_dir: Path
         result = run(plugin, "probe:Probe")
         assert result.status is RunStatus.OK, (result.error, result.logs)
         assert result.reply.output["version"] == "two"
+
+
+HANGS_WHEN_PRELOADED = """
+import os
+import stat
+import time
+
+from rh_sdk import ResultHandler
+
+if stat.S_ISCHR(os.fstat(0).st_mode):  # /dev/null: imported by a waiting child, not during a run
+    time.sleep(60)
+
+
+class Slow(ResultHandler):
+    def handle(self, batch_id, results, metadata):
+        return {"count": len(results)}
+"""
+
+
+def test_a_child_stuck_arming_holds_up_no_other_group(world_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One tenant's child armed for its plugin hangs in the import (and is given 60 s to say it
+    waits): another tenant's children are still armed and offered to its runs meanwhile, and its
+    runs take them. The upkeep watches every arming child at once instead of waiting for each."""
+    monkeypatch.setattr("rh_sandbox.forkserver._PRELOAD_TIMEOUT_S", 60.0)
+    slow = copy_plugin("good", world_dir / "slow")
+    (slow / "slow.py").write_text(HANGS_WHEN_PRELOADED)
+    (slow / "slow.py").chmod(0o644)
+    other = copy_plugin("good", world_dir / "other")
+    with ForkServerBackend(prefork=1) as backend:
+        run = make_runner(backend)
+        assert run(slow, "slow:Slow", group="tenant-a").status is RunStatus.OK  # its import in the run
+        a = backend._groups["tenant-a"].zygote
+        deadline = time.monotonic() + 10
+        while not any(c.preload is not None for c in list(a.armed)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stuck = [c for c in list(a.armed) if c.preload is not None]
+        assert stuck and not stuck[0].ready  # hanging in its import
+        for _ in range(3):
+            assert run(other, "good:Good", group="tenant-b").status is RunStatus.OK
+            b = backend._groups["tenant-b"].zygote
+            deadline = time.monotonic() + 5
+            while not any(c.ready for c in list(b.armed)) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert any(c.ready for c in list(b.armed)), "tenant-b's children were not armed"
+        assert not stuck[0].ready and stuck[0] in a.armed  # still hanging: nothing waited for it
