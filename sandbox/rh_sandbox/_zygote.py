@@ -267,6 +267,7 @@ def main(args: dict) -> int:
     _own_pid_namespace(confine)
     zygote = Zygote(args)
     gc.freeze()  # keep the preloaded heap shared with the children (no copy-on-write by the collector)
+    _libc.malloc_trim(0)  # ~0.9 MB of freed heap back to the system: fewer pages for each fork to map
     zygote.serve()
     return 0
 
