@@ -304,11 +304,10 @@ class ForkServerBackend:
     def _missing(self, zygote: Zygote) -> Preload | bool | None:
         """What the next child to arm is for: a plugin (Preload), any run (None), or nothing (False:
         the group has ``prefork`` children waiting or arming for each). Called with the lock held."""
-        waiting = zygote.armed
-        if sum(1 for c in waiting if c.preload is None) < self.prefork:
+        if sum(1 for c in zygote.armed if c.preload is None) < self.prefork:
             return None
         for preload in zygote.warm:
-            if sum(1 for c in waiting if c.preload == preload) < self.prefork:
+            if sum(1 for c in zygote.armed if c.preload == preload) < self.prefork:
                 return preload
         return False
 

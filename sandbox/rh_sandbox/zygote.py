@@ -144,6 +144,7 @@ class Zygote:
             "control_fd": control_fd,
             "seccomp": confinement.seccomp_file,
             "landlock_abi": confinement.landlock_abi,
+            "env": sandbox_environment(),  # exactly: bwrap adds PWD
         }
         binds = [(str(runtime.root), RUNTIME_MOUNT)] + [(d.path, p) for d, p in self._inside.items()]
         guest = [runtime.interpreter, "-I", "-S", "-B", f"{RUNTIME_MOUNT}/site/_rh_zygote.py", json.dumps(args)]
@@ -201,7 +202,6 @@ class Zygote:
                             "op": "spawn",
                             "slot": child.slot,
                             "scratch_bytes": scratch_mb * 1024 * 1024,
-                            "env": sandbox_environment(),
                             "preload": None
                             if preload is None
                             else {

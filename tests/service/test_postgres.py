@@ -3,12 +3,7 @@ matching the schema on both databases."""
 
 from __future__ import annotations
 
-import os
-import pwd
 import shutil
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,68 +12,21 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from rh_testserver import OPENAI, SAMPLE_PLUGINS, Server, cleanup, free_port, outcome, public_tempdir, upload
+from rh_testserver import OPENAI, SAMPLE_PLUGINS, Server, cleanup, outcome, public_tempdir, upload
 
 from rh_host.service.db import current_revision, head_revision, make_engine, migrate
 from rh_host.service.schema import metadata
+from tests.integrations.servers import postgres_bin, postgres_server
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 pytestmark = pytest.mark.slow
-
-
-def _pg_user() -> str | None:
-    for name in ("postgres", "nobody"):
-        try:
-            pwd.getpwnam(name)
-            return name
-        except KeyError:
-            continue
-    return None
 
 
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
-    if not (PG_BIN / "initdb").exists() or not (PG_BIN / "postgres").exists():
-        pytest.skip(f"PostgreSQL server binaries not found in {PG_BIN} (apt-get install postgresql)")
-    user = _pg_user() if os.geteuid() == 0 else None
-    root = Path(tempfile.mkdtemp(prefix="rh-pg-"))
-    root.chmod(0o755)
-    as_user = ["runuser", "-u", user, "--"] if user else []
-    if user:
-        shutil.chown(root, user)
-    data, port = root / "data", free_port()
-    subprocess.run([*as_user, str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "rh", "--no-sync"],
-                   check=True, capture_output=True, timeout=120)  # fmt: skip
-    log = open(root / "postgres.log", "wb")  # noqa: SIM115 - closed in finally
-    server = subprocess.Popen(
-        [*as_user, str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port), "-k", str(root),
-         "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
-        stdout=log, stderr=log, start_new_session=True,
-    )  # fmt: skip
-    url = f"postgresql://rh@127.0.0.1:{port}/postgres"
-    try:
-        engine = make_engine(url)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with engine.connect() as conn:
-                    conn.execute(sa.text("select 1"))
-                break
-            except sa.exc.OperationalError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError((root / "postgres.log").read_text()) from None
-                time.sleep(0.2)
-        engine.dispose()
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
-        shutil.rmtree(root, ignore_errors=True)
+    if postgres_bin() is None or shutil.which("runuser") is None:
+        pytest.skip("PostgreSQL server binaries (/usr/lib/postgresql/*/bin) or runuser not installed")
+    with postgres_server("rh-service-pw") as dsn:
+        yield dsn
 
 
 def _assert_migrations_match_schema(engine: sa.Engine) -> None:

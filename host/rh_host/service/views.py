@@ -67,7 +67,10 @@ def batch_view(row: Row, outcome: str | None = None) -> BatchView:
 
 
 def run_summary(row: Row) -> RunSummary:
-    result = _decode_result(row.result)
+    return _summary(row, _decode_result(row.result))
+
+
+def _summary(row: Row, result: RunResult) -> RunSummary:
     return RunSummary(
         plugin=row.plugin,
         status=row.status,
@@ -81,5 +84,5 @@ def run_summary(row: Row) -> RunSummary:
 
 def run_detail(row: Row) -> RunDetail:
     result = _decode_result(row.result)
-    summary = run_summary(row)
+    summary = _summary(row, result)
     return RunDetail(**msgspec.structs.asdict(summary), logs=result.logs, egress=result.egress)
