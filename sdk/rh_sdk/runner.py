@@ -127,7 +127,8 @@ def _read_all(fd: int, size_hint: int) -> memoryview | mmap.mmap:
         mapped = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
         os.lseek(fd, 0, os.SEEK_END)  # consumed, as a pipe would be
         return mapped
-    buf = bytearray(max(size_hint, 1 << 16) + 1)
+    # the expected size and one byte (to see the end): a bigger buffer is fresh pages to fault in
+    buf = bytearray((size_hint or 1 << 16) + 1)
     view, n = memoryview(buf), 0
     while True:
         if n == len(buf):

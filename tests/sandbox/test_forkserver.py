@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -425,3 +426,74 @@ def test_a_child_stuck_arming_holds_up_no_other_group(world_dir: Path, monkeypat
                 time.sleep(0.01)
             assert any(c.ready for c in list(b.armed)), "tenant-b's children were not armed"
         assert not stuck[0].ready and stuck[0] in a.armed  # still hanging: nothing waited for it
+
+
+THREADS_AND_FORK = """
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from rh_sdk import ResultHandler
+
+
+class Threads(ResultHandler):
+    def handle(self, batch_id, results, metadata):
+        seen = []
+        worker = threading.Thread(target=lambda: seen.append(threading.get_ident()))
+        worker.start()
+        worker.join()
+        with ThreadPoolExecutor(4) as pool:
+            doubled = sum(pool.map(lambda x: 2 * x, range(10)))
+            pool.submit(logging.getLogger("threads").info, "logged from a pool thread").result()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(7)
+        _, status = os.waitpid(pid, 0)
+        return {
+            "other_thread": seen[0] != threading.get_ident(),
+            "main": threading.current_thread() is threading.main_thread(),
+            "doubled": doubled,
+            "forked_exit": os.waitstatus_to_exitcode(status),
+            "pid": os.getpid(),
+        }
+"""
+
+
+@pytest.mark.parametrize("prefork", [0, 1])
+def test_a_handler_can_use_threads_logging_and_fork(world_dir: Path, prefork: int) -> None:
+    """The zygote forks its children without Python's at-fork hooks (``_fork_child``): a child's
+    threading, logging and os.fork still work as in any process, preloaded or not."""
+    plugin = copy_plugin("good", world_dir / "threads")
+    (plugin / "threads.py").write_text(THREADS_AND_FORK)
+    (plugin / "threads.py").chmod(0o644)
+    with ForkServerBackend(prefork=prefork) as backend:
+        run = make_runner(backend)
+        results = [run(plugin, "threads:Threads") for _ in range(3)]
+    for result in results:
+        assert result.status is RunStatus.OK, (result.error, result.logs)
+        output = result.reply.output
+        assert output == {"other_thread": True, "main": True, "doubled": 90, "forked_exit": 7, "pid": 1}
+        assert "logged from a pool thread" in _messages(result)
+
+
+def test_the_zygote_imports_no_module_with_at_fork_hooks_but_threadings_and_loggings() -> None:
+    """``_fork_child`` skips Python's at-fork hooks on the ground that the zygote's only ones are
+    threading's and logging's (locks a single-threaded process never holds at a fork). A module
+    whose hook matters (``random`` reseeds itself) imported into the zygote would break that."""
+    runtime = GuestRuntime.prepare()
+    probe = (
+        "import sys\n"
+        f"sys.path[:0] = [{str(runtime.site)!r}]\n"
+        "import _rh_zygote, _rh_confine\n"
+        "_rh_zygote._preload()\n"
+        "from rh_sdk import runner\n"
+        "runner.prepare()\n"
+        "for name, module in sorted(sys.modules.items()):\n"
+        "    path = getattr(module, '__file__', None) or ''\n"
+        "    if path.endswith('.py') and 'register_at_fork' in open(path).read():\n"
+        "        print(name)\n"
+    )
+    out = subprocess.run([runtime.interpreter, "-I", "-S", "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert set(out.stdout.split()) == {"threading", "logging"}
