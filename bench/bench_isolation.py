@@ -12,15 +12,23 @@ Modes (trivial handler, one result line; after warm-up):
                  the plugin imported (it ran before), waiting; runs back to back, so each run shares
                  the 2 cores with the previous child's teardown and the arming of the next
   pre-forked, paced  the same, a run every 10 ms (not timed): a server that is not saturated
-Then sustained invocations/s through the pre-forked backend from 2 and 4 threads, and the
-realistic handler (JSON-encode 1,000 result lines) pre-forked vs in-process, each back to back.
+Then sustained invocations/s through the pre-forked backend from 2 and 4 threads (with the machine's
+CPU time and page faults per run over the same seconds), and the realistic handler (JSON-encode 1,000
+result lines) pre-forked vs in-process, each back to back.
+
+Last, what this machine charges for the two things a fork per run is made of, so that figures from
+different machines can be compared: the CPU of a page fault (first write to an anonymous page) and of
+a bare fork + exit of the guest interpreter. A fork server's run costs mostly page faults: on a VM
+whose page tables the hypervisor shadows, each is several times dearer than on bare metal.
 """
 
 from __future__ import annotations
 
 import argparse
+import mmap
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -30,6 +38,7 @@ from pathlib import Path
 
 from rh_sandbox.forkserver import ForkServerBackend
 from rh_sandbox.process import ProcessBackend
+from rh_sandbox.runtime import GuestRuntime
 from rh_sandbox.strict import StrictProcessBackend
 from rh_sandbox.types import Limits, RunSpec, RunStatus
 from rh_sdk import HandlerRegistry
@@ -132,7 +141,30 @@ def sandboxed(backend: object, plugin: Path, entry: str, payload: bytes) -> Call
     return call
 
 
-def throughput(call: Callable[[], object], threads: int, seconds: float) -> float:
+def machine_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy (all but idle and iowait), from /proc/stat."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def page_faults() -> int:
+    """Page faults taken on the whole machine so far, from /proc/vmstat."""
+    with open("/proc/vmstat") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("pgfault "))
+
+
+class Sustained:
+    """Invocations per second from ``threads`` clients, and the machine's CPU and faults per run."""
+
+    def __init__(self, call: Callable[[], object], threads: int, seconds: float) -> None:
+        cpu, faults = machine_cpu_s(), page_faults()
+        self.rate, runs = throughput(call, threads, seconds)
+        self.cpu_ms = (machine_cpu_s() - cpu) * 1000 / runs
+        self.faults = (page_faults() - faults) / runs
+
+
+def throughput(call: Callable[[], object], threads: int, seconds: float) -> tuple[float, int]:
     stop = time.monotonic() + seconds
     counts = [0] * threads
 
@@ -147,7 +179,43 @@ def throughput(call: Callable[[], object], threads: int, seconds: float) -> floa
         t.start()
     for t in pool:
         t.join()
-    return sum(counts) / (time.monotonic() - started)
+    return sum(counts) / (time.monotonic() - started), sum(counts)
+
+
+def page_fault_us(megabytes: int = 32) -> float:
+    """CPU per page fault: writing one byte per page of a fresh mapping, minus the same loop over
+    pages already there."""
+    size, step = megabytes << 20, mmap.PAGESIZE
+    with mmap.mmap(-1, size) as mapping:
+        passes = []
+        for _ in range(2):
+            started = time.thread_time()
+            for offset in range(0, size, step):
+                mapping[offset] = 1
+            passes.append(time.thread_time() - started)
+    return (passes[0] - passes[1]) / (size // step) * 1e6
+
+
+_BARE_FORK = """
+import os, resource, sys
+n = int(sys.argv[1])
+before = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+for _ in range(n):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+after = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+cpu = sum(b.ru_utime + b.ru_stime - a.ru_utime - a.ru_stime for a, b in zip(before, after))
+print(cpu * 1000 / n)
+"""
+
+
+def bare_fork_ms(forks: int = 300) -> float:
+    """CPU (parent and child) of a fork + exit + wait of the guest interpreter running nothing else."""
+    interpreter = GuestRuntime.prepare().interpreter
+    out = subprocess.run([interpreter, "-I", "-S", "-c", _BARE_FORK, str(forks)], capture_output=True, text=True)
+    return float(out.stdout)
 
 
 def fork_bomb_ms(backend: object, plugin: Path, payload: bytes) -> list[tuple[float, str]]:
@@ -195,7 +263,7 @@ def main() -> int:
         call = sandboxed(preforked, trivial, "trivial:Trivial", small)
         rows.append(("pre-forked", sample(call, args.runs)))
         rows.append(("pre-forked, paced", sample(call, args.runs, gap_s=0.01)))
-        rates = {n: throughput(call, n, args.seconds) for n in (2, 4)}
+        rates = {n: Sustained(call, n, args.seconds) for n in (2, 4)}
         real_iso = sample(sandboxed(preforked, realistic, "realistic:Encode", big), max(20, args.runs // 10))
         bomb_ms = fork_bomb_ms(preforked, bomb, small)
     real_in = sample(inprocess(realistic, "realistic", "Encode", thousand), max(20, args.runs // 10))
@@ -206,8 +274,12 @@ def main() -> int:
     for name, values in rows:
         med = statistics.median(values)
         print(f"{name:<18}{med:>10.3f}{p(values, 0.99):>10.3f}{med / ref:>20.1f}")
+    fault_us, fork_ms = page_fault_us(), bare_fork_ms()
     for n, rate in rates.items():
-        print(f"sustained, pre-forked, {n} threads: {rate:.0f} invocations/s")
+        print(
+            f"sustained, pre-forked, {n} threads: {rate.rate:.0f} invocations/s ({rate.cpu_ms:.2f} ms of machine "
+            f"CPU per run, {rate.faults:.0f} page faults per run: ~{rate.faults * fault_us / 1000:.2f} ms of it)"
+        )
     ratio = statistics.median(real_iso) / statistics.median(real_in)
     print(
         f"realistic (JSON-encode 1,000 results): in-process p50 {statistics.median(real_in):.2f} ms, "
@@ -217,6 +289,10 @@ def main() -> int:
         "fork bomb (max_processes=32), pre-forked: run ended and cleaned up in "
         + ", ".join(f"{ms:.0f}" for ms, _ in bomb_ms)
         + f" ms ({bomb_ms[0][1]})"
+    )
+    print(
+        f"machine: a page fault costs {fault_us:.2f} us of CPU; "
+        f"a bare fork + exit of the guest interpreter {fork_ms:.2f} ms"
     )
     if args.markdown:
         scale = max(statistics.median(v) for _, v in rows)
