@@ -8,10 +8,13 @@ import stat
 import tarfile
 import zipfile
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
 from rh_testserver import TEST_PLUGINS, Server
+
+from rh_host.service.artifacts import tree_digest
 
 PLUGIN = TEST_PLUGINS / "slow_step"
 GOOD_FILES = {p.name: p.read_bytes() for p in PLUGIN.iterdir() if p.is_file()}
@@ -126,10 +129,48 @@ def test_upload_attack_is_refused(server: Server, api: httpx.Client, attack: str
     assert list((server.data_dir / "artifacts" / ".staging").iterdir()) == []  # nothing left behind
 
 
-def test_good_archives_with_or_without_a_top_level_dir(api: httpx.Client) -> None:
+def test_the_same_files_packed_differently_are_the_same_version(server: Server, api: httpx.Client) -> None:
+    """A version is its files: repacking (other timestamps, zip or tar.gz, a top-level dir or not) adds none."""
     nested = zip_bytes({f"slow_step/{name}": data for name, data in GOOD_FILES.items()})
-    assert api.post("/v1/plugins", content=nested).status_code == 201
-    flat = tar_gz(*good_members())
-    assert api.post("/v1/plugins", content=flat).status_code == 201
+    first = api.post("/v1/plugins", content=nested)
+    assert first.status_code == 201 and first.json()["active_seq"] == 1, first.text
+    stamped = []
+    for mtime in (1_000_000_000, 2_000_000_000):
+        members = good_members()
+        for info, _data in members:
+            info.mtime = mtime
+        stamped.append(tar_gz(*members))
+    assert stamped[0] != stamped[1] != nested  # three different archives...
+    for archive in stamped:
+        again = api.post("/v1/plugins", content=archive)
+        assert again.status_code == 200 and again.json()["active_seq"] == 1, again.text  # ...one version
+    changed = tar_gz(*good_members(), (tarfile.TarInfo("notes.txt"), b"one more file"))
+    second = api.post("/v1/plugins", content=changed)
+    assert second.status_code == 201 and second.json()["active_seq"] == 2, second.text
     assert [v["seq"] for v in api.get("/v1/plugins/slow_step").json()["versions"]] == [1, 2]
+    stored = [p for p in (server.data_dir / "artifacts").glob("??/*") if p.is_dir()]
+    assert len(stored) >= 2 and all(tree_digest(p) == p.name for p in stored)  # each is stored under its files' digest
     assert api.delete("/v1/plugins/slow_step").status_code == 204
+
+
+def test_tree_digest_tells_trees_apart(tmp_path: Path) -> None:
+    def digest(files: dict[str, bytes], dirs: tuple[str, ...] = ()) -> str:
+        root = tmp_path / str(len(list(tmp_path.iterdir())))
+        root.mkdir()
+        for name in dirs:
+            (root / name).mkdir(parents=True)
+        for name, data in files.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data)
+        return tree_digest(root)
+
+    base = digest({"a.py": b"x", "b/c.py": b"y"})
+    assert digest({"b/c.py": b"y", "a.py": b"x"}) == base  # the order files were written in does not count
+    assert len({
+        base,
+        digest({"a.py": b"x", "b/c.py": b"z"}),  # a byte changed
+        digest({"a.py": b"x", "b/d.py": b"y"}),  # a name changed
+        digest({"a.py": b"x", "b/c.py": b"y"}, dirs=("empty",)),  # an empty directory added
+        digest({"a.py": b"xb/c.py", "b": b"y"}),  # contents and names that run together the same way
+        digest({"a.py": b"x"}, dirs=("b/c.py",)),  # a directory where a file was
+    }) == 6  # fmt: skip

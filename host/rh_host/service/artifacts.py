@@ -1,9 +1,12 @@
-"""Plugin artifacts on disk, content-addressed: ``<root>/<sha256[:2]>/<sha256>/`` holds the unpacked,
-validated plugin directory of the archive with that digest.
+"""Plugin artifacts on disk, content-addressed: ``<root>/<sha256[:2]>/<sha256>/`` holds an unpacked,
+validated plugin directory whose files have that digest.
 
-An upload is unpacked into a private temporary directory and renamed into place only when valid, so
-a directory under its digest is always complete. The same archive uploaded twice (by anyone) is
-stored once; a tenant never reaches another's plugin except through its own database rows.
+The digest is of the unpacked files (their paths and bytes), not of the archive: an archive carries
+timestamps (gzip's header, every tar and zip entry), so packing the same plugin twice a second apart
+gives different bytes, and a tenant re-uploading unchanged files must get the version it already
+has. An upload is unpacked into a private temporary directory and renamed into place only when
+valid, so a directory under its digest is always complete. The same files uploaded twice (by anyone)
+are stored once; a tenant never reaches another's plugin except through its own database rows.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from rh_host.service.archives import normalise_modes, unpack_archive
 from rh_host.service.errors import UploadRejected
 from rh_host.service.settings import UploadCaps
 
-__all__ = ["Artifact", "ArtifactStore"]
+__all__ = ["Artifact", "ArtifactStore", "tree_digest"]
 
 _log = logging.getLogger("rh.service.artifacts")
 
@@ -44,11 +47,7 @@ class ArtifactStore:
         return self.root / digest[:2] / digest
 
     def put(self, data: bytes, caps: UploadCaps) -> Artifact:
-        """Validate and store an archive; the artifact of an identical earlier upload is reused."""
-        digest = hashlib.sha256(data).hexdigest()
-        final = self.path_for(digest)
-        if final.is_dir():
-            return Artifact(digest=digest, directory=str(final), manifest=_read_manifest(final))
+        """Validate and store an archive; the artifact of an earlier upload of the same files is reused."""
         work = Path(tempfile.mkdtemp(prefix="upload-", dir=self._staging))
         try:
             unpack_archive(data, work, caps)
@@ -56,15 +55,37 @@ class ArtifactStore:
             manifest = _read_manifest(root)
             _check_entry(root, manifest)
             normalise_modes(root)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.rename(root, final)
-            except OSError:
-                if not final.is_dir():  # not a concurrent identical upload: a real failure
-                    raise
+            digest = tree_digest(root)
+            final = self.path_for(digest)
+            if not final.is_dir():
+                final.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.rename(root, final)
+                except OSError:
+                    if not final.is_dir():  # not a concurrent upload of the same files: a real failure
+                        raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return Artifact(digest=digest, directory=str(final), manifest=manifest)
+
+
+def tree_digest(root: Path) -> str:
+    """SHA-256 over every entry under ``root`` in path order: its kind, relative path, size and bytes.
+
+    Modes are left out because ``normalise_modes`` has made them all alike. NULs separate the fields
+    and a path cannot contain one, and each file's size precedes its bytes, so two different trees
+    never feed the hash the same bytes.
+    """
+    digest = hashlib.sha256()
+    # sorted by the UTF-8 bytes of the relative path: Path's own ordering changed between Python versions
+    entries = sorted((os.fsencode(path.relative_to(root).as_posix()), path) for path in root.rglob("*"))
+    for name, path in entries:
+        if path.is_dir():
+            digest.update(b"d\0" + name + b"\0")
+            continue
+        data = path.read_bytes()
+        digest.update(b"f\0" + name + b"\0" + str(len(data)).encode() + b"\0" + data)
+    return digest.hexdigest()
 
 
 def _plugin_root(work: Path) -> Path:

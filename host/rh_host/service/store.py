@@ -94,7 +94,7 @@ class Store:
     # -- plugins -------------------------------------------------------------------------------
 
     def add_version(self, *args: Any) -> tuple[Row, bool]:
-        """Store an uploaded version (a repeat of the same archive returns the existing one)."""
+        """Store an uploaded version (a repeat of the same files, by digest, returns the existing one)."""
         try:
             return self._add_version(*args)
         except sa.exc.IntegrityError:  # a concurrent upload of the same plugin took the name or the seq
