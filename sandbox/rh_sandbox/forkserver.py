@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import select
@@ -557,7 +556,7 @@ class ForkServerBackend:
             try:
                 rest = _prefill(stdin_w, payload) if stdin_w >= 0 else b""
                 landlock = preload.landlock if preload is not None else self._landlock(inside)
-                request = json.dumps(self._request(spec, inside, landlock, child.cgroup, len(payload))).encode()
+                request = msgspec.json.encode(self._request(spec, inside, landlock, child.cgroup, len(payload)))
                 socket.send_fds(child.request, [request], guest_fds)  # straight to the child
             except OSError:
                 for fd in (stdin_w, stdout_r, stderr_r):

@@ -24,6 +24,8 @@ import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
+import msgspec
+
 from rh_sandbox.bwrap import start_sandboxed, strict_command
 from rh_sandbox.cgroups import RunCgroup
 from rh_sandbox.confinement import Confinement
@@ -197,7 +199,7 @@ class Zygote:
                 if self.dead:
                     raise BrokenPipeError("fork server has exited")
                 try:
-                    message = json.dumps(
+                    message = msgspec.json.encode(
                         {
                             "op": "spawn",
                             "slot": child.slot,
@@ -210,7 +212,7 @@ class Zygote:
                                 "landlock": [list(rule) for rule in preload.landlock],
                             },
                         }
-                    ).encode()
+                    )
                     socket.send_fds(self._control, [message], [child_end.fileno(), status_w, *cgroup_fds])
                 except OSError:
                     self.dead = True
@@ -229,7 +231,7 @@ class Zygote:
         """SIGKILL the child, pid 1 of its PID namespace: everything in that namespace dies with it."""
         with self._lock, contextlib.suppress(OSError):
             if not self.dead:
-                self._control.send(json.dumps({"op": "kill", "slot": child.slot}).encode())
+                self._control.send(msgspec.json.encode({"op": "kill", "slot": child.slot}))
 
     # ---- stop -----------------------------------------------------------------------------
     def alive(self) -> bool:

@@ -284,10 +284,10 @@ class Guest:
         try:
             invocation = self.decoders[encoding].decode(data)
         except Exception as exc:
-            root.setLevel(logging.INFO)
+            _set_level(root, logging.INFO)
             reply = Reply(ran=False, ok=False, error=f"undecodable invocation: {exc}", error_type="DecodeError")
         else:
-            root.setLevel(_log_level(invocation.config.get("log_level", "INFO")))
+            _set_level(root, _log_level(invocation.config.get("log_level", "INFO")))
             reply = run_invocation(invocation, entry, plugin_dir, self._take_preloaded(entry, plugin_dir))
         payload = _encode(reply, encoding)
         # Kept, not freed on return: freeing a big batch's objects takes ~0.5 ms that the host would
@@ -311,6 +311,13 @@ class Guest:
         for fd in (0, 1, 2):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def _set_level(logger: logging.Logger, level: int) -> None:
+    """``setLevel`` only for a change: it clears the cache of every logger in the process, and in a
+    forked child each of those writes is a copy-on-write fault (~0.05 ms a run for nothing)."""
+    if logger.level != level:
+        logger.setLevel(level)
 
 
 @functools.cache
