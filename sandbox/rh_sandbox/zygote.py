@@ -121,8 +121,9 @@ class Zygote:
         self.active = 0  # runs in flight (managed by the backend)
         self.armed: deque[Child] = deque()  # waiting children nobody claimed yet (managed by the backend)
         self.scratch_mb = Limits().scratch_mb  # the /tmp size new armed children mount: the last run's
-        # plugins recently run with success, least recent first: each gets children armed for it
-        self.warm: OrderedDict[Preload, None] = OrderedDict()
+        # plugins recently run with success, least recent first: each gets children armed for it, which
+        # warm this many bytes of heap for the next run (sized from its last invocation)
+        self.warm: OrderedDict[Preload, int] = OrderedDict()
         self.unpreloadable: set[tuple[str, str]] = set()  # (plugin dir, entry) whose early import failed
         self.retired = False
         self.dead = False
@@ -186,10 +187,13 @@ class Zygote:
         """Where this zygote's children see ``plugin_dir``, or None when it is not bound."""
         return self._inside.get(plugin_dir)
 
-    def spawn(self, cgroup: RunCgroup | None, scratch_mb: int, *, preload: Preload | None = None) -> Child:
+    def spawn(
+        self, cgroup: RunCgroup | None, scratch_mb: int, *, preload: Preload | None = None, heap_bytes: int = 0
+    ) -> Child:
         """Fork a child that joins ``cgroup`` at once, mounts a /tmp of ``scratch_mb``, confines itself
-        and waits for a request. ``preload``: it also confines itself to that plugin and imports it.
-        Raises OSError (BrokenPipeError) when the zygote is gone."""
+        and waits for a request. ``preload``: it also confines itself to that plugin and imports it,
+        then faults in ``heap_bytes`` of Python heap for its run's objects (see ``_warm_heap`` in the
+        zygote). Raises OSError (BrokenPipeError) when the zygote is gone."""
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         child = Child(uuid.uuid4().hex, host_end, status_r, cgroup, scratch_mb, preload=preload)
@@ -210,6 +214,7 @@ class Zygote:
                                 "entry": preload.entry,
                                 "plugin_dir": preload.plugin_dir,
                                 "landlock": [list(rule) for rule in preload.landlock],
+                                "heap_bytes": heap_bytes,
                             },
                         }
                     )

@@ -15,11 +15,12 @@ import psutil
 import pytest
 
 from rh_sandbox.bytecode import precompile
-from rh_sandbox.forkserver import ForkServerBackend
+from rh_sandbox.forkserver import ForkServerBackend, _heap_to_warm
 from rh_sandbox.runtime import GuestRuntime
 from rh_sandbox.strict import StrictProcessBackend
-from rh_sandbox.types import Limits, RunStatus, SandboxError
+from rh_sandbox.types import Limits, RunSpec, RunStatus, SandboxError
 from rh_sandbox.zygote import PluginDir
+from rh_sdk.protocol import Invocation, encode_invocation
 from tests.sandbox.conftest import copy_plugin, make_runner
 
 pytestmark = pytest.mark.usefixtures("needs_strict")
@@ -497,3 +498,48 @@ def test_the_zygote_imports_no_module_with_at_fork_hooks_but_threadings_and_logg
     out = subprocess.run([runtime.interpreter, "-I", "-S", "-c", probe], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert set(out.stdout.split()) == {"threading", "logging"}
+
+
+HEAP_PROBE = """
+import resource
+
+from rh_sdk import ResultHandler
+
+
+class Heap(ResultHandler):
+    def handle(self, batch_id, results, metadata):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        made = [(i, str(i) * 8) for i in range(8000)]  # ~1.5 MB of small objects
+        return {"faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, "made": len(made)}
+"""
+
+
+def test_children_armed_after_a_big_run_have_warm_heap(world_dir: Path) -> None:
+    """After a run with a big invocation, a child armed for that plugin faults in heap while it waits
+    (``_warm_heap``): the next run's objects land in pages already there. After small runs, none."""
+    plugin = copy_plugin("good", world_dir / "heap")
+    (plugin / "heap.py").write_text(HEAP_PROBE)
+    (plugin / "heap.py").chmod(0o644)
+    big = [{"custom_id": "r1", "blob": "x" * 600_000}]  # 0.6 MB: ~2.4 MB of heap warmed
+    faults: dict[str, list[int]] = {}
+    with ForkServerBackend(prefork=1) as backend:
+        for group, results in (("big", big), ("small", [{"custom_id": "r1"}])):
+            payload = encode_invocation(Invocation(batch_id="b1", handler="heap", results=results))
+            spec = RunSpec(
+                name="heap", runtime="python", plugin_dir=str(plugin), entry="heap:Heap", group=group,
+                limits=Limits(wall_seconds=20),
+            )  # fmt: skip
+            for _ in range(3):
+                result = backend.run(spec, payload)
+                assert result.status is RunStatus.OK, (result.error, result.logs)
+                faults.setdefault(group, []).append(result.reply.output["faults"])
+                _await_preloaded(backend, group)
+    assert faults["big"][0] > 250 and faults["small"][0] > 250  # a cold child faults in what it makes
+    assert max(faults["big"][1:]) < faults["big"][0] / 3, faults  # warmed for the big plugin's next runs
+    assert min(faults["small"][1:]) > faults["small"][0] / 2, faults  # small runs: no heap held idle
+
+
+def test_the_heap_a_child_warms_is_bounded() -> None:
+    assert _heap_to_warm(100_000) == 0  # a small invocation: nothing held by an idle child
+    assert _heap_to_warm(1_000_000) == 4_000_000
+    assert _heap_to_warm(1 << 30) == 16 << 20
