@@ -98,6 +98,7 @@ class Zygote:
         self.children: dict[int, tuple[str, int]] = {}  # pid -> (slot, status pipe), until reaped
         self.slots: dict[str, int] = {}  # slot -> pid
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.warmed: list[bytes] = []  # in a child: what keeps its warmed heap's arenas (_warm_heap)
         import msgspec
 
         from rh_sdk import runner
