@@ -103,9 +103,10 @@ class Zygote:
 
         from rh_sdk import runner
 
-        # msgspec's decoder, not json's: one C call that touches few of the zygote's objects, so fewer
-        # copy-on-write faults in the zygote per spawn and in a child reading its request
+        # The control channel speaks msgspec JSON, not json's: one C call that touches few of the
+        # zygote's objects, so fewer copy-on-write faults per spawn and in a child reading its request
         self.decode = msgspec.json.decode
+        self.encode = msgspec.json.encode
         # The runner's own set-up (seed alias, log stream, logging handler) once, for every child;
         # each child attaches the log stream to its run's stderr.
         self.guest = runner.prepare()
@@ -114,7 +115,7 @@ class Zygote:
     def serve(self) -> None:
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        self.control.send(json.dumps({"event": "ready", "pid": os.getpid()}).encode())
+        self.control.send(self.encode({"event": "ready", "pid": os.getpid()}))
         while True:
             try:
                 readable, _, _ = select.select([self.control, self.wake_r], [], [])

@@ -173,7 +173,7 @@ class Zygote:
             raise SandboxError(f"fork server did not start: {exc}; stderr: {self.stderr_tail()}") from exc
         finally:
             self._control.settimeout(None)
-        if not data or json.loads(data).get("event") != "ready":
+        if not data or msgspec.json.decode(data).get("event") != "ready":
             raise SandboxError(f"fork server failed to start; stderr: {self.stderr_tail()}")
 
     def stderr_tail(self, limit: int = 2000) -> str:
