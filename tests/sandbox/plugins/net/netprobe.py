@@ -22,7 +22,7 @@ def _threads() -> dict[str, list[str]]:
         try:
             with open(path) as f:
                 fields = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
-        except FileNotFoundError:  # a relay thread that just ended
+        except (FileNotFoundError, ProcessLookupError):  # a relay thread that ended (before the open, or the read)
             continue
         found[path.split("/")[4]] = [fields["Seccomp"].strip(), fields["CapEff"].strip()]
     return found
