@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from rh_sandbox.bytecode import precompile
+from rh_sandbox.cgroups import CgroupV1, RunCgroup
 from rh_sandbox.forkserver import ForkServerBackend, _heap_to_warm
 from rh_sandbox.runtime import GuestRuntime
 from rh_sandbox.strict import StrictProcessBackend
@@ -543,3 +544,40 @@ def test_the_heap_a_child_warms_is_bounded() -> None:
     assert _heap_to_warm(100_000) == 0  # a small invocation: nothing held by an idle child
     assert _heap_to_warm(1_000_000) == 4_000_000
     assert _heap_to_warm(1 << 30) == 16 << 20
+
+
+def test_a_steady_load_reuses_run_cgroups_instead_of_making_new_ones(
+    world_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cgroup is made only when none is pooled and kept once emptied, so the pool settles at the
+    most that were in use at once: after a warm-up, runs from three threads make and remove none."""
+    made: list[object] = []
+    removed: list[object] = []
+    create, close = CgroupV1.create, RunCgroup.close
+    monkeypatch.setattr(CgroupV1, "create", lambda self, **kw: made.append(kw) or create(self, **kw))
+    monkeypatch.setattr(RunCgroup, "close", lambda self: removed.append(self) or close(self))
+    good = copy_plugin("good", world_dir / "pooled")
+    with ForkServerBackend(prefork=1) as backend:
+        run = make_runner(backend)
+
+        def load(runs: int) -> None:
+            statuses: list[RunStatus] = []
+
+            def worker() -> None:
+                for _ in range(runs):
+                    statuses.append(run(good, "good:Good").status)
+
+            threads = [threading.Thread(target=worker) for _ in range(3)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert statuses == [RunStatus.OK] * 3 * runs
+
+        load(40)
+        warmed_up = len(made)
+        assert 0 < warmed_up <= 20 and not removed  # each run needs one, the pool had none: made some
+        load(60)
+        assert len(made) - warmed_up <= 2, (warmed_up, len(made))  # 180 more runs: (nearly) none made
+        assert not removed
+    assert len(removed) == len(made)  # closing the backend removes them all
