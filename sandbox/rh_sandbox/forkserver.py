@@ -64,6 +64,7 @@ _HEAP_WARM_MAX = 16 << 20
 # settles at the most that were in use at once and a steady load makes none (cgroup v1: making and
 # removing one costs ~0.65 ms of CPU here, a seventh of a whole pre-forked run)
 _POOL_MAX = 64
+_MEMO_MAX = 4096  # plugin dirs remembered as checked readable, or as compiled
 _PRELOADABLE = (RunStatus.OK, RunStatus.FAILED, RunStatus.SKIPPED)  # runs that ended by themselves
 
 
@@ -161,9 +162,7 @@ class ForkServerBackend:
         if plugin_dir not in self._readable:
             require_sandbox_readable(plugin_dir.path)
             with self._lock:
-                if len(self._readable) >= 4096:
-                    self._readable.clear()
-                self._readable.add(plugin_dir)
+                _remember(self._readable, plugin_dir)
         return plugin_dir
 
     def close(self) -> None:
@@ -231,9 +230,7 @@ class ForkServerBackend:
         dirs = [*dirs[-(self.max_plugin_dirs - 1) :], plugin_dir] if self.max_plugin_dirs > 1 else [plugin_dir]
         compiling = None
         if plugin_dir not in self._compiled:  # the plugin's bytecode, written while the zygote starts
-            if len(self._compiled) >= 4096:
-                self._compiled.clear()
-            self._compiled.add(plugin_dir)
+            _remember(self._compiled, plugin_dir)
             compiling = self._compiler.submit(precompile, plugin_dir.path, self.runtime.interpreter)
         zygote = self._starter.submit(Zygote, self.runtime, self.confinement, dirs).result()
         if compiling is not None:
@@ -677,6 +674,14 @@ class ForkServerBackend:
             isolation=self.isolation.value + self.confinement.suffix(cgroup is not None) + "+forkserver",
             reply=reply,
         )
+
+
+def _remember(seen: set[PluginDir], plugin_dir: PluginDir) -> None:
+    """Add to a per-dir memo, emptied when it reaches ``_MEMO_MAX`` (a host that sees ever new dirs
+    redoes a check now and then rather than growing without bound)."""
+    if len(seen) >= _MEMO_MAX:
+        seen.clear()
+    seen.add(plugin_dir)
 
 
 def _heap_to_warm(invocation_bytes: int) -> int:
