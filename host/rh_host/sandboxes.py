@@ -9,6 +9,7 @@ from pathlib import Path
 from rh_sandbox.dispatch import Dispatcher
 from rh_sandbox.egress import EgressSettings
 from rh_sandbox.types import Backend
+from rh_sandbox.uids import SandboxUids, UidRange
 
 __all__ = ["ISOLATION_CHOICES", "default_wasm_cache_dir", "make_dispatcher"]
 
@@ -16,7 +17,7 @@ ISOLATION_CHOICES = ("auto", "basic", "strict")
 _log = logging.getLogger("rh.host")
 
 
-def _python_backend(isolation: str, egress: EgressSettings | None) -> Backend:
+def _python_backend(isolation: str, egress: EgressSettings | None, sandbox_uids: UidRange | None) -> Backend:
     try:
         from rh_sandbox.isolation import make_python_backend
     except ImportError:  # strict isolation not built into this installation
@@ -28,7 +29,8 @@ def _python_backend(isolation: str, egress: EgressSettings | None) -> Backend:
         if isolation == "auto":
             _log.warning("isolation degraded to 'basic': strict isolation is not available")
         return ProcessBackend()
-    return make_python_backend(isolation, egress=egress)
+    uids = SandboxUids(sandbox_uids) if sandbox_uids is not None else None
+    return make_python_backend(isolation, egress=egress, uids=uids)
 
 
 def default_wasm_cache_dir() -> Path:
@@ -46,9 +48,16 @@ def _wasm_backend(cache_dir: Path | None, egress: EgressSettings | None) -> Back
 
 
 def make_dispatcher(
-    isolation: str = "auto", wasm_cache_dir: Path | None = None, egress: EgressSettings | None = None
+    isolation: str = "auto",
+    wasm_cache_dir: Path | None = None,
+    egress: EgressSettings | None = None,
+    sandbox_uids: UidRange | None = None,
 ) -> Dispatcher:
-    """``egress``: the operator's policy for plugins' network grants (default: none permitted)."""
+    """``egress``: the operator's policy for plugins' network grants (default: none permitted);
+    ``sandbox_uids``: the range each tenant's own sandbox uid comes from (default: rh_sandbox's)."""
     return Dispatcher(
-        {"python": lambda: _python_backend(isolation, egress), "wasm": lambda: _wasm_backend(wasm_cache_dir, egress)}
+        {
+            "python": lambda: _python_backend(isolation, egress, sandbox_uids),
+            "wasm": lambda: _wasm_backend(wasm_cache_dir, egress),
+        }
     )

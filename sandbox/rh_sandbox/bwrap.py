@@ -2,8 +2,8 @@
 
 Why setpriv first: as root, ``bwrap --uid 65534`` maps the sandbox uid to real root outside, and
 the guest could read root-only files (measured on this kind of machine). With the real uid dropped
-before bwrap runs, the user namespace maps 65534 to 65534, so the kernel's ordinary permission
-checks hold even if every other wall fails.
+before bwrap runs (to the tenant's own uid), the user namespace maps that uid to itself, so the
+kernel's ordinary permission checks hold even if every other wall fails.
 
 Layout seen inside: ``/usr`` (and the usual ``/lib`` ``/bin`` symlinks) read-only, ``/rh`` the guest
 runtime read-only, the given extra read-only binds (the plugin), a size-bounded private ``/tmp``
@@ -23,7 +23,7 @@ from typing import IO, Any
 
 __all__ = ["SANDBOX_GID", "SANDBOX_UID", "bwrap_version", "drop_uid_prefix", "start_sandboxed", "strict_command"]
 
-SANDBOX_UID = 65534  # nobody
+SANDBOX_UID = 65534  # nobody: runs no tenant's code (the bytecode compiler); each tenant has its own uid
 SANDBOX_GID = 65534  # nogroup
 _ROOT_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _DEVICES = ("null", "zero", "full", "random", "urandom")
@@ -94,6 +94,7 @@ def _device_binds() -> list[str]:
 def strict_command(
     argv: Sequence[str],
     *,
+    uid: int,
     ro_binds: Iterable[tuple[str, str]] = (),
     scratch_mb: int = 64,
     env: Mapping[str, str] | None = None,
@@ -103,7 +104,8 @@ def strict_command(
     binds: Iterable[tuple[str, str]] = (),
     disable_userns: bool = True,
 ) -> list[str]:
-    """Wrap ``argv`` in the strict sandbox. ``ro_binds`` and ``binds`` (read-write) are (host path,
+    """Wrap ``argv`` in the strict sandbox, run as real ``uid`` (and gid of the same number: one per
+    tenant, see :mod:`rh_sandbox.uids`). ``ro_binds`` and ``binds`` (read-write) are (host path,
     sandbox path) pairs.
 
     ``disable_userns=False`` keeps the guest in the user namespace that owns its network namespace, so
@@ -142,7 +144,7 @@ def strict_command(
     for source, target in binds:
         args += ["--bind", source, target]
     args += ["--chdir", "/tmp", "--", *argv]
-    return drop_uid_prefix() + args
+    return drop_uid_prefix(uid, uid) + args
 
 
 def start_sandboxed(

@@ -32,7 +32,6 @@ from concurrent.futures import ThreadPoolExecutor
 import msgspec
 
 from rh_sandbox._pump import Exchange, exchange
-from rh_sandbox.bwrap import SANDBOX_UID
 from rh_sandbox.bytecode import precompile
 from rh_sandbox.cgroups import CgroupV1, RunCgroup
 from rh_sandbox.classify import run_result
@@ -42,6 +41,7 @@ from rh_sandbox.process import guest_rlimits
 from rh_sandbox.runtime import GuestRuntime
 from rh_sandbox.strict import processes_of_uid, require_sandbox_readable
 from rh_sandbox.types import IsolationLevel, Limits, RunResult, RunSpec, RunStatus, SandboxError
+from rh_sandbox.uids import SandboxUids, default_uids
 from rh_sandbox.zygote import Child, PluginDir, Preload, Zygote
 from rh_sdk.protocol import Encoding, Reply, decode_reply
 
@@ -103,6 +103,7 @@ class ForkServerBackend:
         cpu_quota_cores: float | None = 1.0,
         max_plugin_dirs: int = 64,
         preload: int = 4,
+        uids: SandboxUids | None = None,
     ) -> None:
         self.runtime = runtime or GuestRuntime.prepare()
         self.cgroups = cgroups if cgroups is not None else CgroupV1()
@@ -113,6 +114,7 @@ class ForkServerBackend:
         self.cpu_quota_cores = cpu_quota_cores
         self.max_plugin_dirs = max_plugin_dirs
         self.preload = preload
+        self.uids = uids or default_uids()  # each group's zygote and children run as the group's own uid
         self._groups: dict[str, _Group] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -218,13 +220,13 @@ class ForkServerBackend:
         with group.lock:
             zygote = group.zygote
             if zygote is None or not zygote.alive() or zygote.inside_path(plugin_dir) is None:
-                group.zygote = self._replace(zygote, plugin_dir)
+                group.zygote = self._replace(zygote, plugin_dir, self.uids.uid_for(group_name))
                 zygote = group.zygote
             with self._lock:
                 zygote.active += 1
             return zygote
 
-    def _replace(self, old: Zygote | None, plugin_dir: PluginDir) -> Zygote:
+    def _replace(self, old: Zygote | None, plugin_dir: PluginDir, uid: int) -> Zygote:
         """A new zygote binding the live dirs of the old one plus ``plugin_dir``; retire the old."""
         dirs = [d for d in (old.plugin_dirs if old else []) if d != plugin_dir and d.still_there()]
         dirs = [*dirs[-(self.max_plugin_dirs - 1) :], plugin_dir] if self.max_plugin_dirs > 1 else [plugin_dir]
@@ -232,7 +234,7 @@ class ForkServerBackend:
         if plugin_dir not in self._compiled:  # the plugin's bytecode, written while the zygote starts
             _remember(self._compiled, plugin_dir)
             compiling = self._compiler.submit(precompile, plugin_dir.path, self.runtime.interpreter)
-        zygote = self._starter.submit(Zygote, self.runtime, self.confinement, dirs).result()
+        zygote = self._starter.submit(Zygote, self.runtime, self.confinement, dirs, uid).result()
         if compiling is not None:
             with contextlib.suppress(Exception):  # not done (a big vendor dir): later runs get it
                 compiling.result(timeout=_COMPILE_WAIT_S)
@@ -541,9 +543,15 @@ class ForkServerBackend:
         return self.cgroups.for_run(limits, self.cpu_quota_cores)
 
     def _request(
-        self, spec: RunSpec, inside: str, landlock: tuple[tuple[str, int], ...], cgroup: RunCgroup | None, size: int
+        self,
+        spec: RunSpec,
+        zygote: Zygote,
+        inside: str,
+        landlock: tuple[tuple[str, int], ...],
+        cgroup: RunCgroup | None,
+        size: int,
     ) -> dict:
-        nproc = None if cgroup is not None else processes_of_uid(SANDBOX_UID) + spec.limits.max_processes
+        nproc = None if cgroup is not None else processes_of_uid(zygote.uid) + spec.limits.max_processes
         return {
             "entry": spec.entry,
             "plugin_dir": inside,
@@ -569,7 +577,7 @@ class ForkServerBackend:
             try:
                 rest = _prefill(stdin_w, payload) if stdin_w >= 0 else b""
                 landlock = preload.landlock if preload is not None else self._landlock(inside)
-                request = msgspec.json.encode(self._request(spec, inside, landlock, child.cgroup, len(payload)))
+                request = msgspec.json.encode(self._request(spec, zygote, inside, landlock, child.cgroup, len(payload)))
                 socket.send_fds(child.request, [request], guest_fds)  # straight to the child
             except OSError:
                 for fd in (stdin_w, stdout_r, stderr_r):

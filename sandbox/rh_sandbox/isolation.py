@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Literal
 
 from rh_sandbox import _confine
-from rh_sandbox.bwrap import SANDBOX_UID, bwrap_path, bwrap_version, setpriv_path, strict_command
+from rh_sandbox.bwrap import bwrap_path, bwrap_version, setpriv_path, strict_command
 from rh_sandbox.cgroups import CgroupV1, cgroup_v1_controllers
 from rh_sandbox.egress.run import EgressSettings
 from rh_sandbox.runtime import find_interpreter, readable_by_others
 from rh_sandbox.seccomp import seccomp_available
 from rh_sandbox.types import Backend, IsolationLevel, SandboxError
+from rh_sandbox.uids import SandboxUids, default_uids
 
 __all__ = ["IsolationSetting", "Probe", "format_probe", "make_python_backend", "probe"]
 
@@ -50,6 +51,8 @@ class Probe:
     interpreter: str | None = None
     interpreter_readable_by_sandbox_uid: bool = False
     interpreter_problem: str | None = None
+    sandbox_uids: str = ""  # the range tenants' uids come from ("FIRST-LAST")
+    sandbox_uid_conflicts: list[str] = field(default_factory=list)  # users, groups, subid ranges in it
     level: str = IsolationLevel.BASIC.value  # what "auto" uses
     gaps: list[str] = field(default_factory=list)  # what the chosen level lacks here
 
@@ -73,23 +76,27 @@ def _has_kill(root: Path) -> bool:
     return any((d / "cgroup.kill").exists() for d in [root, *list(root.iterdir())[:50]] if d.is_dir())
 
 
-def _try_strict(interpreter: str) -> str | None:
-    """Run the real strict sandbox once; None when the guest came back unprivileged."""
-    argv = strict_command([interpreter, "-I", "-S", "-c", "import os; print(os.getuid())"], interpreter=interpreter)
+def _try_strict(interpreter: str, uid: int) -> str | None:
+    """Run the real strict sandbox once as ``uid``; None when the guest came back as that uid."""
+    code = "import os; print(os.getuid())"
+    argv = strict_command([interpreter, "-I", "-S", "-c", code], uid=uid, interpreter=interpreter)
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False, env={})
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"cannot run bwrap: {exc}"
     if out.returncode != 0:
         return f"bwrap failed (exit {out.returncode}): {out.stderr.strip()[:300]}"
-    if os.geteuid() == 0 and out.stdout.strip() != str(SANDBOX_UID):
-        return f"sandbox ran as uid {out.stdout.strip()!r}, expected {SANDBOX_UID}"
+    if os.geteuid() == 0 and out.stdout.strip() != str(uid):
+        return f"sandbox ran as uid {out.stdout.strip()!r}, expected {uid}"
     return None
 
 
-def probe() -> Probe:
-    """Inspect this machine (runs the strict sandbox once, ~30 ms)."""
+def probe(uids: SandboxUids | None = None) -> Probe:
+    """Inspect this machine (runs the strict sandbox once, ~30 ms, as the first uid of ``uids``)."""
+    uids = uids or default_uids()
     p = Probe(running_as_root=os.geteuid() == 0, user_namespaces=_user_namespaces())
+    p.sandbox_uids = str(uids.range)
+    p.sandbox_uid_conflicts = uids.conflicts() if p.running_as_root else []
     p.bwrap, p.bwrap_version, p.setpriv = bwrap_path(), bwrap_version(), setpriv_path()
     p.cgroup_v1_controllers = cgroup_v1_controllers()
     p.cgroup_v2_controllers, p.cgroup_v2_kill = _cgroup_v2()
@@ -102,14 +109,14 @@ def probe() -> Probe:
         p.interpreter_readable_by_sandbox_uid = readable_by_others(Path(p.interpreter))
     except SandboxError as exc:
         p.interpreter_problem = str(exc)
-    p.strict_problem = _strict_problem(p)
+    p.strict_problem = _strict_problem(p, uids.range.first)
     p.strict_sandbox_works = p.strict_problem is None
     p.level = IsolationLevel.STRICT.value if p.strict_sandbox_works else IsolationLevel.BASIC.value
     p.gaps = _gaps(p)
     return p
 
 
-def _strict_problem(p: Probe) -> str | None:
+def _strict_problem(p: Probe, uid: int) -> str | None:
     if p.bwrap is None:
         return "bubblewrap (bwrap) is not installed"
     if p.running_as_root and p.setpriv is None:
@@ -117,14 +124,16 @@ def _strict_problem(p: Probe) -> str | None:
     if not p.user_namespaces:
         return "user namespaces are disabled (/proc/sys/user/max_user_namespaces is 0)"
     if p.interpreter is None or not p.interpreter_readable_by_sandbox_uid:
-        return p.interpreter_problem or f"interpreter {p.interpreter} is not readable by uid {SANDBOX_UID}"
-    return _try_strict(p.interpreter)
+        return p.interpreter_problem or f"interpreter {p.interpreter} is not readable by unprivileged uids"
+    return _try_strict(p.interpreter, uid)
 
 
 def _gaps(p: Probe) -> list[str]:
     gaps = []
     if p.level != IsolationLevel.STRICT.value:
         gaps.append(f"no namespaces: {p.strict_problem}")
+    elif not p.running_as_root:
+        gaps.append("not running as root: every tenant's sandbox runs as the host's own uid, not one of its own")
     if not p.per_run_cgroups:
         gaps.append("no writable cgroup v1 pids+freezer: memory via RLIMIT_AS, processes via RLIMIT_NPROC")
     if not p.seccomp:
@@ -156,7 +165,9 @@ def format_probe(p: Probe) -> str:
         f"  seccomp             {yes(p.seccomp)}" + (f" ({p.seccomp_problem})" if p.seccomp_problem else ""),
         f"  Landlock            {'ABI ' + str(p.landlock_abi) if p.landlock_abi else 'no'}",
         f"  guest interpreter   {p.interpreter or p.interpreter_problem}"
-        + (f" (readable by uid {SANDBOX_UID}: {yes(p.interpreter_readable_by_sandbox_uid)})" if p.interpreter else ""),
+        + (f" (readable by the sandbox uids: {yes(p.interpreter_readable_by_sandbox_uid)})" if p.interpreter else ""),
+        f"  sandbox uids        {p.sandbox_uids} (one per tenant)"
+        + (f"; OVERLAPS {', '.join(p.sandbox_uid_conflicts)}" if p.sandbox_uid_conflicts else ""),
         "",
         f"Level used by --isolation auto: {p.level}",
     ]
@@ -175,6 +186,7 @@ def make_python_backend(
     prefork: int = 1,
     probed: Probe | None = None,
     egress: EgressSettings | None = None,
+    uids: SandboxUids | None = None,
 ) -> Backend:
     """The Python backend for an isolation setting.
 
@@ -183,7 +195,8 @@ def make_python_backend(
     (strict only; ``prefork`` children wait ready per tenant) over a cold sandbox per run, except for
     runs with network grants, which always get a cold strict sandbox wired to an egress broker under
     ``egress`` (the operator's policy; by default no grant is permitted). The ``basic`` level has
-    the host's network and enforces no grant.
+    the host's network and enforces no grant. ``uids``: where each tenant's own uid comes from (a
+    range that overlaps a user, group or subordinate-id range is refused, whatever the setting).
     """
     if isolation not in ("auto", "basic", "strict"):
         raise SandboxError(f"unknown isolation setting {isolation!r} (auto, basic or strict)")
@@ -191,7 +204,8 @@ def make_python_backend(
         from rh_sandbox.process import ProcessBackend
 
         return ProcessBackend()
-    p = probed or probe()
+    uids = uids or default_uids()
+    p = probed or probe(uids)
     if not p.strict_sandbox_works:
         if isolation == "strict":
             raise SandboxError(f"isolation 'strict' demanded but unavailable here: {p.strict_problem}")
@@ -204,6 +218,11 @@ def make_python_backend(
         from rh_sandbox.process import ProcessBackend
 
         return ProcessBackend()
+    if p.sandbox_uid_conflicts:
+        raise SandboxError(
+            f"sandbox uid range {p.sandbox_uids} overlaps {'; '.join(p.sandbox_uid_conflicts)}: "
+            "a sandbox would share a uid with them; choose another range (--sandbox-uids FIRST-LAST)"
+        )
     for gap in p.gaps:
         _log.warning("isolation gap: %s", gap)
     from rh_sandbox.strict import StrictProcessBackend
@@ -212,5 +231,7 @@ def make_python_backend(
         from rh_sandbox.dispatch import GrantedRunsApart
         from rh_sandbox.forkserver import ForkServerBackend
 
-        return GrantedRunsApart(ForkServerBackend(prefork=prefork), lambda: StrictProcessBackend(egress=egress))
-    return StrictProcessBackend(egress=egress)
+        return GrantedRunsApart(
+            ForkServerBackend(prefork=prefork, uids=uids), lambda: StrictProcessBackend(egress=egress, uids=uids)
+        )
+    return StrictProcessBackend(egress=egress, uids=uids)

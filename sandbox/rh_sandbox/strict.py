@@ -1,10 +1,10 @@
 """The strict level, cold: one setpriv + bubblewrap sandbox per run, around the same boot script.
 
 Steps per run: cgroup (memory, pids, cpu quota, cpuacct, freezer), open its ``cgroup.procs`` files
-for the guest to join through (the guest sees no ``/sys``), build the argv (uid drop, namespaces,
-read-only system/runtime/plugin, bounded ``/tmp``), start it; inside, the boot script joins the
-cgroups, applies rlimits, Landlock and seccomp, then runs the handler. Used when no warm fork
-server is wanted, and as the reference the fork server must match.
+for the guest to join through (the guest sees no ``/sys``), build the argv (the drop to the group's
+own uid, namespaces, read-only system/runtime/plugin, bounded ``/tmp``), start it; inside, the boot
+script joins the cgroups, applies rlimits, Landlock and seccomp, then runs the handler. Used when no
+warm fork server is wanted, and as the reference the fork server must match.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from rh_sandbox._confine import READ
-from rh_sandbox.bwrap import SANDBOX_UID, start_sandboxed, strict_command
+from rh_sandbox.bwrap import start_sandboxed, strict_command
 from rh_sandbox.cgroups import CgroupV1, RunCgroup
 from rh_sandbox.confinement import Confinement
 from rh_sandbox.egress.run import EgressSettings, RunEgress, run_with_egress
@@ -27,6 +27,7 @@ from rh_sandbox.layout import PLUGIN_MOUNT, RUNTIME_MOUNT, landlock_rules, sandb
 from rh_sandbox.process import ProcessBackend, _exited, guest_rlimits
 from rh_sandbox.runtime import GuestRuntime, readable_by_others
 from rh_sandbox.types import IsolationLevel, RunResult, RunSpec, SandboxError
+from rh_sandbox.uids import SandboxUids, default_uids
 
 __all__ = ["StrictProcessBackend", "bwrap_exit_code", "processes_of_uid", "require_sandbox_readable"]
 
@@ -50,7 +51,7 @@ def require_sandbox_readable(plugin_dir: str) -> str:
         raise SandboxError(f"plugin dir {plugin_dir!r} is not readable: {exc}") from exc
     if not (readable_by_others(path) and mode & stat.S_IXOTH):
         raise SandboxError(
-            f"plugin dir {str(path)!r} must be readable by the sandbox uid {SANDBOX_UID}: "
+            f"plugin dir {str(path)!r} must be readable by the sandbox uids: "
             "make it and its files world-readable and every parent directory world-searchable"
         )
     return str(path)
@@ -80,8 +81,10 @@ class StrictProcessBackend(ProcessBackend):
         confinement: Confinement | None = None,
         cpu_quota_cores: float | None = 1.0,
         egress: EgressSettings | None = None,
+        uids: SandboxUids | None = None,
     ) -> None:
         super().__init__(runtime=runtime, cgroups=cgroups)
+        self.uids = uids or default_uids()  # each group's runs as its own uid (the fork server's for it)
         self.egress = egress or EgressSettings()  # the default permits no grant
         self.confinement = confinement or Confinement.detect(self.runtime)
         if self.cgroups.available:
@@ -92,8 +95,8 @@ class StrictProcessBackend(ProcessBackend):
         self, spec: RunSpec, cgroup_fds: list[int], cgroup: RunCgroup | None, egress: RunEgress | None
     ) -> dict:
         nproc = None
-        if cgroup is None:  # no pids cgroup: RLIMIT_NPROC, counted over every process of the sandbox uid
-            nproc = processes_of_uid(SANDBOX_UID) + spec.limits.max_processes
+        if cgroup is None:  # no pids cgroup: RLIMIT_NPROC, counted over every process of the group's uid
+            nproc = processes_of_uid(self.uids.uid_for(spec.group)) + spec.limits.max_processes
         rules = landlock_rules(PLUGIN_MOUNT)
         if egress is not None:
             rules.append(("/etc", READ))  # the generated hosts and nsswitch.conf, the CA certificates
@@ -134,6 +137,7 @@ class StrictProcessBackend(ProcessBackend):
             guest = [self.runtime.interpreter, "-I", "-S", "-B", f"{RUNTIME_MOUNT}/site/_rh_boot.py"]
             argv = strict_command(
                 [*guest, json.dumps(self._boot_args(spec, cgroup_fds, cgroup, egress))],
+                uid=self.uids.uid_for(spec.group),
                 ro_binds=[
                     (str(self.runtime.root), RUNTIME_MOUNT),
                     (plugin_dir, PLUGIN_MOUNT),

@@ -114,8 +114,10 @@ class Zygote:
         runtime: GuestRuntime,
         confinement: Confinement,
         plugin_dirs: list[PluginDir],
+        uid: int,
     ) -> None:
         self.plugin_dirs = list(plugin_dirs)
+        self.uid = uid  # real uid (and gid) of the zygote and its children: its group's own
         self._inside = {d: f"{PLUGINS_MOUNT}/{n}" for n, d in enumerate(self.plugin_dirs)}
         self._lock = threading.Lock()
         self.active = 0  # runs in flight (managed by the backend)
@@ -153,6 +155,7 @@ class Zygote:
         guest = [runtime.interpreter, "-I", "-S", "-B", f"{RUNTIME_MOUNT}/site/_rh_zygote.py", json.dumps(args)]
         argv = strict_command(
             guest,
+            uid=self.uid,
             ro_binds=binds,
             scratch_mb=_ZYGOTE_TMP_MB,
             env=sandbox_environment(),

@@ -6,15 +6,18 @@ import os
 
 import pytest
 
-from rh_sandbox.bwrap import SANDBOX_UID, strict_command
+from rh_sandbox.bwrap import strict_command
 from rh_sandbox.seccomp import compile_filter, seccomp_available
+
+UID = 1_879_048_200
 
 
 def test_uid_is_dropped_before_bwrap_when_root() -> None:
-    argv = strict_command(["/usr/bin/python3", "-c", "pass"], ro_binds=[("/srv/p", "/plugin")])
+    argv = strict_command(["/usr/bin/python3", "-c", "pass"], uid=UID, ro_binds=[("/srv/p", "/plugin")])
     if os.geteuid() == 0:
         assert os.path.basename(argv[0]) == "setpriv"
-        assert f"--reuid={SANDBOX_UID}" in argv and "--no-new-privs" in argv
+        assert f"--reuid={UID}" in argv and f"--regid={UID}" in argv and "--clear-groups" in argv
+        assert "--no-new-privs" in argv
         assert argv.index("--") < argv.index(next(a for a in argv if a.endswith("bwrap")))
     for flag in ("--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session"):
         assert flag in argv
@@ -24,7 +27,7 @@ def test_uid_is_dropped_before_bwrap_when_root() -> None:
 
 
 def test_binds_come_after_the_tmpfs_that_would_hide_them() -> None:
-    argv = strict_command(["/usr/bin/python3"], ro_binds=[("/tmp/venv", "/tmp/venv")], scratch_mb=8)
+    argv = strict_command(["/usr/bin/python3"], uid=UID, ro_binds=[("/tmp/venv", "/tmp/venv")], scratch_mb=8)
     tmpfs = argv.index("--tmpfs")
     assert argv[tmpfs + 1] == "/tmp"
     size = argv.index("--size")
@@ -33,7 +36,7 @@ def test_binds_come_after_the_tmpfs_that_would_hide_them() -> None:
 
 
 def test_no_host_state_is_bound() -> None:
-    argv = strict_command(["/usr/bin/python3"])
+    argv = strict_command(["/usr/bin/python3"], uid=UID)
     bound = {argv[i + 2] for i, a in enumerate(argv) if a in ("--ro-bind", "--bind")}
     assert not bound & {"/etc", "/var", "/root", "/home", "/run", "/tmp"}
 

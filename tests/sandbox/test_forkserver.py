@@ -131,7 +131,7 @@ def test_plugin_dir_the_sandbox_cannot_read_is_a_host_error(world_dir: Path, war
     plugin = copy_plugin("good", hidden / "good")
     backend = ForkServerBackend(prefork=0) if warm_backend else StrictProcessBackend()
     try:
-        with pytest.raises(SandboxError, match="readable by the sandbox uid"):
+        with pytest.raises(SandboxError, match="readable by the sandbox uids"):
             make_runner(backend)(plugin, "good:Good")
     finally:
         backend.close()
@@ -212,7 +212,7 @@ def test_confinement_is_in_place_before_plugin_code(world_dir: Path, prefork: in
             result = run(plugin, "introspect:Introspect", limits=Limits(wall_seconds=20, scratch_mb=scratch_mb))
             assert result.status is RunStatus.OK, (result.error, result.logs)
             seen = result.reply.output
-            assert seen["pid"] == 1 and seen["uid"] == 65534
+            assert seen["pid"] == 1 and seen["uid"] == backend.uids.uid_for("tenant-a") != 65534
             assert seen["cap_eff"] == 0 and seen["cap_prm"] == 0
             assert seen["no_new_privs"] == 1 and seen["seccomp"] == 2
             assert seen["tmp"] == [] and seen["tmp_mb"] == scratch_mb

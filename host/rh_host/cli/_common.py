@@ -12,6 +12,7 @@ import click
 
 from rh_host.sandboxes import ISOLATION_CHOICES
 from rh_sandbox.egress import EgressSettings, GrantError, OperatorPolicy
+from rh_sandbox.uids import DEFAULT_UIDS, UidRange
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -45,6 +46,23 @@ isolation_option = click.option(
     show_default=True,
     envvar="RH_ISOLATION",
     help="Minimum isolation; 'strict' refuses to run rather than degrade.",
+)
+
+
+def _uid_range(_ctx: click.Context, _param: click.Parameter, value: str | None) -> UidRange | None:
+    try:
+        return UidRange.parse(value) if value else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+sandbox_uids_option = click.option(
+    "--sandbox-uids",
+    "sandbox_uids",
+    metavar="FIRST-LAST",
+    envvar="RH_SANDBOX_UIDS",
+    callback=_uid_range,
+    help=f"The uids tenants' strict sandboxes run as, one per tenant (default {DEFAULT_UIDS}).",
 )
 
 

@@ -6,7 +6,9 @@ import json
 
 import click
 
+from rh_host.cli._common import sandbox_uids_option
 from rh_sandbox.isolation import format_probe, probe, probe_dict
+from rh_sandbox.uids import SandboxUids, UidRange
 
 
 @click.command("doctor")
@@ -18,9 +20,12 @@ from rh_sandbox.isolation import format_probe, probe, probe_dict
     show_default=True,
     help="Exit non-zero when this level cannot be provided.",
 )
-def doctor(as_json: bool, isolation: str) -> None:
+@sandbox_uids_option
+def doctor(as_json: bool, isolation: str, sandbox_uids: UidRange | None) -> None:
     """Print what this machine offers for isolation (bwrap, namespaces, cgroups, seccomp, Landlock)."""
-    p = probe()
+    p = probe(SandboxUids(sandbox_uids) if sandbox_uids is not None else None)
     click.echo(json.dumps(probe_dict(p), indent=2) if as_json else format_probe(p))
     if isolation == "strict" and not p.strict_sandbox_works:
         raise click.ClickException(f"isolation 'strict' is unavailable: {p.strict_problem}")
+    if isolation != "basic" and p.strict_sandbox_works and p.sandbox_uid_conflicts:
+        raise click.ClickException(f"the sandbox uid range {p.sandbox_uids} overlaps users or subordinate ranges")

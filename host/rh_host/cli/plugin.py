@@ -14,7 +14,15 @@ import msgspec
 
 from rh_host.batchfile import read_results
 from rh_host.cli._client import Client, key_option, url_option
-from rh_host.cli._common import EXIT_FAILED, EXIT_OK, egress_options, fail, isolation_option, json_object_option
+from rh_host.cli._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    egress_options,
+    fail,
+    isolation_option,
+    json_object_option,
+    sandbox_uids_option,
+)
 from rh_host.cli._scaffold import C_BUILD, c_plugin_files, c_sdk_header, python_plugin_files
 from rh_host.cli.render import render_outcome
 from rh_host.errors import HostError
@@ -23,6 +31,7 @@ from rh_host.pipeline import Pipeline
 from rh_host.sandboxes import make_dispatcher
 from rh_sandbox.egress import EgressSettings
 from rh_sandbox.types import SandboxError
+from rh_sandbox.uids import UidRange
 
 __all__ = ["pack_directory", "plugin"]
 
@@ -86,6 +95,7 @@ def _build_c(target: Path) -> None:
 @click.option("--config", "config_json", help="Config overrides as a JSON object (as the API would set them).")
 @click.option("--metadata", "metadata_json", help="Batch metadata as a JSON object.")
 @isolation_option
+@sandbox_uids_option
 @egress_options
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON document.")
 def test(
@@ -94,6 +104,7 @@ def test(
     config_json: str | None,
     metadata_json: str | None,
     isolation: str,
+    sandbox_uids: UidRange | None,
     as_json: bool,
     egress: EgressSettings,
 ) -> None:
@@ -106,7 +117,7 @@ def test(
     except HostError as exc:
         fail(str(exc))
     try:
-        with make_dispatcher(isolation, egress=egress) as dispatcher:
+        with make_dispatcher(isolation, egress=egress, sandbox_uids=sandbox_uids) as dispatcher:
             outcome = Pipeline(dispatcher).run(f"test-{handler.name}", lines, metadata, [handler])
     except SandboxError as exc:
         fail(str(exc), code=EXIT_FAILED)

@@ -10,7 +10,15 @@ import click
 import msgspec
 
 from rh_host.batchfile import read_results
-from rh_host.cli._common import EXIT_FAILED, EXIT_OK, egress_options, fail, isolation_option, json_object_option
+from rh_host.cli._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    egress_options,
+    fail,
+    isolation_option,
+    json_object_option,
+    sandbox_uids_option,
+)
 from rh_host.cli.render import render_outcome
 from rh_host.errors import HostError
 from rh_host.manifest import Plugin, load_plugin
@@ -18,6 +26,7 @@ from rh_host.pipeline import Pipeline, RunEvent
 from rh_host.sandboxes import make_dispatcher
 from rh_sandbox.egress import EgressSettings
 from rh_sandbox.types import SandboxError
+from rh_sandbox.uids import UidRange
 
 __all__ = ["run"]
 
@@ -62,6 +71,7 @@ def _progress_printer(event: RunEvent) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the batch outcome as one JSON document.")
 @click.option("--logs", "show_logs", is_flag=True, help="Show every handler's log records.")
 @isolation_option
+@sandbox_uids_option
 @egress_options
 @click.option("--parallel", default=2, show_default=True, type=click.IntRange(1, 64), help="Concurrent runs.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
@@ -73,6 +83,7 @@ def run(
     as_json: bool,
     show_logs: bool,
     isolation: str,
+    sandbox_uids: UidRange | None,
     egress: EgressSettings,
     parallel: int,
     quiet: bool,
@@ -91,7 +102,7 @@ def run(
     if show_progress:
         click.echo(f"{len(lines)} results, {len(plugins)} plugins", err=True)
     try:
-        with make_dispatcher(isolation, egress=egress) as dispatcher:
+        with make_dispatcher(isolation, egress=egress, sandbox_uids=sandbox_uids) as dispatcher:
             pipeline = Pipeline(
                 dispatcher, max_parallel=parallel, progress=_progress_printer if show_progress else None
             )

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
-from rh_host.cli._common import egress_options, fail, isolation_option
+from rh_host.cli._common import egress_options, fail, isolation_option, sandbox_uids_option
 from rh_host.errors import HostError
 from rh_sandbox.egress import EgressSettings
+from rh_sandbox.uids import UidRange
 
 __all__ = ["serve"]
 
@@ -32,6 +33,7 @@ __all__ = ["serve"]
 )
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="Batches run at once.")
 @isolation_option
+@sandbox_uids_option
 @egress_options
 @click.option("--migrate-only", is_flag=True, help="Bring the database schema up to date and exit.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info", show_default=True)
@@ -42,6 +44,7 @@ def serve(
     database_url: str | None,
     workers: int,
     isolation: str,
+    sandbox_uids: UidRange | None,
     egress: EgressSettings,
     migrate_only: bool,
     log_level: str,
@@ -54,7 +57,12 @@ def serve(
     logging.getLogger().setLevel(log_level.upper())
     logging.getLogger("rh").setLevel(log_level.upper())
     settings = ServiceSettings(
-        data_dir=data_dir.resolve(), database_url=database_url, workers=workers, isolation=isolation, egress=egress
+        data_dir=data_dir.resolve(),
+        database_url=database_url,
+        workers=workers,
+        isolation=isolation,
+        egress=egress,
+        sandbox_uids=sandbox_uids,
     )
     try:
         if migrate_only:

@@ -43,7 +43,10 @@ class Service:
 
     def start(self) -> None:
         self.dispatcher = make_dispatcher(
-            self.settings.isolation, self.settings.data_dir / "wasm-cache", egress=self.settings.egress
+            self.settings.isolation,
+            self.settings.data_dir / "wasm-cache",
+            egress=self.settings.egress,
+            sandbox_uids=self.settings.sandbox_uids,
         )
         self.dispatch = LocalWorkerPool(
             self.store,

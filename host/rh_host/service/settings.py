@@ -7,6 +7,7 @@ from pathlib import Path
 import msgspec
 
 from rh_sandbox.egress import EgressSettings
+from rh_sandbox.uids import UidRange
 
 __all__ = ["Quotas", "ServiceSettings", "UploadCaps"]
 
@@ -47,6 +48,7 @@ class ServiceSettings(msgspec.Struct, kw_only=True):
     workers: int = 2
     isolation: str = "auto"
     egress: EgressSettings = msgspec.field(default_factory=EgressSettings)  # the cap on plugins' network grants
+    sandbox_uids: UidRange | None = None  # where each tenant's own sandbox uid comes from (None: the default range)
     run_parallel: int = 2  # concurrent handler runs inside one batch (equal priorities)
     default_quotas: Quotas = Quotas()
     upload: UploadCaps = UploadCaps()

@@ -1,0 +1,170 @@
+"""A real uid (and gid of the same number) per group: tenants' sandboxes never share one.
+
+Namespaces already keep tenants apart; the uid is the wall under them. The kernel keys limits and
+rights to the real uid wherever namespaces do not reach: RLIMIT_NPROC, inotify instances and
+watches, pipe buffer pages, POSIX message queues, and the owner of the user namespace a sandbox
+runs in. With one uid for everybody, one tenant holding 128 inotify instances left none for any
+other (measured on this kind of machine, where ``fs.inotify.max_user_instances`` is 128).
+
+The default range, 1879048192-1879113727 (65,536 uids), sits where systemd's uid table says
+"unused" (above the container ranges, below 2^31) and no ``useradd`` or subordinate-id default
+reaches. A group's uid is stable within a host process (the slot its name hashes to, so another
+host process picks the same one for the same group) and never one that a user in the user
+database, an ``/etc/subuid`` / ``/etc/subgid`` range or a running process already holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import grp
+import hashlib
+import os
+import pwd
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from rh_sandbox.types import SandboxError
+
+__all__ = ["DEFAULT_UIDS", "SandboxUids", "UidRange", "default_uids"]
+
+_DRAGONS = 1 << 31  # uids from here on trip signed-integer bugs in user space (systemd: "hic sunt dracones")
+_SYSTEM_MAX = 999  # system users below: never hand those out
+_SUBID_FILES = ("/etc/subuid", "/etc/subgid")
+
+
+@dataclass(frozen=True)
+class UidRange:
+    """``first`` to ``last`` inclusive; the same numbers are used as gids."""
+
+    first: int
+    last: int
+
+    @classmethod
+    def parse(cls, text: str) -> UidRange:
+        """``FIRST-LAST`` (inclusive), e.g. ``1879048192-1879113727``; ValueError names what is wrong."""
+        first_text, sep, last_text = text.strip().partition("-")
+        try:
+            first, last = int(first_text), int(last_text if sep else first_text)
+        except ValueError:
+            raise ValueError(f"sandbox uid range {text!r}: expected FIRST-LAST, two whole numbers") from None
+        return cls(first, last)
+
+    def __post_init__(self) -> None:
+        if self.first > self.last:
+            raise ValueError(f"sandbox uid range {self}: the first uid is above the last")
+        if self.first <= _SYSTEM_MAX or self.last >= _DRAGONS:
+            raise ValueError(f"sandbox uid range {self}: must lie within {_SYSTEM_MAX + 1}-{_DRAGONS - 1}")
+        if self.first <= 65535 <= self.last or self.first <= 65534 <= self.last:
+            raise ValueError(f"sandbox uid range {self}: must not hold 65534 (nobody) or 65535 (16-bit -1)")
+
+    def __str__(self) -> str:
+        return f"{self.first}-{self.last}"
+
+    def __len__(self) -> int:
+        return self.last - self.first + 1
+
+    def __contains__(self, uid: object) -> bool:
+        return isinstance(uid, int) and self.first <= uid <= self.last
+
+
+DEFAULT_UIDS = UidRange(1_879_048_192, 1_879_048_192 + 65_535)
+
+
+class SandboxUids:
+    """Hands each group a uid of ``uid_range`` of its own, for the life of this object. Thread-safe."""
+
+    def __init__(self, uid_range: UidRange = DEFAULT_UIDS) -> None:
+        self.range = uid_range
+        self._lock = threading.Lock()
+        self._by_group: dict[str, int] = {}
+        self._taken: set[int] = set()
+
+    def uid_for(self, group: str) -> int:
+        """``group``'s uid: the slot its name hashes to, or the next one free of users, subordinate
+        ranges and running processes. SandboxError once every uid of the range is held."""
+        with self._lock:
+            uid = self._by_group.get(group)
+            if uid is not None:
+                return uid
+            busy = self._taken | _uids_running() | self._reserved
+            size = len(self.range)
+            start = int.from_bytes(hashlib.sha256(group.encode()).digest()[:8], "big") % size
+            for step in range(size):
+                uid = self.range.first + (start + step) % size
+                if uid not in busy:
+                    self._by_group[group] = uid
+                    self._taken.add(uid)
+                    return uid
+        raise SandboxError(
+            f"no free sandbox uid in {self.range}: {len(self._by_group)} groups hold one and the rest "
+            "belong to users or running processes; widen --sandbox-uids"
+        )
+
+    def conflicts(self) -> list[str]:
+        """Users, groups and subordinate-id ranges the range overlaps (each would share a sandbox's uid)."""
+        found = [f"user {u.pw_name!r} (uid {u.pw_uid})" for u in _users() if u.pw_uid in self.range]
+        found += [f"group {g.gr_name!r} (gid {g.gr_gid})" for g in _groups() if g.gr_gid in self.range]
+        for path, owner, first, count in _subordinate_ranges():
+            if first <= self.range.last and self.range.first <= first + count - 1:
+                found.append(f"{path} range of {owner!r} ({first}-{first + count - 1})")
+        return found
+
+    @functools.cached_property
+    def _reserved(self) -> frozenset[int]:
+        """The range's ids a user, group or subordinate range holds (read once: the user database can be slow)."""
+        ids = {u.pw_uid for u in _users()} | {g.gr_gid for g in _groups()}
+        for _path, _owner, first, count in _subordinate_ranges():
+            ids.update(range(max(first, self.range.first), min(first + count, self.range.last + 1)))
+        return frozenset(i for i in ids if i in self.range)
+
+
+@functools.cache
+def default_uids() -> SandboxUids:
+    """The process-wide allocator over the default range (backends built without one share it)."""
+    return SandboxUids()
+
+
+def _uids_running() -> set[int]:
+    """Every uid (real, effective, saved, filesystem) of every process now: a uid with a process is
+    someone's, not handed out. From ``status``, not the owner of ``/proc/<pid>``, which is root for a
+    process that is not dumpable."""
+    uids: set[int] = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError), open(f"/proc/{entry.name}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"Uid:"):
+                        uids.update(int(field) for field in line.split()[1:])
+                        break
+    return uids
+
+
+def _users() -> list[pwd.struct_passwd]:
+    try:
+        return pwd.getpwall()
+    except OSError:
+        return []
+
+
+def _groups() -> list[grp.struct_group]:
+    try:
+        return grp.getgrall()
+    except OSError:
+        return []
+
+
+def _subordinate_ranges() -> Iterator[tuple[str, str, int, int]]:
+    """(file, owner, first, count) of each line of /etc/subuid and /etc/subgid."""
+    for path in _SUBID_FILES:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            owner, _, rest = line.strip().partition(":")
+            first, _, count = rest.partition(":")
+            if first.isdigit() and count.isdigit():
+                yield path, owner, int(first), int(count)
