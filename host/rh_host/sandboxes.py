@@ -8,29 +8,44 @@ from pathlib import Path
 
 from rh_sandbox.dispatch import Dispatcher
 from rh_sandbox.egress import EgressSettings
-from rh_sandbox.types import Backend
+from rh_sandbox.types import Backend, SandboxError
 from rh_sandbox.uids import SandboxUids, UidRange
 
-__all__ = ["ISOLATION_CHOICES", "default_wasm_cache_dir", "make_dispatcher"]
+__all__ = ["ISOLATION_CHOICES", "check_python_sandbox", "default_wasm_cache_dir", "make_dispatcher"]
 
 ISOLATION_CHOICES = ("auto", "basic", "strict")
 _log = logging.getLogger("rh.host")
 
 
+def _without_strict(isolation: str) -> None:
+    """Strict isolation is not built into this installation: refuse ``strict``, warn for ``auto``."""
+    if isolation == "strict":
+        raise SandboxError("strict isolation is not available in this installation")
+    if isolation == "auto":
+        _log.warning("isolation degraded to 'basic': strict isolation is not available")
+
+
 def _python_backend(isolation: str, egress: EgressSettings | None, sandbox_uids: UidRange | None) -> Backend:
     try:
         from rh_sandbox.isolation import make_python_backend
-    except ImportError:  # strict isolation not built into this installation
+    except ImportError:
         from rh_sandbox.process import ProcessBackend
-        from rh_sandbox.types import SandboxError
 
-        if isolation == "strict":
-            raise SandboxError("strict isolation is not available in this installation") from None
-        if isolation == "auto":
-            _log.warning("isolation degraded to 'basic': strict isolation is not available")
+        _without_strict(isolation)
         return ProcessBackend()
     uids = SandboxUids(sandbox_uids) if sandbox_uids is not None else None
     return make_python_backend(isolation, egress=egress, uids=uids)
+
+
+def check_python_sandbox(isolation: str, sandbox_uids: UidRange | None = None) -> None:
+    """Raise SandboxError now for what the first Python run would refuse (``strict`` unavailable, an
+    overlapping uid range), so that a long-running host refuses to start instead."""
+    try:
+        from rh_sandbox.isolation import check_isolation
+    except ImportError:
+        _without_strict(isolation)
+        return
+    check_isolation(isolation, uids=SandboxUids(sandbox_uids) if sandbox_uids is not None else None)
 
 
 def default_wasm_cache_dir() -> Path:

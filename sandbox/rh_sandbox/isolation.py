@@ -23,7 +23,7 @@ from rh_sandbox.seccomp import seccomp_available
 from rh_sandbox.types import Backend, IsolationLevel, SandboxError
 from rh_sandbox.uids import SandboxUids, default_uids
 
-__all__ = ["IsolationSetting", "Probe", "format_probe", "make_python_backend", "probe"]
+__all__ = ["IsolationSetting", "Probe", "check_isolation", "format_probe", "make_python_backend", "probe"]
 
 IsolationSetting = Literal["auto", "basic", "strict"]
 _log = logging.getLogger("rh.sandbox")
@@ -179,6 +179,38 @@ def probe_dict(p: Probe) -> dict:
     return asdict(p)
 
 
+def check_isolation(
+    isolation: IsolationSetting | str, probed: Probe | None = None, uids: SandboxUids | None = None
+) -> Probe | None:
+    """The probe the strict level will run on, or None for the basic level; SandboxError when the
+    setting cannot be met (``strict`` demanded but unavailable, a sandbox uid range that overlaps a
+    user). Logs the degradation of ``auto`` and every gap. ``rh-host serve`` calls it before it
+    listens, so that a misconfigured host refuses to start instead of failing its first run."""
+    if isolation not in ("auto", "basic", "strict"):
+        raise SandboxError(f"unknown isolation setting {isolation!r} (auto, basic or strict)")
+    if isolation == "basic":
+        return None
+    p = probed or probe(uids)
+    if not p.strict_sandbox_works:
+        if isolation == "strict":
+            raise SandboxError(f"isolation 'strict' demanded but unavailable here: {p.strict_problem}")
+        _log.warning(
+            "ISOLATION DEGRADED: strict sandbox unavailable (%s); running plugins at level 'basic' "
+            "(own process, rlimits, cgroups if writable, but no namespaces). Use --isolation strict "
+            "to refuse instead.",
+            p.strict_problem,
+        )
+        return None
+    if p.sandbox_uid_conflicts:
+        raise SandboxError(
+            f"sandbox uid range {p.sandbox_uids} overlaps {'; '.join(p.sandbox_uid_conflicts)}: "
+            "a sandbox would share a uid with them; choose another range (--sandbox-uids FIRST-LAST)"
+        )
+    for gap in p.gaps:
+        _log.warning("isolation gap: %s", gap)
+    return p
+
+
 def make_python_backend(
     isolation: IsolationSetting | str = "auto",
     *,
@@ -196,35 +228,13 @@ def make_python_backend(
     runs with network grants, which always get a cold strict sandbox wired to an egress broker under
     ``egress`` (the operator's policy; by default no grant is permitted). The ``basic`` level has
     the host's network and enforces no grant. ``uids``: where each tenant's own uid comes from (a
-    range that overlaps a user, group or subordinate-id range is refused, whatever the setting).
+    range that overlaps a user, group or subordinate-id range is refused wherever strict would run).
     """
-    if isolation not in ("auto", "basic", "strict"):
-        raise SandboxError(f"unknown isolation setting {isolation!r} (auto, basic or strict)")
-    if isolation == "basic":
-        from rh_sandbox.process import ProcessBackend
-
-        return ProcessBackend()
     uids = uids or default_uids()
-    p = probed or probe(uids)
-    if not p.strict_sandbox_works:
-        if isolation == "strict":
-            raise SandboxError(f"isolation 'strict' demanded but unavailable here: {p.strict_problem}")
-        _log.warning(
-            "ISOLATION DEGRADED: strict sandbox unavailable (%s); running plugins at level 'basic' "
-            "(own process, rlimits, cgroups if writable, but no namespaces). Use --isolation strict "
-            "to refuse instead.",
-            p.strict_problem,
-        )
+    if check_isolation(isolation, probed, uids) is None:
         from rh_sandbox.process import ProcessBackend
 
         return ProcessBackend()
-    if p.sandbox_uid_conflicts:
-        raise SandboxError(
-            f"sandbox uid range {p.sandbox_uids} overlaps {'; '.join(p.sandbox_uid_conflicts)}: "
-            "a sandbox would share a uid with them; choose another range (--sandbox-uids FIRST-LAST)"
-        )
-    for gap in p.gaps:
-        _log.warning("isolation gap: %s", gap)
     from rh_sandbox.strict import StrictProcessBackend
 
     if warm:

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from rh_sandbox.dispatch import GrantedRunsApart
 from rh_sandbox.forkserver import ForkServerBackend
-from rh_sandbox.isolation import Probe, format_probe, make_python_backend
+from rh_sandbox.isolation import Probe, check_isolation, format_probe, make_python_backend
 from rh_sandbox.process import ProcessBackend
 from rh_sandbox.strict import StrictProcessBackend
 from rh_sandbox.types import SandboxError
@@ -35,6 +35,22 @@ def test_strict_demanded_but_unavailable_refuses() -> None:
     without = Probe(strict_problem="bubblewrap (bwrap) is not installed")
     with pytest.raises(SandboxError, match="bubblewrap"):
         make_python_backend("strict", probed=without)
+
+
+def test_the_check_serve_runs_before_it_listens() -> None:
+    without = Probe(strict_problem="bubblewrap (bwrap) is not installed")
+    with pytest.raises(SandboxError, match="isolation 'strict' demanded but unavailable here: bubblewrap"):
+        check_isolation("strict", without)
+    assert check_isolation("auto", without) is None  # basic, with the warning
+    assert check_isolation("basic") is None  # no probe at all
+    overlapping = Probe(
+        strict_sandbox_works=True, sandbox_uids="2000-2999", sandbox_uid_conflicts=["user 'eve' (uid 2001)"]
+    )
+    for setting in ("auto", "strict"):
+        with pytest.raises(SandboxError, match=r"sandbox uid range 2000-2999 overlaps user 'eve' \(uid 2001\)"):
+            check_isolation(setting, overlapping)
+    works = Probe(strict_sandbox_works=True, sandbox_uids="2000-2999")
+    assert check_isolation("auto", works) is works
 
 
 def test_auto_degrades_loudly(caplog: pytest.LogCaptureFixture) -> None:
@@ -75,5 +91,6 @@ def test_doctor_command_prints_the_probe(machine: Probe) -> None:
     result = CliRunner().invoke(doctor, [])
     assert result.exit_code == 0, result.output
     assert "Level used by --isolation auto" in result.output
+    assert "sandbox uids        1879048192-1879113727 (one per tenant)" in result.output
     strict = CliRunner().invoke(doctor, ["--isolation", "strict"])
     assert (strict.exit_code == 0) == machine.strict_sandbox_works

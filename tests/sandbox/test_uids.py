@@ -137,6 +137,28 @@ def test_a_backend_refuses_a_range_that_overlaps_a_user(monkeypatch: pytest.Monk
         make_python_backend("auto", probed=probed, uids=uids)
 
 
+@pytest.mark.timeout(60)
+def test_serve_refuses_to_start_with_an_overlapping_range(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Checked before the server listens: a misconfigured host stops at once, in one line."""
+    from click.testing import CliRunner
+
+    from rh_host.cli import main
+    from rh_sandbox.isolation import probe
+
+    subuid = tmp_path / "subuid"
+    subuid.write_text("dave:1900006000:65536\n")
+    monkeypatch.setattr("rh_sandbox.uids._SUBID_FILES", (str(subuid),))
+    probed = probe(SandboxUids(UidRange(1_900_006_000, 1_900_006_099)))
+    if not probed.strict_sandbox_works or not probed.running_as_root:
+        pytest.skip(f"the uid range is used only by the strict sandbox as root: {probed.strict_problem}")
+    args = ["serve", "--port", "1", "--data-dir", str(tmp_path / "data"), "--sandbox-uids", "1900006000-1900006099"]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 1, out.output
+    assert out.output.count("\n") == 1 and out.output.startswith("rh-host: error: cannot serve: sandbox uid range")
+    assert "'dave'" in out.output and "--sandbox-uids" in out.output
+    assert not (tmp_path / "data").exists() or not list((tmp_path / "data").iterdir())  # nothing was set up
+
+
 # ---- what a uid of its own keeps apart ------------------------------------------------------
 
 WHOAMI = """

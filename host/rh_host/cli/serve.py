@@ -7,9 +7,11 @@ from pathlib import Path
 
 import click
 
-from rh_host.cli._common import egress_options, fail, isolation_option, sandbox_uids_option
+from rh_host.cli._common import EXIT_FAILED, egress_options, fail, isolation_option, sandbox_uids_option
 from rh_host.errors import HostError
+from rh_host.sandboxes import check_python_sandbox
 from rh_sandbox.egress import EgressSettings
+from rh_sandbox.types import SandboxError
 from rh_sandbox.uids import UidRange
 
 __all__ = ["serve"]
@@ -64,6 +66,11 @@ def serve(
         egress=egress,
         sandbox_uids=sandbox_uids,
     )
+    if not migrate_only:
+        try:
+            check_python_sandbox(isolation, sandbox_uids)
+        except SandboxError as exc:
+            fail(f"cannot serve: {exc}", code=EXIT_FAILED)
     try:
         if migrate_only:
             service = Service(settings)
