@@ -33,8 +33,7 @@ def _python_backend(isolation: str, egress: EgressSettings | None, sandbox_uids:
 
         _without_strict(isolation)
         return ProcessBackend()
-    uids = SandboxUids(sandbox_uids) if sandbox_uids is not None else None
-    return make_python_backend(isolation, egress=egress, uids=uids)
+    return make_python_backend(isolation, egress=egress, uids=SandboxUids.over(sandbox_uids))
 
 
 def check_python_sandbox(isolation: str, sandbox_uids: UidRange | None = None) -> None:
@@ -45,7 +44,7 @@ def check_python_sandbox(isolation: str, sandbox_uids: UidRange | None = None) -
     except ImportError:
         _without_strict(isolation)
         return
-    check_isolation(isolation, uids=SandboxUids(sandbox_uids) if sandbox_uids is not None else None)
+    check_isolation(isolation, uids=SandboxUids.over(sandbox_uids))
 
 
 def default_wasm_cache_dir() -> Path:

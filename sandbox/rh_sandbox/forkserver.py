@@ -39,9 +39,9 @@ from rh_sandbox.confinement import Confinement
 from rh_sandbox.layout import landlock_rules
 from rh_sandbox.process import guest_rlimits
 from rh_sandbox.runtime import GuestRuntime
-from rh_sandbox.strict import processes_of_uid, require_sandbox_readable
+from rh_sandbox.strict import require_sandbox_readable
 from rh_sandbox.types import IsolationLevel, Limits, RunResult, RunSpec, RunStatus, SandboxError
-from rh_sandbox.uids import SandboxUids, default_uids
+from rh_sandbox.uids import SandboxUids, default_uids, processes_of_uid
 from rh_sandbox.zygote import Child, PluginDir, Preload, Zygote
 from rh_sdk.protocol import Encoding, Reply, decode_reply
 

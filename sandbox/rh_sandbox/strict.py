@@ -27,9 +27,9 @@ from rh_sandbox.layout import PLUGIN_MOUNT, RUNTIME_MOUNT, landlock_rules, sandb
 from rh_sandbox.process import ProcessBackend, _exited, guest_rlimits
 from rh_sandbox.runtime import GuestRuntime, readable_by_others
 from rh_sandbox.types import IsolationLevel, RunResult, RunSpec, SandboxError
-from rh_sandbox.uids import SandboxUids, default_uids
+from rh_sandbox.uids import SandboxUids, default_uids, processes_of_uid
 
-__all__ = ["StrictProcessBackend", "bwrap_exit_code", "processes_of_uid", "require_sandbox_readable"]
+__all__ = ["StrictProcessBackend", "bwrap_exit_code", "require_sandbox_readable"]
 
 _BWRAP_EXIT_S = 2.0  # after the guest is killed, how long bwrap may take to notice and exit
 
@@ -55,17 +55,6 @@ def require_sandbox_readable(plugin_dir: str) -> str:
             "make it and its files world-readable and every parent directory world-searchable"
         )
     return str(path)
-
-
-def processes_of_uid(uid: int) -> int:
-    """How many processes ``uid`` runs now (RLIMIT_NPROC counts them all, across namespaces)."""
-    count = 0
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if entry.stat().st_uid == uid:
-                    count += 1
-    return count
 
 
 class StrictProcessBackend(ProcessBackend):

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from rh_sandbox.types import SandboxError
 
-__all__ = ["DEFAULT_UIDS", "SandboxUids", "UidRange", "default_uids"]
+__all__ = ["DEFAULT_UIDS", "SandboxUids", "UidRange", "default_uids", "processes_of_uid"]
 
 _DRAGONS = 1 << 31  # uids from here on trip signed-integer bugs in user space (systemd: "hic sunt dracones")
 _SYSTEM_MAX = 999  # system users below: never hand those out
@@ -56,7 +56,7 @@ class UidRange:
             raise ValueError(f"sandbox uid range {self}: the first uid is above the last")
         if self.first <= _SYSTEM_MAX or self.last >= _DRAGONS:
             raise ValueError(f"sandbox uid range {self}: must lie within {_SYSTEM_MAX + 1}-{_DRAGONS - 1}")
-        if self.first <= 65535 <= self.last or self.first <= 65534 <= self.last:
+        if self.first <= 65535 and self.last >= 65534:
             raise ValueError(f"sandbox uid range {self}: must not hold 65534 (nobody) or 65535 (16-bit -1)")
 
     def __str__(self) -> str:
@@ -80,6 +80,11 @@ class SandboxUids:
         self._lock = threading.Lock()
         self._by_group: dict[str, int] = {}
         self._taken: set[int] = set()
+
+    @staticmethod
+    def over(uid_range: UidRange | None) -> SandboxUids:
+        """An allocator over the operator's range; for None, the process-wide one over the default."""
+        return SandboxUids(uid_range) if uid_range is not None else default_uids()
 
     def uid_for(self, group: str) -> int:
         """``group``'s uid: the slot its name hashes to, or the next one free of users, subordinate
@@ -126,19 +131,26 @@ def default_uids() -> SandboxUids:
     return SandboxUids()
 
 
+def processes_of_uid(uid: int) -> int:
+    """How many processes run with real uid ``uid`` now (RLIMIT_NPROC counts them all, across namespaces)."""
+    return sum(1 for uids in _process_uids() if uids[0] == uid)
+
+
 def _uids_running() -> set[int]:
-    """Every uid (real, effective, saved, filesystem) of every process now: a uid with a process is
-    someone's, not handed out. From ``status``, not the owner of ``/proc/<pid>``, which is root for a
-    process that is not dumpable."""
-    uids: set[int] = set()
+    """Every uid of every process now: a uid with a process is someone's, not handed out."""
+    return {uid for uids in _process_uids() for uid in uids}
+
+
+def _process_uids() -> Iterator[list[int]]:
+    """Each process's real, effective, saved and filesystem uids, from ``status``: the owner of
+    ``/proc/<pid>`` is root for a process that is not dumpable."""
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             with contextlib.suppress(OSError, ValueError), open(f"/proc/{entry.name}/status", "rb") as f:
                 for line in f:
                     if line.startswith(b"Uid:"):
-                        uids.update(int(field) for field in line.split()[1:])
+                        yield [int(field) for field in line.split()[1:]]
                         break
-    return uids
 
 
 def _users() -> list[pwd.struct_passwd]:

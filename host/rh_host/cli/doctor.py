@@ -23,7 +23,7 @@ from rh_sandbox.uids import SandboxUids, UidRange
 @sandbox_uids_option
 def doctor(as_json: bool, isolation: str, sandbox_uids: UidRange | None) -> None:
     """Print what this machine offers for isolation (bwrap, namespaces, cgroups, seccomp, Landlock)."""
-    p = probe(SandboxUids(sandbox_uids) if sandbox_uids is not None else None)
+    p = probe(SandboxUids.over(sandbox_uids))
     click.echo(json.dumps(probe_dict(p), indent=2) if as_json else format_probe(p))
     if isolation == "strict" and not p.strict_sandbox_works:
         raise click.ClickException(f"isolation 'strict' is unavailable: {p.strict_problem}")
