@@ -25,7 +25,7 @@ def _without_strict(isolation: str) -> None:
         _log.warning("isolation degraded to 'basic': strict isolation is not available")
 
 
-def _python_backend(isolation: str, egress: EgressSettings | None, sandbox_uids: UidRange | None) -> Backend:
+def _python_backend(isolation: str, egress: EgressSettings | None, uids: SandboxUids) -> Backend:
     try:
         from rh_sandbox.isolation import make_python_backend
     except ImportError:
@@ -33,7 +33,7 @@ def _python_backend(isolation: str, egress: EgressSettings | None, sandbox_uids:
 
         _without_strict(isolation)
         return ProcessBackend()
-    return make_python_backend(isolation, egress=egress, uids=SandboxUids.over(sandbox_uids))
+    return make_python_backend(isolation, egress=egress, uids=uids)
 
 
 def check_python_sandbox(isolation: str, sandbox_uids: UidRange | None = None) -> None:
@@ -55,10 +55,16 @@ def default_wasm_cache_dir() -> Path:
     return Path(cache) / "rh-host" / "wasm-cache"
 
 
-def _wasm_backend(cache_dir: Path | None, egress: EgressSettings | None) -> Backend:
-    from rh_sandbox.wasm import WasmBackend
+def _wasm_backend(isolation: str, cache_dir: Path | None, egress: EgressSettings | None, uids: SandboxUids) -> Backend:
+    cache_dir = cache_dir or default_wasm_cache_dir()
+    try:
+        from rh_sandbox.isolation import make_wasm_backend
+    except ImportError:
+        from rh_sandbox.wasm import WasmBackend
 
-    return WasmBackend(cache_dir=cache_dir or default_wasm_cache_dir(), egress=egress)
+        _without_strict(isolation)
+        return WasmBackend(cache_dir=cache_dir, egress=egress)
+    return make_wasm_backend(isolation, cache_dir=cache_dir, egress=egress, uids=uids)
 
 
 def make_dispatcher(
@@ -68,10 +74,12 @@ def make_dispatcher(
     sandbox_uids: UidRange | None = None,
 ) -> Dispatcher:
     """``egress``: the operator's policy for plugins' network grants (default: none permitted);
-    ``sandbox_uids``: the range each tenant's own sandbox uid comes from (default: rh_sandbox's)."""
+    ``sandbox_uids``: the range each tenant's own sandbox uid comes from (default: rh_sandbox's).
+    Both runtimes share one uid allocator: a tenant's Python and WASM runs have the same uid."""
+    uids = SandboxUids.over(sandbox_uids)
     return Dispatcher(
         {
-            "python": lambda: _python_backend(isolation, egress, sandbox_uids),
-            "wasm": lambda: _wasm_backend(wasm_cache_dir, egress),
+            "python": lambda: _python_backend(isolation, egress, uids),
+            "wasm": lambda: _wasm_backend(isolation, wasm_cache_dir, egress, uids),
         }
     )

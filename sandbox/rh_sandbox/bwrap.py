@@ -16,12 +16,21 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["SANDBOX_GID", "SANDBOX_UID", "bwrap_version", "drop_uid_prefix", "start_sandboxed", "strict_command"]
+__all__ = [
+    "SANDBOX_GID",
+    "SANDBOX_UID",
+    "bwrap_exit_code",
+    "bwrap_version",
+    "drop_uid_prefix",
+    "start_sandboxed",
+    "strict_command",
+]
 
 SANDBOX_UID = 65534  # nobody: runs no tenant's code (the bytecode compiler); each tenant has its own uid
 SANDBOX_GID = 65534  # nogroup
@@ -48,6 +57,13 @@ def bwrap_version() -> str | None:
     except OSError:
         return None
     return out.stdout.strip().removeprefix("bubblewrap ").strip() or None
+
+
+def bwrap_exit_code(returncode: int | None) -> int | None:
+    """bwrap reports a guest killed by signal N as exit status 128+N; give it back as -N."""
+    if returncode is not None and 128 < returncode <= 128 + signal.NSIG:
+        return -(returncode - 128)
+    return returncode
 
 
 def drop_uid_prefix(uid: int = SANDBOX_UID, gid: int = SANDBOX_GID) -> list[str]:

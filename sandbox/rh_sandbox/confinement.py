@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 from rh_sandbox import _confine
 from rh_sandbox.layout import RUNTIME_MOUNT
-from rh_sandbox.runtime import GuestRuntime
 from rh_sandbox.seccomp import seccomp_available, write_filter
 
 __all__ = ["Confinement"]
 
 _log = logging.getLogger("rh.sandbox")
+
+
+class _RuntimeDir(Protocol):
+    @property
+    def root(self) -> Path: ...  # bound read-only as RUNTIME_MOUNT
 
 
 @dataclass(frozen=True)
@@ -26,7 +32,7 @@ class Confinement:
     seccomp_net_file: str | None = None  # the filter of runs with network grants (IPv4 allowed)
 
     @classmethod
-    def detect(cls, runtime: GuestRuntime) -> Confinement:
+    def detect(cls, runtime: _RuntimeDir) -> Confinement:
         seccomp_file = seccomp_net_file = None
         why_not = seccomp_available()
         if why_not is None:

@@ -245,3 +245,26 @@ def make_python_backend(
             ForkServerBackend(prefork=prefork, uids=uids), lambda: StrictProcessBackend(egress=egress, uids=uids)
         )
     return StrictProcessBackend(egress=egress, uids=uids)
+
+
+def make_wasm_backend(
+    isolation: IsolationSetting | str = "auto",
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    probed: Probe | None = None,
+    egress: EgressSettings | None = None,
+    uids: SandboxUids | None = None,
+) -> Backend:
+    """The WASM backend for an isolation setting, as :func:`make_python_backend` decides it: at the
+    strict level each tenant's workers run in a strict sandbox as the tenant's own uid (give both
+    backends the same ``uids``: a tenant has one uid), with a compiled-module cache of their own
+    under ``cache_dir``."""
+    from rh_sandbox.wasm import WasmBackend
+
+    uids = uids or default_uids()
+    if check_isolation(isolation, probed, uids) is None:
+        return WasmBackend(cache_dir=cache_dir, egress=egress)
+    from rh_sandbox.wasm import StrictWorkers
+
+    egress_root = egress.run_root if egress is not None else None
+    return WasmBackend(sandbox=StrictWorkers(uids=uids, cache_dir=cache_dir, egress_root=egress_root), egress=egress)

@@ -8,6 +8,7 @@ their content hash, and runs them with an interpreter of the same minor version 
 
 from __future__ import annotations
 
+import compileall
 import hashlib
 import os
 import shutil
@@ -16,6 +17,7 @@ import sys
 import sysconfig
 import tempfile
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +26,15 @@ import msgspec
 import rh_sdk
 from rh_sandbox.types import SandboxError
 
-__all__ = ["GuestRuntime", "default_runtime_root", "find_interpreter", "readable_by_others"]
+__all__ = [
+    "GuestRuntime",
+    "build_site",
+    "default_runtime_root",
+    "find_interpreter",
+    "package_dir",
+    "readable_by_others",
+    "site_digest",
+]
 
 _BOOT = Path(__file__).with_name("_boot.py")
 # guest-side modules (stdlib + SDK only), copied into the site dir under these names
@@ -83,11 +93,12 @@ def default_runtime_root() -> Path:
     return Path(cache) / "rh-host" / "runtime"
 
 
-def _package_dir(module: object) -> Path:
+def package_dir(module: object) -> Path:
     return Path(module.__file__).resolve().parent  # type: ignore[attr-defined]
 
 
-def _tree_digest(dirs: list[Path], extra: list[Path]) -> str:
+def site_digest(dirs: list[Path], extra: list[Path]) -> str:
+    """Names a built site dir: the host's Python version and every file that goes into it."""
     digest = hashlib.sha256(sys.version.encode())
     for root in dirs:
         for path in sorted(root.rglob("*")):
@@ -111,11 +122,9 @@ class GuestRuntime:
     def prepare(cls, root: Path | None = None, interpreter: str | None = None) -> GuestRuntime:
         """Build (once per content hash) and return the guest runtime under ``root``."""
         root = root or default_runtime_root()
-        packages = [_package_dir(rh_sdk), _package_dir(msgspec)]
-        target = root / _tree_digest(packages, list(_GUEST_MODULES.values()))
-        with _lock:
-            if not (target / "ready").exists():
-                _build(target, packages)
+        packages = [package_dir(rh_sdk), package_dir(msgspec)]
+        target = root / site_digest(packages, list(_GUEST_MODULES.values()))
+        build_site(target, packages, _GUEST_MODULES)
         return cls(
             interpreter=interpreter or find_interpreter(),
             site=target / "site",
@@ -134,7 +143,17 @@ class GuestRuntime:
         return sorted(paths)
 
 
-def _build(target: Path, packages: list[Path]) -> None:
+def build_site(target: Path, packages: list[Path], modules: Mapping[str, Path], *, bytecode: bool = False) -> None:
+    """Copy ``packages`` (dirs) and ``modules`` (name: file) into ``target/site``, world-readable, once:
+    built in a staging dir and renamed, so a reader never sees half a site. ``bytecode``: compile
+    the pyc files now, because the sandboxed uid cannot write them (the python of the same minor
+    version reads them)."""
+    with _lock:
+        if not (target / "ready").exists():
+            _build(target, packages, modules, bytecode)
+
+
+def _build(target: Path, packages: list[Path], modules: Mapping[str, Path], bytecode: bool) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(target.parent, 0o755)
     staging = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
@@ -143,8 +162,10 @@ def _build(target: Path, packages: list[Path]) -> None:
         site.mkdir()
         for package in packages:
             shutil.copytree(package, site / package.name, ignore=shutil.ignore_patterns("__pycache__"))
-        for name, source in _GUEST_MODULES.items():
+        for name, source in modules.items():
             shutil.copy2(source, site / name)
+        if bytecode:
+            compileall.compile_dir(site, quiet=2, workers=1)
         for path in [staging, *staging.rglob("*")]:
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
         (staging / "ready").touch(mode=0o644)

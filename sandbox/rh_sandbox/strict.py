@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from rh_sandbox._confine import READ
-from rh_sandbox.bwrap import start_sandboxed, strict_command
+from rh_sandbox.bwrap import bwrap_exit_code, start_sandboxed, strict_command
 from rh_sandbox.cgroups import CgroupV1, RunCgroup
 from rh_sandbox.confinement import Confinement
 from rh_sandbox.egress.run import EgressSettings, RunEgress, run_with_egress
@@ -32,13 +32,6 @@ from rh_sandbox.uids import SandboxUids, default_uids, processes_of_uid
 __all__ = ["StrictProcessBackend", "bwrap_exit_code", "require_sandbox_readable"]
 
 _BWRAP_EXIT_S = 2.0  # after the guest is killed, how long bwrap may take to notice and exit
-
-
-def bwrap_exit_code(returncode: int | None) -> int | None:
-    """bwrap reports a guest killed by signal N as exit status 128+N; give it back as -N."""
-    if returncode is not None and 128 < returncode <= 128 + signal.NSIG:
-        return -(returncode - 128)
-    return returncode
 
 
 def require_sandbox_readable(plugin_dir: str) -> str:

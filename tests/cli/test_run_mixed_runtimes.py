@@ -71,6 +71,8 @@ def test_wasm_and_python_handlers_merge_in_priority_order(c_stats: Path) -> None
         ("c_stats_15", "wasm", "ok"),
         ("error_collector", "python", "ok"),
     ]
+    # both runtimes at the level --isolation auto chose (strict where the machine has it)
+    assert len({h["isolation"].split("+")[0] for h in outcome["handlers"]}) == 1
     python_stats, wasm_stats = outcome["handlers"][0]["output"], outcome["handlers"][1]["output"]
     assert wasm_stats == python_stats == {"total": 8, "succeeded": 6, "failed": 2, "error_rate": 0.25}
     # every key of the wasm twin is also set by stats_summary (priority 10), which wins

@@ -5,7 +5,8 @@ The contract a guest sees (stdin, stdout, stderr, exit codes, limits) is docs/wa
 Modules: ``_engine`` (the one engine configuration), ``_cache`` (compiled modules on disk), ``_guest``
 (one run in a fresh store, inside a worker), ``_worker`` (the worker process), ``_frames`` (host <->
 worker pipe protocol), ``_pool`` (worker processes), ``_classify`` (facts -> status), ``_backend``
-(WasmBackend), ``_validate`` (upload-time checks), ``_capi`` (ctypes calls wasmtime-py lacks).
+(WasmBackend), ``_strict`` (workers in the strict sandbox), ``_validate`` (upload-time checks),
+``_capi`` (ctypes calls wasmtime-py lacks).
 """
 
 from rh_sandbox.wasm._backend import CommandWrapper, WasmBackend, worker_command
@@ -16,9 +17,20 @@ __all__ = [
     "FUEL_PER_CPU_SECOND",
     "MAX_MODULE_BYTES",
     "CommandWrapper",
+    "StrictWorkers",
     "WasmBackend",
     "WasmModuleError",
+    "WorkerRuntime",
     "fuel_for",
     "validate_module",
     "worker_command",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """The strict level's pieces load where they are used, not in every worker that imports this package."""
+    if name in ("StrictWorkers", "WorkerRuntime"):
+        from rh_sandbox.wasm import _strict
+
+        return getattr(_strict, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

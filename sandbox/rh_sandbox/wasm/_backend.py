@@ -14,6 +14,8 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import msgspec
 
@@ -23,7 +25,7 @@ from rh_sandbox.wasm._classify import classify, parse_logs
 from rh_sandbox.wasm._engine import fuel_for
 from rh_sandbox.wasm._frames import Request, Response
 from rh_sandbox.wasm._modules import ModuleFiles, ModuleTooLarge
-from rh_sandbox.wasm._pool import WorkerDied, WorkerPool, WorkerProcess, WorkerTimeout
+from rh_sandbox.wasm._pool import WorkerDied, WorkerLauncher, WorkerPool, WorkerProcess, WorkerTimeout
 from rh_sdk.protocol import RunStatus, Usage
 
 __all__ = ["CommandWrapper", "WasmBackend", "worker_command"]
@@ -34,12 +36,24 @@ _response_decoder = msgspec.msgpack.Decoder(Response)
 
 
 def worker_command(cache_dir: str | None, data_mb: int = 4096) -> list[str]:
-    """The argv of one worker. The strict-isolation layer wraps it (bwrap, setpriv) through the
-    ``wrap_command`` hook of :class:`WasmBackend`; see docs/wasm-abi.md for what the worker needs."""
+    """The argv of one worker at the basic level (the strict level's is ``StrictWorkers.command``);
+    see docs/wasm-abi.md for what the worker needs."""
     argv = [sys.executable, "-I", "-m", "rh_sandbox.wasm._worker", "--data-mb", str(data_mb)]
     if cache_dir is not None:
         argv += ["--cache-dir", os.fspath(cache_dir)]
     return argv
+
+
+@dataclass(frozen=True)
+class _PlainWorkers:
+    """Workers as the host's own uid, in the host's namespaces (the basic level)."""
+
+    argv: Sequence[str]
+    sandboxed = False
+    isolation = IsolationLevel.BASIC.value
+
+    def command(self, group: str, info_fd: int | None) -> list[str]:
+        return list(self.argv)
 
 
 class WasmBackend:
@@ -47,35 +61,48 @@ class WasmBackend:
 
     cache_dir: where compiled modules are kept across runs and restarts (None: compile once per worker).
     workers: the most worker processes alive at once (each runs one guest at a time).
-    wrap_command: turns the worker argv into the argv actually executed (e.g. inside bwrap).
+    sandbox: starts each worker in a sandbox of its group's (``StrictWorkers``: the strict level);
+    it keeps the compiled-module caches and the worker's data limit itself, so ``cache_dir``,
+    ``wrap_command`` and ``worker_data_mb`` go with the default (basic) workers only.
+    wrap_command: turns the worker argv into the argv actually executed (a debugger, ``env -i``).
     worker_data_mb: RLIMIT_DATA of a worker, a backstop above every plugin's memory_mb.
     kill_grace_seconds: how long after the wall limit a silent worker is killed.
     compile_seconds: extra time allowed when a worker first meets a module (compile or cache load).
     """
-
-    isolation = IsolationLevel.BASIC
 
     def __init__(
         self,
         cache_dir: str | os.PathLike[str] | None = None,
         workers: int = 2,
         *,
+        sandbox: WorkerLauncher | None = None,
         wrap_command: CommandWrapper | None = None,
         worker_data_mb: int = 4096,
         kill_grace_seconds: float = 0.25,
         compile_seconds: float = 30.0,
         egress: EgressSettings | None = None,
     ) -> None:
-        self._cache_dir = os.fspath(cache_dir) if cache_dir is not None else None
-        if self._cache_dir is not None:
-            os.makedirs(self._cache_dir, mode=0o700, exist_ok=True)
-        argv = worker_command(self._cache_dir, worker_data_mb)
-        self._argv: Sequence[str] = wrap_command(argv) if wrap_command else argv
+        if sandbox is not None and (cache_dir is not None or wrap_command is not None):
+            raise ValueError("a sandboxed WasmBackend takes its cache dir and command from the sandbox")
+        if sandbox is None:
+            cache = os.fspath(cache_dir) if cache_dir is not None else None
+            if cache is not None:
+                os.makedirs(cache, mode=0o700, exist_ok=True)
+            argv = worker_command(cache, worker_data_mb)
+            sandbox = _PlainWorkers(wrap_command(argv) if wrap_command else argv)
+        self._launcher = sandbox
+        self.isolation = IsolationLevel.STRICT if sandbox.sandboxed else IsolationLevel.BASIC
         self._grace = kill_grace_seconds
         self._compile_seconds = compile_seconds
         self._egress = egress or EgressSettings()  # the default permits no grant
         self._modules = ModuleFiles()
-        self._pool = WorkerPool(lambda group: WorkerProcess(self._argv, group), workers)
+        # bwrap's --die-with-parent fires when the thread that started it ends: start every worker
+        # from a thread of this backend's, never from a caller's (a pipeline's threads are short-lived)
+        self._starter = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rh-wasm-starter")
+        self._pool = WorkerPool(self._start_worker, workers)
+
+    def _start_worker(self, group: str) -> WorkerProcess:
+        return self._starter.submit(WorkerProcess, self._launcher, group).result()
 
     def warm(self, group: str = "default", count: int = 1) -> None:
         """Start workers before the first run, so it does not pay for interpreter start-up."""
@@ -106,9 +133,7 @@ class WasmBackend:
             return self._run(spec, payload, worker, module_hash, wasm, egress)
 
         try:  # the worker asks this run's broker for each connection, and only this worker may
-            return run_with_egress(
-                spec.allowed_hosts, self._egress, lambda pid: pid == worker.pid, self.isolation.value, run
-            )
+            return run_with_egress(spec.allowed_hosts, self._egress, worker.owns, self._launcher.isolation, run)
         finally:
             if not started_run:  # refused, or the broker did not start: _run would have released it
                 self._pool.release(worker, True)
@@ -181,18 +206,19 @@ class WasmBackend:
             error=error,
             logs=parse_logs(resp.stderr, resp.stderr_over),
             usage=usage,
-            isolation=self.isolation.value,
+            isolation=self._launcher.isolation,
             exit_code=resp.exit_code if resp.outcome == "exit" else None,
         )
 
     def _ended(self, started: float, status: RunStatus, error: str) -> RunResult:
         """A run whose worker was lost: no reply, no logs, only the host's own measurements."""
         usage = Usage(wall_ms=(time.perf_counter() - started) * 1000.0)
-        return RunResult(status=status, error=error, usage=usage, isolation=self.isolation.value)
+        return RunResult(status=status, error=error, usage=usage, isolation=self._launcher.isolation)
 
     def close(self) -> None:
         """Kill every worker; runs in progress end as crashed."""
         self._pool.close()
+        self._starter.shutdown(wait=True)
 
     def __enter__(self) -> WasmBackend:
         return self

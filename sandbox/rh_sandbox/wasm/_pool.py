@@ -7,6 +7,7 @@ hangs past its deadline or is closed is killed and forgotten; the next run of it
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import shutil
@@ -15,18 +16,30 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
+from rh_sandbox.bwrap import bwrap_exit_code
 from rh_sandbox.types import SandboxError
 
-__all__ = ["WorkerDied", "WorkerPool", "WorkerProcess", "WorkerTimeout"]
+__all__ = ["WorkerDied", "WorkerLauncher", "WorkerPool", "WorkerProcess", "WorkerTimeout"]
 
 STARTUP_SECONDS = 20.0
 _TMPFS = "/dev/shm"
 _HEADER_BYTES = 4
+_EXIT_SECONDS = 2.0  # after a sandboxed worker is killed, how long bwrap may take to exit
 # What a worker sees of the host's environment: nothing but a locale.
 CLEAN_ENV = {"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"}
+
+
+class WorkerLauncher(Protocol):
+    """How a worker of a group is started (see ``WasmBackend``'s plain one and ``StrictWorkers``)."""
+
+    sandboxed: bool  # the command is a bwrap sandbox that writes the worker's pid to ``info_fd``
+    isolation: str  # what the runs of these workers report as their isolation
+
+    def command(self, group: str, info_fd: int | None) -> list[str]: ...
 
 
 class WorkerDied(Exception):
@@ -38,29 +51,46 @@ class WorkerTimeout(Exception):
 
 
 class WorkerProcess:
-    """One worker: a subprocess in its own session and scratch cwd, spoken to over two pipes."""
+    """One worker: a subprocess in its own session and scratch cwd, spoken to over two pipes.
 
-    def __init__(self, argv: Sequence[str], group: str) -> None:
+    A sandboxed worker is pid 1 of its sandbox (bwrap's ``--as-pid-1``) and bwrap's child: it is
+    killed by its own pid, and bwrap then exits (killing bwrap instead leaves the worker to die of
+    ``--die-with-parent``, orphaned). The launcher must start it from a long-lived thread: bwrap's
+    ``--die-with-parent`` fires when the *thread* that forked it ends.
+    """
+
+    def __init__(self, launcher: WorkerLauncher, group: str) -> None:
         self.group = group
         self.known: set[str] = set()  # module hashes this worker has already been sent
-        # cwd of the worker and home of the guests' stdout/stderr files: on tmpfs when there is one.
+        self.sandboxed = launcher.sandboxed
+        self._guest_pid: int | None = None  # a sandboxed worker's own pid (bwrap's is self.pid)
+        # cwd of the worker and home of the guests' stdout/stderr files: on tmpfs when there is one
+        # (a sandboxed worker gets a private /tmp instead; its stderr log stays here).
         self._scratch = Path(tempfile.mkdtemp(prefix="rh-wasm-worker-", dir=_TMPFS if os.path.isdir(_TMPFS) else None))
         self._errlog = open(self._scratch / "worker.err", "w+b")  # noqa: SIM115 - owned until close()
+        info_r, info_w = os.pipe2(os.O_CLOEXEC) if self.sandboxed else (None, None)
         try:
+            argv = launcher.command(group, info_w)
             self._proc = subprocess.Popen(
-                list(argv),
+                argv,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=self._errlog,
                 env=CLEAN_ENV,
-                cwd=self._scratch,
+                cwd="/" if self.sandboxed else self._scratch,
                 close_fds=True,
+                pass_fds=() if info_w is None else (info_w,),
                 start_new_session=True,
             )
-        except OSError as exc:
+        except (OSError, SandboxError) as exc:
             self._errlog.close()
             shutil.rmtree(self._scratch, ignore_errors=True)
-            raise SandboxError(f"cannot start wasm worker {argv[0]!r}: {exc}") from exc
+            for fd in (info_r, info_w):
+                if fd is not None:
+                    os.close(fd)
+            raise SandboxError(f"cannot start wasm worker: {exc}") from exc
+        if info_w is not None:
+            os.close(info_w)
         self._stdin = self._proc.stdin
         self._stdout = self._proc.stdout
         if self._stdin is None or self._stdout is None:
@@ -68,11 +98,16 @@ class WorkerProcess:
         self._wfd = self._stdin.fileno()
         self._rfd = self._stdout.fileno()
         try:
+            if info_r is not None:
+                self._guest_pid = _sandboxed_pid(info_r, time.monotonic() + STARTUP_SECONDS)
             self.ready = self.receive(time.monotonic() + STARTUP_SECONDS)
         except (WorkerDied, WorkerTimeout) as exc:
             detail = self.error_tail()
             self.kill()
             raise SandboxError(f"wasm worker did not start: {exc}; {detail}") from exc
+        finally:
+            if info_r is not None:
+                os.close(info_r)
 
     @property
     def pid(self) -> int:
@@ -80,6 +115,10 @@ class WorkerProcess:
 
     def alive(self) -> bool:
         return self._proc.poll() is None
+
+    def owns(self, pid: int) -> bool:
+        """Whether ``pid`` (a process as the host sees it, e.g. an egress broker's peer) is this worker."""
+        return pid == (self._proc.pid if self._guest_pid is None else self._guest_pid)
 
     def send(self, frame: bytes) -> None:
         """Write a ready-made frame (header included)."""
@@ -115,6 +154,8 @@ class WorkerProcess:
             code = self._proc.wait(timeout=1.0)
         except subprocess.TimeoutExpired:
             return "worker closed its pipe"
+        if self.sandboxed:
+            code = bwrap_exit_code(code) or 0  # bwrap reports the worker's death by signal N as 128+N
         if code < 0:
             try:
                 return f"worker killed by {signal.Signals(-code).name}"
@@ -132,15 +173,24 @@ class WorkerProcess:
             return ""
 
     def signal_kill(self) -> None:
-        """SIGKILL the worker's session without touching the pipes (safe while another thread reads)."""
+        """SIGKILL the worker (in its sandbox, or its session) without touching the pipes (safe while
+        another thread reads)."""
         if self._proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._proc.pid, signal.SIGKILL)
+                if self._guest_pid is not None:  # bwrap runs, so has not reaped it: the pid is still the worker's
+                    os.kill(self._guest_pid, signal.SIGKILL)
+                else:
+                    os.killpg(self._proc.pid, signal.SIGKILL)
 
     def kill(self) -> None:
-        """SIGKILL the worker's whole session, reap it, and free its pipes and scratch dir."""
+        """SIGKILL the worker, reap it, and free its pipes and scratch dir."""
         self.signal_kill()
-        self._proc.wait()
+        try:
+            self._proc.wait(timeout=_EXIT_SECONDS)
+        except subprocess.TimeoutExpired:  # bwrap itself hangs: --die-with-parent ends the worker
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
         self._cleanup()
 
     def close(self) -> None:
@@ -159,6 +209,25 @@ class WorkerProcess:
                 pipe.close()
         self._errlog.close()
         shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+def _sandboxed_pid(fd: int, deadline: float) -> int:
+    """The ``child-pid`` of bwrap's ``--info-fd`` JSON, written before the worker starts (in several
+    writes: read until it parses)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    data = b""
+    while True:
+        if not poller.poll(max(0.0, deadline - time.monotonic()) * 1000.0):
+            raise WorkerTimeout("the sandbox did not start before the deadline")
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            raise WorkerDied("the sandbox exited before it started the worker")
+        data += chunk
+        try:
+            return int(json.loads(data)["child-pid"])
+        except ValueError:
+            continue  # not all of it yet
 
 
 class WorkerPool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import resource
@@ -53,6 +54,22 @@ def limit_self(data_mb: int) -> None:
     lower(resource.RLIMIT_DATA, data_mb * 1024 * 1024)
     # A write over RLIMIT_FSIZE must fail with EFBIG, not kill the worker.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def confine_self(args: dict) -> None:
+    """Apply Landlock and seccomp (the strict level's, see ``Confinement.boot_args``). Both bind the
+    calling thread and the threads it starts later, so this runs before any: the wall clock's,
+    wasmtime's compiler threads."""
+    from rh_sandbox import _confine
+
+    if threading.active_count() != 1 or len(os.listdir("/proc/self/task")) != 1:
+        raise RuntimeError("the worker must confine itself before it starts a thread")
+    if args.get("landlock_abi"):
+        rules = [(path, access) for path, access in args["landlock"]]
+        _confine.apply_landlock(rules, args["landlock_abi"], args.get("landlock_connect_ports"))
+    if args.get("seccomp"):
+        with open(args["seccomp"], "rb") as f:
+            _confine.load_seccomp(f.read())
 
 
 class WallClock:
@@ -168,8 +185,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--data-mb", type=int, default=4096)
     parser.add_argument("--validate", action="store_true")
+    parser.add_argument("--confine", type=json.loads, default=None, help="JSON: Landlock rules, seccomp filter")
     args = parser.parse_args(argv)
     limit_self(args.data_mb)
+    if args.confine:
+        confine_self(args.confine)
     if args.validate:
         reason = validate(sys.stdin.buffer.read())
         sys.stdout.write(reason or "")

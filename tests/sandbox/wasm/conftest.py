@@ -4,15 +4,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from wasm_helpers import RunWat, write_plugin
+from wasm_helpers import RunWat, wasm_backend, write_plugin
 
+from rh_sandbox.isolation import Probe
 from rh_sandbox.types import Limits, RunResult, RunSpec
 from rh_sandbox.wasm import WasmBackend
 
 
-@pytest.fixture(scope="module")
-def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WasmBackend]:
-    with WasmBackend(cache_dir=tmp_path_factory.mktemp("wasm-cache"), workers=2) as b:
+@pytest.fixture(scope="module", params=["basic", "strict"])
+def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, machine: Probe
+) -> Iterator[WasmBackend]:
+    """Every ABI test at both levels: the guest must see the same contract in the strict sandbox."""
+    with wasm_backend(request.param, machine, cache_dir=tmp_path_factory.mktemp("wasm-cache"), workers=2) as b:
         yield b
 
 

@@ -13,9 +13,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from wasm_helpers import write_plugin
+from wasm_helpers import wasm_backend, write_plugin
 
 from rh_sandbox.egress import EgressSettings, OperatorPolicy
+from rh_sandbox.isolation import Probe
 from rh_sandbox.types import Limits, RunResult, RunSpec, RunStatus
 from rh_sandbox.wasm import WasmBackend
 
@@ -78,11 +79,14 @@ def _resolver(host: str, port: int) -> list[str]:
     return addresses[host]
 
 
-@pytest.fixture(scope="module")
-def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WasmBackend]:
+@pytest.fixture(scope="module", params=["basic", "strict"])
+def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, machine: Probe
+) -> Iterator[WasmBackend]:
     policy = OperatorPolicy(allowed=("127.0.0.1:*", "*.test:*"), internal_allowed=("127.0.0.1:*",))
     egress = EgressSettings(policy=policy, resolver=_resolver)
-    with WasmBackend(cache_dir=tmp_path_factory.mktemp("wasm-cache"), workers=1, egress=egress) as b:
+    cache = tmp_path_factory.mktemp("wasm-cache")
+    with wasm_backend(request.param, machine, cache_dir=cache, workers=1, egress=egress) as b:
         yield b
 
 

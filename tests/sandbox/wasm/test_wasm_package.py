@@ -20,14 +20,17 @@ def test_public_api_is_pinned() -> None:
             "FUEL_PER_CPU_SECOND",
             "MAX_MODULE_BYTES",
             "CommandWrapper",
+            "StrictWorkers",
             "WasmBackend",
             "WasmModuleError",
+            "WorkerRuntime",
             "fuel_for",
             "validate_module",
             "worker_command",
         ]
     )
     assert issubclass(rh_sandbox.wasm.WasmModuleError, ValueError)
+    assert all(getattr(rh_sandbox.wasm, name) is not None for name in rh_sandbox.wasm.__all__)
 
 
 def test_msgpack_reply_is_decoded_with_the_plugin_encoding(backend: WasmBackend, tmp_path: Path) -> None:

@@ -1,0 +1,188 @@
+"""WASM workers at the strict level: each tenant's workers as its own uid, inside bubblewrap, confined.
+
+wasmtime is the guest's first wall; this is the second, for the day a guest gets out of it. A worker
+runs as its tenant's uid (the one its Python runs get, see :mod:`rh_sandbox.uids`) in a sandbox that
+holds: ``/usr`` and ``/rh`` (a runtime dir of Python, wasmtime, msgspec, the SDK and rh_sandbox
+itself, copied world-readable, as the Python guests' runtime is) read-only; the tenant's own
+compiled-module cache read-write at ``/cache``; the egress run root read-only (each run's broker
+socket appears there while the run lasts) and the CA certificates; a bounded ``/tmp`` as cwd. No
+network, no other tenant's files, no host socket. Before it starts a thread or reads a byte from the
+host, the worker applies Landlock and the seccomp filter to itself.
+
+The compiled-module cache is per tenant because deserializing trusts it: a tenant that could write a
+file another tenant's worker loads would run native code there.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import stat
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import wasmtime
+
+import rh_sandbox
+import rh_sdk
+from rh_sandbox._confine import READ, READ_EXEC, READ_WRITE_FILES
+from rh_sandbox.bwrap import strict_command
+from rh_sandbox.confinement import Confinement
+from rh_sandbox.egress.run import CA_CERTIFICATES, default_run_root
+from rh_sandbox.layout import RUNTIME_MOUNT, SCRATCH
+from rh_sandbox.runtime import build_site, default_runtime_root, find_interpreter, package_dir, site_digest
+from rh_sandbox.types import IsolationLevel, SandboxError
+from rh_sandbox.uids import SandboxUids, default_uids
+
+__all__ = ["CACHE_MOUNT", "StrictWorkers", "WorkerRuntime"]
+
+CACHE_MOUNT = "/cache"
+_SCRATCH_MB = 160  # the guests' stdout and stderr files: at most 64 MiB each (the worker's RLIMIT_FSIZE)
+# -I -S: nothing of the interpreter's own site-packages; the runtime's site dir only
+_LAUNCHER = (
+    f"import sys; sys.path.insert(0, {RUNTIME_MOUNT + '/site'!r}); "
+    "from rh_sandbox.wasm._worker import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+@functools.cache
+def _runtime_packages() -> tuple[tuple[Path, ...], str]:
+    """The packages a worker imports, and their digest (memoised: wasmtime alone is 30 MB to hash)."""
+    wasmtime_dist = Path(str(importlib.metadata.distribution("wasmtime")._path))  # type: ignore[attr-defined]
+    packages = (package_dir(rh_sandbox), package_dir(rh_sdk), package_dir(msgspec), package_dir(wasmtime))
+    # engine_fingerprint() reads wasmtime's version from its metadata
+    packages += (wasmtime_dist,) if wasmtime_dist.is_dir() else ()
+    return packages, site_digest(list(packages), [])
+
+
+@dataclass(frozen=True)
+class WorkerRuntime:
+    """The interpreter and the read-only runtime dir (bound as ``/rh``) a sandboxed worker runs from."""
+
+    interpreter: str
+    root: Path
+
+    @classmethod
+    def prepare(cls, root: Path | None = None, interpreter: str | None = None) -> WorkerRuntime:
+        packages, digest = _runtime_packages()
+        target = (root or default_runtime_root()) / f"wasm-{digest}"
+        build_site(target, list(packages), {}, bytecode=True)  # the worker's uid cannot write pyc files
+        return cls(interpreter=interpreter or find_interpreter(), root=target)
+
+
+def _require_reachable(path: Path, what: str) -> None:
+    """bwrap binds as the tenant's uid: every dir on the way must be searchable by any uid."""
+    for directory in [path, *path.parents]:
+        if not directory.stat().st_mode & stat.S_IXOTH:
+            raise SandboxError(
+                f"{what} {path}: the sandbox uids cannot reach it ({directory} is not searchable by others); "
+                "choose a dir whose parents are all o+x"
+            )
+
+
+class StrictWorkers:
+    """Builds the command of each sandboxed worker (the ``sandbox`` of :class:`WasmBackend`).
+
+    cache_dir: the root of the tenants' compiled-module caches (``<cache_dir>/<tenant digest>``, each
+    owned by its tenant's uid, mode 0700); None: every worker compiles its modules itself.
+    egress_root: where runs' egress brokers put their sockets (bound read-only); None: the default.
+    """
+
+    sandboxed = True
+
+    def __init__(
+        self,
+        runtime: WorkerRuntime | None = None,
+        *,
+        uids: SandboxUids | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        egress_root: Path | None = None,
+        data_mb: int = 4096,
+        confinement: Confinement | None = None,
+    ) -> None:
+        self.runtime = runtime or WorkerRuntime.prepare()
+        self.uids = uids or default_uids()
+        self.confinement = confinement or Confinement.detect(self.runtime)
+        self._cache_root = Path(cache_dir).resolve() if cache_dir is not None else None
+        if self._cache_root is not None:
+            self._cache_root.mkdir(parents=True, exist_ok=True)
+            os.chmod(self._cache_root, 0o711)  # a tenant's uid may reach its own dir, not list the others
+            _require_reachable(self._cache_root, "wasm cache dir")
+        self._egress_root = (egress_root or default_run_root()).resolve()
+        self._egress_root.mkdir(parents=True, exist_ok=True, mode=0o711)
+        _require_reachable(self._egress_root, "egress run root")
+        self._data_mb = data_mb
+        self._lock = threading.Lock()
+
+    @property
+    def isolation(self) -> str:
+        """The ``isolation`` of the runs: strict, and the in-sandbox confinement that applied."""
+        return IsolationLevel.STRICT.value + self.confinement.suffix(False)
+
+    def command(self, group: str, info_fd: int | None) -> list[str]:
+        """The argv of one worker of ``group``; bwrap writes the worker's pid (as the host sees it) to ``info_fd``."""
+        uid = self.uids.uid_for(group)
+        ro_binds = [(str(self.runtime.root), RUNTIME_MOUNT), (str(self._egress_root), str(self._egress_root))]
+        if os.path.isdir(CA_CERTIFICATES):  # TLS of granted https requests
+            ro_binds.append((CA_CERTIFICATES, CA_CERTIFICATES))
+        binds = []
+        worker = [self.runtime.interpreter, "-I", "-S", "-c", _LAUNCHER, "--data-mb", str(self._data_mb)]
+        if self._cache_root is not None:
+            binds.append((str(self._tenant_cache(group, uid)), CACHE_MOUNT))
+            worker += ["--cache-dir", CACHE_MOUNT]
+        worker += ["--confine", json.dumps(self._confine_args())]
+        argv = strict_command(
+            worker,
+            uid=uid,
+            ro_binds=ro_binds,
+            binds=binds,
+            scratch_mb=_SCRATCH_MB,
+            env={"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin", "HOME": SCRATCH, "TMPDIR": SCRATCH},
+            interpreter=self.runtime.interpreter,
+        )
+        # bwrap's options, before its "--". The worker is pid 1 of its namespace, not the child of
+        # bwrap's reaper: bwrap exits before its reaper is reaped, which would orphan the reaper to the
+        # host's init. The worker starts no process, so it has nothing to reap.
+        at = argv.index("--unshare-all")
+        argv[at:at] = ["--as-pid-1", *(["--info-fd", str(info_fd)] if info_fd is not None else [])]
+        return argv
+
+    def _confine_args(self) -> dict:
+        rules = [
+            ("/usr", READ_EXEC),
+            (RUNTIME_MOUNT, READ_EXEC),
+            (CA_CERTIFICATES, READ),
+            ("/proc", READ),
+            ("/dev", READ_WRITE_FILES),
+            (SCRATCH, -1),
+        ]
+        if self._cache_root is not None:
+            rules.append((CACHE_MOUNT, -1))
+        return self.confinement.boot_args(rules)
+
+    def _tenant_cache(self, group: str, uid: int) -> Path:
+        """``group``'s cache dir, owned by its uid. A dir owned by any other uid (the group's uid
+        changed since) is emptied first: nothing another uid wrote is ever loaded."""
+        assert self._cache_root is not None
+        path = self._cache_root / hashlib.sha256(group.encode()).hexdigest()[:32]
+        with self._lock:
+            try:
+                owner = path.lstat().st_uid
+            except FileNotFoundError:
+                owner = None
+            if owner is not None and (owner != uid or not path.is_dir() or path.is_symlink()):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+                owner = None
+            if owner is None:
+                path.mkdir(mode=0o700)
+                os.chown(path, uid, uid)
+        return path
