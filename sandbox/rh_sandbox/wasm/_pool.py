@@ -105,7 +105,10 @@ class WorkerProcess:
             detail = self.error_tail()
             self.kill()
             raise SandboxError(f"wasm worker did not start: {exc}; {detail}") from exc
-        finally:
+        except BaseException:
+            self.kill()  # whatever went wrong, no worker is left running unowned
+            raise
+        finally:  # only now: bwrap gets SIGPIPE if the read end closes while it still writes its info
             if info_r is not None:
                 os.close(info_r)
 
