@@ -174,3 +174,37 @@ def test_tree_digest_tells_trees_apart(tmp_path: Path) -> None:
         digest({"a.py": b"xb/c.py", "b": b"y"}),  # contents and names that run together the same way
         digest({"a.py": b"x"}, dirs=("b/c.py",)),  # a directory where a file was
     }) == 6  # fmt: skip
+
+
+def wasm_plugin(name: str, wat: str) -> bytes:
+    manifest = f'name = "{name}"\nversion = "1.0.0"\nruntime = "wasm"\nentry = "handler.wat"\n'
+    return tar_gz((tarfile.TarInfo("plugin.toml"), manifest.encode()), (tarfile.TarInfo("handler.wat"), wat.encode()))
+
+
+# A valid module whose start function calls rh::http_request (it imports rh-host's HTTP functions):
+# checking an upload must link them as a run does, and must not trap on the "no network" answer.
+NET_IMPORTING = """(module
+ (import "rh" "http_request" (func $request (param i32 i32) (result i32)))
+ (import "rh" "http_response" (func $response (param i32 i32) (result i32)))
+ (memory (export "memory") 1)
+ (data (i32.const 1024) "{\\"url\\":\\"http://127.0.0.1:9/\\"}")
+ (func $s (if (i32.eqz (call $request (i32.const 1024) (i32.const 29))) (then unreachable)))
+ (start $s)
+ (func (export "_start")))"""
+TRAPPING_START = '(module (memory (export "memory") 1) (func $s unreachable) (start $s) (func (export "_start")))'
+
+
+def test_a_wasm_upload_is_checked_before_it_is_stored(server: Server, api: httpx.Client) -> None:
+    refused = api.post("/v1/plugins", content=wasm_plugin("trapper", TRAPPING_START))
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "upload_rejected"
+    assert error["message"].startswith("handler.wat: start function trapped"), error["message"]
+    assert str(server.data_dir) not in error["message"]  # names the file in the archive, not the host's path
+    assert api.get("/v1/plugins").json() == []
+    assert list((server.data_dir / "artifacts" / ".staging").iterdir()) == []
+
+    accepted = api.post("/v1/plugins", content=wasm_plugin("net_importing", NET_IMPORTING))
+    assert accepted.status_code == 201, accepted.text
+    assert [p["name"] for p in api.get("/v1/plugins").json()] == ["net_importing"]
+    assert api.delete("/v1/plugins/net_importing").status_code == 204

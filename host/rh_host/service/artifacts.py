@@ -12,10 +12,10 @@ are stored once; a tenant never reaches another's plugin except through its own 
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -26,9 +26,11 @@ from rh_host.service.archives import normalise_modes, unpack_archive
 from rh_host.service.errors import UploadRejected
 from rh_host.service.settings import UploadCaps
 
-__all__ = ["Artifact", "ArtifactStore", "tree_digest"]
+__all__ = ["Artifact", "ArtifactStore", "ModuleCheck", "tree_digest"]
 
-_log = logging.getLogger("rh.service.artifacts")
+ModuleCheck = Callable[[Path, str], None]
+"""Checks a WASM module (its path, its name in the archive) where its tenant's runs would meet it;
+raises UploadRejected naming what is wrong with it."""
 
 
 class Artifact(msgspec.Struct, frozen=True, kw_only=True):
@@ -46,14 +48,15 @@ class ArtifactStore:
     def path_for(self, digest: str) -> Path:
         return self.root / digest[:2] / digest
 
-    def put(self, data: bytes, caps: UploadCaps) -> Artifact:
-        """Validate and store an archive; the artifact of an earlier upload of the same files is reused."""
+    def put(self, data: bytes, caps: UploadCaps, check_module: ModuleCheck) -> Artifact:
+        """Validate and store an archive; the artifact of an earlier upload of the same files is reused.
+        A WASM entry module is checked by ``check_module`` (compiled, its start function run)."""
         work = Path(tempfile.mkdtemp(prefix="upload-", dir=self._staging))
         try:
             unpack_archive(data, work, caps)
             root = _plugin_root(work)
             manifest = _read_manifest(root)
-            _check_entry(root, manifest)
+            _check_entry(root, manifest, check_module)
             normalise_modes(root)
             digest = tree_digest(root)
             final = self.path_for(digest)
@@ -108,20 +111,10 @@ def _read_manifest(root: Path) -> Manifest:
         raise UploadRejected(str(exc)) from None
 
 
-def _check_entry(root: Path, manifest: Manifest) -> None:
+def _check_entry(root: Path, manifest: Manifest, check_module: ModuleCheck) -> None:
     if manifest.runtime == "python":
         module = manifest.entry.partition(":")[0].replace(".", "/")
         if not ((root / f"{module}.py").is_file() or (root / module / "__init__.py").is_file()):
             raise UploadRejected(f"{MANIFEST_NAME}: field `entry`: module {module!r} is not in the archive")
         return
-    module_path = root / manifest.entry
-    try:
-        from rh_sandbox.wasm import WasmModuleError, validate_module
-    except ImportError:  # no WASM runtime in this installation: the manifest check is all we can do
-        _log.warning("wasm runtime unavailable: %s accepted after manifest checks only", manifest.name)
-        return
-    if manifest.entry.endswith(".wasm"):
-        try:
-            validate_module(module_path)
-        except WasmModuleError as exc:
-            raise UploadRejected(f"{manifest.entry}: {str(exc).replace(str(root) + '/', '')}") from None
+    check_module(root / manifest.entry, manifest.entry)  # .wasm or .wat (parse_manifest saw to that)

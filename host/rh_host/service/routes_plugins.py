@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import msgspec
@@ -36,8 +37,9 @@ async def _view(request: Request, caller: Caller, name: str) -> PluginView:
 async def upload(request: Request, caller: Caller, activate: bool = True) -> Response[PluginView]:
     service = service_of(request)
     body = await request.body()
+    check_module = functools.partial(service.check_module, tenant_id=caller.tenant_id)
     try:
-        artifact = await to_thread.run_sync(service.artifacts.put, body, service.settings.upload)
+        artifact = await to_thread.run_sync(service.artifacts.put, body, service.settings.upload, check_module)
     except (UploadRejected, PayloadTooLarge):
         service.metrics.uploads_rejected.inc()
         raise

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 from rh_host.sandboxes import make_dispatcher
 from rh_host.service.artifacts import ArtifactStore
 from rh_host.service.db import make_engine, migrate
+from rh_host.service.errors import Unavailable, UploadRejected
 from rh_host.service.keys import load_operator_token
 from rh_host.service.metrics import Metrics
 from rh_host.service.settings import ServiceSettings
@@ -15,6 +17,7 @@ from rh_host.service.store import Store
 from rh_host.service.vault import Vault
 from rh_host.service.worker import BatchDispatch, LocalWorkerPool
 from rh_sandbox.dispatch import Dispatcher
+from rh_sandbox.types import SandboxError
 
 __all__ = ["Service"]
 
@@ -59,6 +62,24 @@ class Service:
         )
         self.dispatch.start()
         _log.info("operator token: %s", self.operator_token_source)
+
+    def check_module(self, path: Path, name: str, *, tenant_id: str) -> None:
+        """Check a tenant's uploaded WASM module with the backend its runs will have: at the strict
+        level compiled, and its start function run, in a sandbox as the tenant's own uid."""
+        from rh_sandbox.wasm import WasmBackend, WasmModuleError  # wasmtime: only once a WASM plugin comes
+
+        if self.dispatcher is None:
+            raise Unavailable("the service is not running")
+        backend = self.dispatcher.backend("wasm")
+        if not isinstance(backend, WasmBackend):
+            raise Unavailable(f"cannot check a WASM module with a {type(backend).__name__}")
+        try:
+            backend.validate(path, group=tenant_id, name=name)
+        except WasmModuleError as exc:
+            raise UploadRejected(str(exc)) from None
+        except SandboxError as exc:
+            _log.error("checking an uploaded module failed: %s", exc)
+            raise Unavailable(f"cannot check the module now: {exc}") from None
 
     def notify(self) -> None:
         if self.dispatch is not None:

@@ -9,8 +9,9 @@ worker pipe protocol), ``_pool`` (worker processes), ``_classify`` (facts -> sta
 ``_capi`` (ctypes calls wasmtime-py lacks).
 """
 
-from rh_sandbox.wasm._backend import CommandWrapper, WasmBackend, worker_command
+from rh_sandbox.wasm._backend import WasmBackend
 from rh_sandbox.wasm._engine import FUEL_PER_CPU_SECOND, MAX_MODULE_BYTES, fuel_for
+from rh_sandbox.wasm._pool import CommandWrapper, worker_command
 from rh_sandbox.wasm._validate import WasmModuleError, validate_module
 
 __all__ = [

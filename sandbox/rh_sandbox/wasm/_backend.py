@@ -11,11 +11,8 @@ grants gets the run's own egress broker, reached by the worker's HTTP host funct
 from __future__ import annotations
 
 import os
-import sys
 import time
-from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import msgspec
 
@@ -25,35 +22,22 @@ from rh_sandbox.wasm._classify import classify, parse_logs
 from rh_sandbox.wasm._engine import fuel_for
 from rh_sandbox.wasm._frames import Request, Response
 from rh_sandbox.wasm._modules import ModuleFiles, ModuleTooLarge
-from rh_sandbox.wasm._pool import WorkerDied, WorkerLauncher, WorkerPool, WorkerProcess, WorkerTimeout
+from rh_sandbox.wasm._pool import (
+    CommandWrapper,
+    PlainWorkers,
+    WorkerDied,
+    WorkerLauncher,
+    WorkerPool,
+    WorkerProcess,
+    WorkerTimeout,
+)
+from rh_sandbox.wasm._validate import validate_module
 from rh_sdk.protocol import RunStatus, Usage
 
-__all__ = ["CommandWrapper", "WasmBackend", "worker_command"]
+__all__ = ["WasmBackend"]
 
-CommandWrapper = Callable[[list[str]], list[str]]
 _encoder = msgspec.msgpack.Encoder()
 _response_decoder = msgspec.msgpack.Decoder(Response)
-
-
-def worker_command(cache_dir: str | None, data_mb: int = 4096) -> list[str]:
-    """The argv of one worker at the basic level (the strict level's is ``StrictWorkers.command``);
-    see docs/wasm-abi.md for what the worker needs."""
-    argv = [sys.executable, "-I", "-m", "rh_sandbox.wasm._worker", "--data-mb", str(data_mb)]
-    if cache_dir is not None:
-        argv += ["--cache-dir", os.fspath(cache_dir)]
-    return argv
-
-
-@dataclass(frozen=True)
-class _PlainWorkers:
-    """Workers as the host's own uid, in the host's namespaces (the basic level)."""
-
-    argv: Sequence[str]
-    sandboxed = False
-    isolation = IsolationLevel.BASIC.value
-
-    def command(self, group: str, info_fd: int | None) -> list[str]:
-        return list(self.argv)
 
 
 class WasmBackend:
@@ -88,8 +72,7 @@ class WasmBackend:
             cache = os.fspath(cache_dir) if cache_dir is not None else None
             if cache is not None:
                 os.makedirs(cache, mode=0o700, exist_ok=True)
-            argv = worker_command(cache, worker_data_mb)
-            sandbox = _PlainWorkers(wrap_command(argv) if wrap_command else argv)
+            sandbox = PlainWorkers(cache, worker_data_mb, wrap_command)
         self._launcher = sandbox
         self.isolation = IsolationLevel.STRICT if sandbox.sandboxed else IsolationLevel.BASIC
         self._grace = kill_grace_seconds
@@ -107,6 +90,21 @@ class WasmBackend:
     def warm(self, group: str = "default", count: int = 1) -> None:
         """Start workers before the first run, so it does not pay for interpreter start-up."""
         self._pool.warm(group, count)
+
+    def validate(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        group: str,
+        name: str | None = None,
+        timeout_seconds: float = 20.0,
+        memory_mb: int = 1024,
+    ) -> None:
+        """Check a module as :func:`validate_module` does, where ``group``'s runs would meet it: at the
+        strict level in a strict sandbox as the group's own uid (an upload is its tenant's code)."""
+        validate_module(
+            path, launcher=self._launcher, group=group, name=name, timeout_seconds=timeout_seconds, memory_mb=memory_mb
+        )
 
     def run(self, spec: RunSpec, payload: bytes) -> RunResult:
         if spec.runtime != "wasm":

@@ -1,7 +1,8 @@
 """The host <-> worker protocol: length-prefixed MessagePack frames over a pair of pipes.
 
 One request, one response, strictly alternating; the worker never speaks first except for its
-``Ready`` frame. Kept tiny because it is on the hot path of every dispatch.
+``Ready`` frame. A one-shot check (``--validate``) is sent one frame, the module's bytes, and answers
+one ``Verdict``. Kept tiny because it is on the hot path of every dispatch.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ __all__ = [
     "Ready",
     "Request",
     "Response",
+    "Verdict",
     "read_frame",
     "write_frame",
 ]
@@ -68,6 +70,12 @@ class Response(msgspec.Struct, array_like=True):
 class Ready(msgspec.Struct, array_like=True):
     pid: int
     engine: str
+
+
+class Verdict(msgspec.Struct, array_like=True):
+    """A one-shot check's answer (``--validate``): why the module it was sent is refused, or None."""
+
+    reason: str | None
 
 
 _encoder = msgspec.msgpack.Encoder()

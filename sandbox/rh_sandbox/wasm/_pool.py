@@ -13,17 +13,28 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from rh_sandbox.bwrap import bwrap_exit_code
-from rh_sandbox.types import SandboxError
+from rh_sandbox.types import IsolationLevel, SandboxError
 
-__all__ = ["WorkerDied", "WorkerLauncher", "WorkerPool", "WorkerProcess", "WorkerTimeout"]
+__all__ = [
+    "CommandWrapper",
+    "PlainWorkers",
+    "WorkerDied",
+    "WorkerLauncher",
+    "WorkerPool",
+    "WorkerProcess",
+    "WorkerTimeout",
+    "worker_command",
+]
 
 STARTUP_SECONDS = 20.0
 _TMPFS = "/dev/shm"
@@ -33,13 +44,48 @@ _EXIT_SECONDS = 2.0  # after a sandboxed worker is killed, how long bwrap may ta
 CLEAN_ENV = {"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"}
 
 
+CommandWrapper = Callable[[list[str]], list[str]]
+
+
 class WorkerLauncher(Protocol):
-    """How a worker of a group is started (see ``WasmBackend``'s plain one and ``StrictWorkers``)."""
+    """How a worker of a group is started (see :class:`PlainWorkers` and ``StrictWorkers``)."""
 
     sandboxed: bool  # the command is a bwrap sandbox that writes the worker's pid to ``info_fd``
     isolation: str  # what the runs of these workers report as their isolation
 
-    def command(self, group: str, info_fd: int | None) -> list[str]: ...
+    def command(self, group: str, info_fd: int | None, *, check_mb: int | None = None) -> list[str]:
+        """A serving worker's argv; with ``check_mb``, a one-shot module check's (``--validate``) under
+        that many MiB of data, without the compiled-module cache."""
+        ...
+
+
+def worker_command(cache_dir: str | None, data_mb: int = 4096) -> list[str]:
+    """The argv of one worker at the basic level (the strict level's is ``StrictWorkers.command``);
+    see docs/wasm-abi.md for what the worker needs."""
+    argv = [sys.executable, "-I", "-m", "rh_sandbox.wasm._worker", "--data-mb", str(data_mb)]
+    if cache_dir is not None:
+        argv += ["--cache-dir", os.fspath(cache_dir)]
+    return argv
+
+
+@dataclass(frozen=True)
+class PlainWorkers:
+    """Workers as the host's own uid, in the host's namespaces (the basic level).
+
+    wrap: turns the worker argv into the argv actually executed (a debugger, ``env -i``)."""
+
+    cache_dir: str | None = None
+    data_mb: int = 4096
+    wrap: CommandWrapper | None = None
+    sandboxed = False
+    isolation = IsolationLevel.BASIC.value
+
+    def command(self, group: str, info_fd: int | None, *, check_mb: int | None = None) -> list[str]:
+        if check_mb is None:
+            argv = worker_command(self.cache_dir, self.data_mb)
+        else:
+            argv = [*worker_command(None, check_mb), "--validate"]
+        return self.wrap(argv) if self.wrap is not None else argv
 
 
 class WorkerDied(Exception):
@@ -59,7 +105,7 @@ class WorkerProcess:
     ``--die-with-parent`` fires when the *thread* that forked it ends.
     """
 
-    def __init__(self, launcher: WorkerLauncher, group: str) -> None:
+    def __init__(self, launcher: WorkerLauncher, group: str, *, check_mb: int | None = None) -> None:
         self.group = group
         self.known: set[str] = set()  # module hashes this worker has already been sent
         self.sandboxed = launcher.sandboxed
@@ -70,7 +116,7 @@ class WorkerProcess:
         self._errlog = open(self._scratch / "worker.err", "w+b")  # noqa: SIM115 - owned until close()
         info_r, info_w = os.pipe2(os.O_CLOEXEC) if self.sandboxed else (None, None)
         try:
-            argv = launcher.command(group, info_w)
+            argv = launcher.command(group, info_w, check_mb=check_mb)
             self._proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.PIPE,

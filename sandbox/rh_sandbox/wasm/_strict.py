@@ -125,18 +125,27 @@ class StrictWorkers:
         """The ``isolation`` of the runs: strict, and the in-sandbox confinement that applied."""
         return IsolationLevel.STRICT.value + self.confinement.suffix(False)
 
-    def command(self, group: str, info_fd: int | None) -> list[str]:
-        """The argv of one worker of ``group``; bwrap writes the worker's pid (as the host sees it) to ``info_fd``."""
+    def command(self, group: str, info_fd: int | None, *, check_mb: int | None = None) -> list[str]:
+        """The argv of one worker of ``group``; bwrap writes the worker's pid (as the host sees it) to
+        ``info_fd``. With ``check_mb``: a one-shot module check under that many MiB of data, which
+        gets neither the compiled-module cache (it compiles one module, to refuse or to forget it) nor
+        the egress run root."""
         uid = self.uids.uid_for(group)
-        ro_binds = [(str(self.runtime.root), RUNTIME_MOUNT), (str(self._egress_root), str(self._egress_root))]
-        if os.path.isdir(CA_CERTIFICATES):  # TLS of granted https requests
-            ro_binds.append((CA_CERTIFICATES, CA_CERTIFICATES))
+        ro_binds = [(str(self.runtime.root), RUNTIME_MOUNT)]
+        if check_mb is None:  # a check has no network: nothing of the egress brokers
+            ro_binds.append((str(self._egress_root), str(self._egress_root)))
+            if os.path.isdir(CA_CERTIFICATES):  # TLS of granted https requests
+                ro_binds.append((CA_CERTIFICATES, CA_CERTIFICATES))
         binds = []
-        worker = [self.runtime.interpreter, "-I", "-S", "-c", _LAUNCHER, "--data-mb", str(self._data_mb)]
-        if self._cache_root is not None:
+        data_mb = self._data_mb if check_mb is None else check_mb
+        worker = [self.runtime.interpreter, "-I", "-S", "-c", _LAUNCHER, "--data-mb", str(data_mb)]
+        cached = self._cache_root is not None and check_mb is None
+        if cached:
             binds.append((str(self._tenant_cache(group, uid)), CACHE_MOUNT))
             worker += ["--cache-dir", CACHE_MOUNT]
-        worker += ["--confine", json.dumps(self._confine_args())]
+        if check_mb is not None:
+            worker.append("--validate")
+        worker += ["--confine", json.dumps(self._confine_args(cached))]
         argv = strict_command(
             worker,
             uid=uid,
@@ -153,7 +162,7 @@ class StrictWorkers:
         argv[at:at] = ["--as-pid-1", *(["--info-fd", str(info_fd)] if info_fd is not None else [])]
         return argv
 
-    def _confine_args(self) -> dict:
+    def _confine_args(self, cached: bool) -> dict:
         rules = [
             ("/usr", READ_EXEC),
             (RUNTIME_MOUNT, READ_EXEC),
@@ -162,7 +171,7 @@ class StrictWorkers:
             ("/dev", READ_WRITE_FILES),
             (SCRATCH, -1),
         ]
-        if self._cache_root is not None:
+        if cached:
             rules.append((CACHE_MOUNT, -1))
         return self.confinement.boot_args(rules)
 

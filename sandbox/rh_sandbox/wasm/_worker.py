@@ -5,8 +5,9 @@ abort, a runaway compile or a guest blocked in a host call kills or hangs this p
 the host replaces it. Before it reads any untrusted byte it lowers its own rlimits (no ``preexec_fn``
 needed on the host side, which is unsafe with threads).
 
-``--validate`` mode reads one module on stdin, checks it as a run would, and exits 0 or 1 with the
-reason on stdout: the one-shot check behind :func:`rh_sandbox.wasm.validate_module`.
+``--validate`` mode is the one-shot check behind :func:`rh_sandbox.wasm.validate_module`: after its
+``Ready`` frame it reads one frame (a module's bytes), checks the module as a run would, answers one
+``Verdict`` frame and exits.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ import wasmtime
 
 from rh_sandbox.wasm._cache import ModuleCache, compile_module
 from rh_sandbox.wasm._engine import engine_fingerprint, make_engine
-from rh_sandbox.wasm._frames import FrameError, Ready, Request, Response, read_frame, write_frame
+from rh_sandbox.wasm._frames import FrameError, Ready, Request, Response, Verdict, read_frame, write_frame
 from rh_sandbox.wasm._guest import GuestRunner, ModuleRefused, check_module, store_limits
+from rh_sandbox.wasm._net import HttpBridge
 
 MAX_FILE_BYTES = 64 * 1024 * 1024  # hard cap on any one guest output file
 VALIDATE_FUEL = 50_000_000
@@ -164,6 +166,7 @@ def validate(wasm: bytes) -> str | None:
         check_module(module)
         linker = wasmtime.Linker(engine)
         linker.define_wasi()
+        HttpBridge().define(linker)  # as a run links it; a start function's request is refused: no broker
         pre = linker.instantiate_pre(module)
         store = wasmtime.Store(engine)
         store.set_wasi(wasmtime.WasiConfig())
@@ -180,6 +183,18 @@ def validate(wasm: bytes) -> str | None:
     return None
 
 
+def check_one() -> int:
+    """``--validate``: one module in, one verdict out."""
+    fd_in, fd_out = take_pipes()
+    write_frame(fd_out, Ready(os.getpid(), engine_fingerprint()))
+    try:
+        wasm = read_frame(fd_in)
+    except FrameError:
+        return 0  # the host gave up before sending it
+    write_frame(fd_out, Verdict(validate(wasm)))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="rh_sandbox.wasm._worker")
     parser.add_argument("--cache-dir", default=None)
@@ -191,9 +206,7 @@ def main(argv: list[str]) -> int:
     if args.confine:
         confine_self(args.confine)
     if args.validate:
-        reason = validate(sys.stdin.buffer.read())
-        sys.stdout.write(reason or "")
-        return 1 if reason else 0
+        return check_one()
     return serve(args.cache_dir)
 
 

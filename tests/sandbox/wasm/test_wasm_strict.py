@@ -7,6 +7,7 @@ cache of their own; and code running as the worker (a guest that escaped wasmtim
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import shutil
@@ -26,7 +27,7 @@ from wasm_helpers import write_plugin
 from rh_sandbox.isolation import Probe, make_wasm_backend
 from rh_sandbox.types import IsolationLevel, Limits, RunSpec, RunStatus, SandboxError
 from rh_sandbox.uids import SandboxUids, processes_of_uid
-from rh_sandbox.wasm import StrictWorkers, WasmBackend
+from rh_sandbox.wasm import StrictWorkers, WasmBackend, WasmModuleError
 from rh_sandbox.wasm._pool import WorkerProcess
 
 pytestmark = pytest.mark.usefixtures("needs_strict")
@@ -242,3 +243,52 @@ def test_a_cache_dir_the_sandbox_uids_cannot_reach_is_refused_up_front(uids: San
         assert f"({hidden} is not searchable by others)" in str(refused.value)
     finally:
         shutil.rmtree(hidden)
+
+
+def _sandboxed_python_of(uid: int) -> int | None:
+    """The one process of ``uid`` that is not bwrap (the worker), if it runs yet."""
+    for pid in psutil.pids():
+        try:
+            status = _status(pid)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if status["Uid"].split()[0] == str(uid) and status["Name"] != "bwrap":
+            return pid
+    return None
+
+
+def test_an_upload_check_runs_as_its_tenants_uid_sandboxed_and_leaves_nothing(
+    tmp_path: Path, cache_root: Path, uids: SandboxUids, machine: Probe
+) -> None:
+    path = write_plugin(tmp_path, g.sleeping_start(60))  # blocks in its start function: time to look
+    uid = uids.uid_for("tenant-a")
+    with WasmBackend(sandbox=StrictWorkers(uids=uids, cache_dir=cache_root)) as backend:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            checking = pool.submit(backend.validate, path, group="tenant-a", name="handler.wat", timeout_seconds=8)
+            deadline = time.monotonic() + 8
+            while (pid := _sandboxed_python_of(uid)) is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert pid is not None, "no process of the tenant's uid while its upload was checked"
+            status = _status(pid)  # the worker confines itself just after it starts: give it a moment
+            while status["Seccomp"] != ("2" if machine.seccomp else "0") and time.monotonic() < deadline:
+                time.sleep(0.02)
+                status = _status(pid)
+            seen = set(os.listdir(f"/proc/{pid}/root"))
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            namespaces = {ns: os.readlink(f"/proc/{pid}/ns/{ns}") for ns in ("net", "pid", "mnt")}
+            with pytest.raises(WasmModuleError, match=r"^handler.wat: checking the module took longer than 8 s"):
+                checking.result(timeout=30)
+        assert status["Uid"].split() == [str(uid)] * 4
+        assert status["CapEff"] == "0000000000000000" and status["NoNewPrivs"] == "1"
+        assert status["Seccomp"] == ("2" if machine.seccomp else "0")
+        assert b"--validate" in cmdline and b"--cache-dir" not in cmdline
+        for ns, link in namespaces.items():
+            assert link != os.readlink(f"/proc/self/ns/{ns}")
+        assert {"usr", "rh", "tmp"} <= seen
+        assert "cache" not in seen  # a check compiles one module and keeps nothing
+        assert not list(cache_root.iterdir())  # not even the tenant's cache dir was made for it
+        deadline = time.monotonic() + 5
+        while processes_of_uid(uid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert processes_of_uid(uid) == 0
+        assert not [c for c in psutil.Process().children(recursive=True) if c.status() == psutil.STATUS_ZOMBIE]

@@ -1,15 +1,35 @@
-"""validate_module: hostile modules refused with a clear error, within bounded time and memory."""
+"""validate_module: hostile modules refused with a clear error, within bounded time and memory, at both
+levels (at the strict level the check runs where the tenant's runs do: see test_wasm_strict)."""
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import wasm_guests as g
 
-from rh_sandbox.wasm import WasmModuleError, validate_module
+from rh_sandbox.isolation import Probe
+from rh_sandbox.wasm import StrictWorkers, WasmModuleError, validate_module
+
+Check = Callable[..., None]
+
+
+@pytest.fixture(scope="module", params=["basic", "strict"])
+def check(request: pytest.FixtureRequest, machine: Probe) -> Check:
+    """validate_module as the host's uid (basic) or in a strict sandbox as a tenant's uid (strict)."""
+    if request.param == "basic":
+        return validate_module
+    if not machine.strict_sandbox_works:
+        pytest.skip(f"strict sandbox unavailable here: {machine.strict_problem}")
+    workers = StrictWorkers()
+
+    def strict_check(path: Path, **kwargs: object) -> None:
+        validate_module(path, launcher=workers, group="tenant-v", **kwargs)  # type: ignore[arg-type]
+
+    return strict_check
 
 
 def _write(tmp_path: Path, source: str | bytes) -> Path:
@@ -21,8 +41,13 @@ def _write(tmp_path: Path, source: str | bytes) -> Path:
     return path
 
 
-def test_valid_module_passes(tmp_path: Path) -> None:
-    validate_module(_write(tmp_path, g.replying({"ran": True, "ok": True})))
+def test_valid_module_passes(tmp_path: Path, check: Check) -> None:
+    check(_write(tmp_path, g.replying({"ran": True, "ok": True})))
+
+
+def test_a_module_importing_the_http_functions_passes(tmp_path: Path, check: Check) -> None:
+    # its start function even calls rh::http_request: no check has a network, so it gets an error answer
+    check(_write(tmp_path, g.NET_START))
 
 
 @pytest.mark.parametrize(
@@ -46,19 +71,35 @@ def test_valid_module_passes(tmp_path: Path) -> None:
         "no-start",
     ],
 )
-def test_hostile_module_refused(tmp_path: Path, source: str | bytes, needle: str) -> None:
+def test_hostile_module_refused(tmp_path: Path, check: Check, source: str | bytes, needle: str) -> None:
+    path = _write(tmp_path, source)
     with pytest.raises(WasmModuleError) as info:
-        validate_module(_write(tmp_path, source))
+        check(path)
+    assert str(info.value).startswith(f"{path}: ")
     assert needle in str(info.value)
 
 
-def test_deeply_nested_blocks_refused_within_bounds(tmp_path: Path) -> None:
+def test_a_start_function_blocked_in_a_host_call_is_stopped_at_the_timeout(tmp_path: Path, check: Check) -> None:
+    path = _write(tmp_path, g.sleeping_start(60))  # out of fuel's and epochs' reach: only the host's clock
+    started = time.monotonic()
+    with pytest.raises(WasmModuleError, match=r"took longer than 2 s"):
+        check(path, timeout_seconds=2)
+    assert time.monotonic() - started < 15
+
+
+def test_deeply_nested_blocks_refused_within_bounds(tmp_path: Path, check: Check) -> None:
     # A million nested blocks needs about 1 GB and 4 s to compile here; 128 MiB stops it early.
     path = _write(tmp_path, g.nested_blocks(1_000_000))
     started = time.monotonic()
     with pytest.raises(WasmModuleError, match=r"exceeded its resources|took longer"):
-        validate_module(path, memory_mb=128, timeout_seconds=30)
+        check(path, memory_mb=128, timeout_seconds=30)
     assert time.monotonic() - started < 60
+
+
+def test_messages_name_the_module_as_asked(tmp_path: Path, check: Check) -> None:
+    with pytest.raises(WasmModuleError) as info:
+        check(_write(tmp_path, g.TRAPPING_START), name="handler.wat")
+    assert str(info.value).startswith("handler.wat: start function trapped")
 
 
 def test_oversized_module_refused_without_reading_it(tmp_path: Path) -> None:

@@ -89,11 +89,10 @@ STDOUT_FLOOD = module(
 )
 
 
-def sleeping(seconds: float) -> str:
+def _sleep(seconds: float) -> str:
     """One poll_oneoff on a relative clock subscription: the guest is blocked in a host call."""
     nanos = int(seconds * 1e9)
-    return module(
-        f"""(func (export "_start")
+    return f"""
    ;; subscription at 64: userdata u64, tag u8 = 0 (clock), clock id u32 at +16, timeout u64 at +24,
    ;; precision u64 at +32, flags u16 at +40 (0: relative)
    (i64.store (i32.const 64) (i64.const 1))
@@ -102,11 +101,33 @@ def sleeping(seconds: float) -> str:
    (i64.store (i32.const 88) (i64.const {nanos}))
    (i64.store (i32.const 96) (i64.const 0))
    (i32.store16 (i32.const 104) (i32.const 0))
-   (drop (call $poll_oneoff (i32.const 64) (i32.const 256) (i32.const 1) (i32.const 512)))
+   (drop (call $poll_oneoff (i32.const 64) (i32.const 256) (i32.const 1) (i32.const 512)))"""
+
+
+def sleeping(seconds: float) -> str:
+    """Sleeps in ``_start``, then replies."""
+    return module(
+        f"""(func (export "_start") {_sleep(seconds)}
    (drop (call $write (i32.const 1) (i32.const 1024) (i32.const 22))))""",
         {1024: '{"ran":true,"ok":true}'},
     )
 
+
+def sleeping_start(seconds: float) -> str:
+    """Sleeps in its start function: instantiating it (as an upload check does) blocks in a host call."""
+    return module(f'(func $s {_sleep(seconds)}) (start $s) (func (export "_start"))')
+
+
+# Its start function asks rh::http_request for a URL: a check links the HTTP functions as a run does
+# (a module importing them is valid) and answers with an error, for no check has a network.
+NET_START = """(module
+ (import "rh" "http_request" (func $request (param i32 i32) (result i32)))
+ (import "rh" "http_response" (func $response (param i32 i32) (result i32)))
+ (memory (export "memory") 1)
+ (data (i32.const 1024) "{\\"url\\":\\"http://127.0.0.1:9/x\\"}")
+ (func $s (if (i32.eqz (call $request (i32.const 1024) (i32.const 30))) (then unreachable)))
+ (start $s)
+ (func (export "_start")))"""
 
 # Hostile modules for validation (and for a run: refused, never a host fault).
 UNKNOWN_IMPORT = '(module (import "env" "steal" (func)) (memory (export "memory") 1) (func (export "_start")))'
