@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Protocol
 
 from rh_sandbox.bwrap import bwrap_exit_code
+from rh_sandbox.cgroups import RunCgroup
 from rh_sandbox.types import IsolationLevel, SandboxError
 
 __all__ = [
     "CommandWrapper",
     "PlainWorkers",
+    "WorkerCommand",
     "WorkerDied",
     "WorkerLauncher",
     "WorkerPool",
@@ -47,15 +49,32 @@ CLEAN_ENV = {"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"}
 CommandWrapper = Callable[[list[str]], list[str]]
 
 
+@dataclass
+class WorkerCommand:
+    """What starts one worker: its argv; the fds it inherits (closed by the caller once it started);
+    the cgroup it joins before it reads a byte from the host (killed and removed with it)."""
+
+    argv: list[str]
+    pass_fds: tuple[int, ...] = ()
+    cgroup: RunCgroup | None = None
+
+    def discard(self) -> None:
+        """Free what the command holds, when no worker was started with it."""
+        for fd in self.pass_fds:
+            os.close(fd)
+        if self.cgroup is not None:
+            self.cgroup.close()
+
+
 class WorkerLauncher(Protocol):
     """How a worker of a group is started (see :class:`PlainWorkers` and ``StrictWorkers``)."""
 
     sandboxed: bool  # the command is a bwrap sandbox that writes the worker's pid to ``info_fd``
     isolation: str  # what the runs of these workers report as their isolation
 
-    def command(self, group: str, info_fd: int | None, *, check_mb: int | None = None) -> list[str]:
-        """A serving worker's argv; with ``check_mb``, a one-shot module check's (``--validate``) under
-        that many MiB of data, without the compiled-module cache."""
+    def launch(self, group: str, info_fd: int | None, *, check_mb: int | None = None) -> WorkerCommand:
+        """A serving worker's command; with ``check_mb``, a one-shot module check's (``--validate``)
+        under that many MiB of data, without the compiled-module cache."""
         ...
 
 
@@ -80,12 +99,12 @@ class PlainWorkers:
     sandboxed = False
     isolation = IsolationLevel.BASIC.value
 
-    def command(self, group: str, info_fd: int | None, *, check_mb: int | None = None) -> list[str]:
+    def launch(self, group: str, info_fd: int | None, *, check_mb: int | None = None) -> WorkerCommand:
         if check_mb is None:
             argv = worker_command(self.cache_dir, self.data_mb)
         else:
             argv = [*worker_command(None, check_mb), "--validate"]
-        return self.wrap(argv) if self.wrap is not None else argv
+        return WorkerCommand(self.wrap(argv) if self.wrap is not None else argv)
 
 
 class WorkerDied(Exception):
@@ -115,17 +134,18 @@ class WorkerProcess:
         self._scratch = Path(tempfile.mkdtemp(prefix="rh-wasm-worker-", dir=_TMPFS if os.path.isdir(_TMPFS) else None))
         self._errlog = open(self._scratch / "worker.err", "w+b")  # noqa: SIM115 - owned until close()
         info_r, info_w = os.pipe2(os.O_CLOEXEC) if self.sandboxed else (None, None)
+        launch: WorkerCommand | None = None
         try:
-            argv = launcher.command(group, info_w, check_mb=check_mb)
+            launch = launcher.launch(group, info_w, check_mb=check_mb)
             self._proc = subprocess.Popen(
-                argv,
+                launch.argv,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=self._errlog,
                 env=CLEAN_ENV,
                 cwd="/" if self.sandboxed else self._scratch,
                 close_fds=True,
-                pass_fds=() if info_w is None else (info_w,),
+                pass_fds=(*launch.pass_fds, *(() if info_w is None else (info_w,))),
                 start_new_session=True,
             )
         except (OSError, SandboxError) as exc:
@@ -134,7 +154,12 @@ class WorkerProcess:
             for fd in (info_r, info_w):
                 if fd is not None:
                     os.close(fd)
+            if launch is not None:
+                launch.discard()
             raise SandboxError(f"cannot start wasm worker: {exc}") from exc
+        self._cgroup = launch.cgroup
+        for fd in launch.pass_fds:
+            os.close(fd)
         if info_w is not None:
             os.close(info_w)
         self._stdin = self._proc.stdin
@@ -258,6 +283,8 @@ class WorkerProcess:
                 pipe.close()
         self._errlog.close()
         shutil.rmtree(self._scratch, ignore_errors=True)
+        if self._cgroup is not None:  # kills anything the worker left (nothing: it was pid 1) and removes it
+            self._cgroup.close()
 
 
 def _sandboxed_pid(fd: int, deadline: float) -> int:

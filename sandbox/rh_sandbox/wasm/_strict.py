@@ -7,7 +7,8 @@ itself, copied world-readable, as the Python guests' runtime is) read-only; the 
 compiled-module cache read-write at ``/cache``; the egress run root read-only (each run's broker
 socket appears there while the run lasts) and the CA certificates; a bounded ``/tmp`` as cwd. No
 network, no other tenant's files, no host socket. Before it starts a thread or reads a byte from the
-host, the worker applies Landlock and the seccomp filter to itself.
+host, the worker joins a cgroup of its own (pids, memory, freezer) and applies Landlock and the
+seccomp filter to itself.
 
 The compiled-module cache is per tenant because deserializing trusts it: a tenant that could write a
 file another tenant's worker loads would run native code there.
@@ -33,17 +34,28 @@ import rh_sandbox
 import rh_sdk
 from rh_sandbox._confine import READ, READ_EXEC, READ_WRITE_FILES
 from rh_sandbox.bwrap import strict_command
+from rh_sandbox.cgroups import CgroupV1, cgroup_v1_controllers
 from rh_sandbox.confinement import Confinement
 from rh_sandbox.egress.run import CA_CERTIFICATES, default_run_root
 from rh_sandbox.layout import RUNTIME_MOUNT, SCRATCH
 from rh_sandbox.runtime import build_site, default_runtime_root, find_interpreter, package_dir, site_digest
 from rh_sandbox.types import IsolationLevel, SandboxError
 from rh_sandbox.uids import SandboxUids, default_uids
+from rh_sandbox.wasm._pool import WorkerCommand
 
 __all__ = ["CACHE_MOUNT", "StrictWorkers", "WorkerRuntime"]
 
 CACHE_MOUNT = "/cache"
 _SCRATCH_MB = 160  # the guests' stdout and stderr files: at most 64 MiB each (the worker's RLIMIT_FSIZE)
+# A worker's cgroup: its data limit, plus its scratch tmpfs (charged to the cgroup that writes it), plus
+# what is not data (the interpreter's and wasmtime's code, stacks, page tables: ~40 MiB measured).
+_UNCOUNTED_MB = 128
+# Threads count as tasks: the main thread, the wall clock's, and wasmtime's tokio runtime (a worker
+# thread per CPU: 4 threads in all on 2 CPUs, measured). Nothing may fork.
+_MAX_TASKS = 16 + 2 * (os.cpu_count() or 1)
+# Joining costs a few ms per hierarchy (cgroup v1 attach waits for an RCU grace period), so only those
+# with a use: no cpu (one guest at a time, on one thread) and no cpuacct (the worker measures its runs).
+_WORKER_CONTROLLERS = ("memory", "pids", "freezer")
 # -I -S: nothing of the interpreter's own site-packages; the runtime's site dir only
 _LAUNCHER = (
     f"import sys; sys.path.insert(0, {RUNTIME_MOUNT + '/site'!r}); "
@@ -92,6 +104,8 @@ class StrictWorkers:
     cache_dir: the root of the tenants' compiled-module caches (``<cache_dir>/<tenant digest>``, each
     owned by its tenant's uid, mode 0700); None: every worker compiles its modules itself.
     egress_root: where runs' egress brokers put their sockets (bound read-only); None: the default.
+    cgroups: where each worker gets a cgroup of its own, joined before it reads a byte from the host;
+    None: the v1 memory, pids and freezer hierarchies, where the machine offers them.
     """
 
     sandboxed = True
@@ -105,8 +119,14 @@ class StrictWorkers:
         egress_root: Path | None = None,
         data_mb: int = 4096,
         confinement: Confinement | None = None,
+        cgroups: CgroupV1 | None = None,
     ) -> None:
         self.runtime = runtime or WorkerRuntime.prepare()
+        if cgroups is None:
+            cgroups = CgroupV1([c for c in cgroup_v1_controllers() if c in _WORKER_CONTROLLERS])
+        self.cgroups = cgroups if cgroups.available else None
+        if self.cgroups is not None:
+            self.cgroups.sweep_stale()  # what a host killed by SIGKILL left
         self.uids = uids or default_uids()
         self.confinement = confinement or Confinement.detect(self.runtime)
         self._cache_root = Path(cache_dir).resolve() if cache_dir is not None else None
@@ -123,13 +143,33 @@ class StrictWorkers:
     @property
     def isolation(self) -> str:
         """The ``isolation`` of the runs: strict, and the in-sandbox confinement that applied."""
-        return IsolationLevel.STRICT.value + self.confinement.suffix(False)
+        return IsolationLevel.STRICT.value + self.confinement.suffix(self.cgroups is not None)
 
-    def command(self, group: str, info_fd: int | None, *, check_mb: int | None = None) -> list[str]:
+    def launch(self, group: str, info_fd: int | None, *, check_mb: int | None = None) -> WorkerCommand:
+        """One worker of ``group``: its command, the ``cgroup.procs`` fds it joins its cgroup by and that
+        cgroup. bwrap writes the worker's pid (as the host sees it) to ``info_fd``."""
+        data_mb = self._data_mb if check_mb is None else check_mb
+        launch = WorkerCommand([])
+        try:
+            if self.cgroups is not None:
+                memory_mb = data_mb + _SCRATCH_MB + _UNCOUNTED_MB
+                launch.cgroup = self.cgroups.create(memory_mb=memory_mb, max_processes=_MAX_TASKS)
+                launch.pass_fds = tuple(launch.cgroup.open_procs())
+            launch.argv = self.command(group, info_fd, check_mb=check_mb, cgroup_fds=launch.pass_fds)
+        except BaseException as exc:
+            launch.discard()
+            if isinstance(exc, OSError):
+                raise SandboxError(f"cannot prepare a wasm worker of {group}: {exc}") from exc
+            raise
+        return launch
+
+    def command(
+        self, group: str, info_fd: int | None, *, check_mb: int | None = None, cgroup_fds: tuple[int, ...] = ()
+    ) -> list[str]:
         """The argv of one worker of ``group``; bwrap writes the worker's pid (as the host sees it) to
-        ``info_fd``. With ``check_mb``: a one-shot module check under that many MiB of data, which
-        gets neither the compiled-module cache (it compiles one module, to refuse or to forget it) nor
-        the egress run root."""
+        ``info_fd``; the worker joins its cgroup through ``cgroup_fds``. With ``check_mb``: a one-shot
+        module check under that many MiB of data, which gets neither the compiled-module cache (it
+        compiles one module, to refuse or to forget it) nor the egress run root."""
         uid = self.uids.uid_for(group)
         ro_binds = [(str(self.runtime.root), RUNTIME_MOUNT)]
         if check_mb is None:  # a check has no network: nothing of the egress brokers
@@ -145,7 +185,7 @@ class StrictWorkers:
             worker += ["--cache-dir", CACHE_MOUNT]
         if check_mb is not None:
             worker.append("--validate")
-        worker += ["--confine", json.dumps(self._confine_args(cached))]
+        worker += ["--confine", json.dumps({**self._confine_args(cached), "cgroup_fds": list(cgroup_fds)})]
         argv = strict_command(
             worker,
             uid=uid,

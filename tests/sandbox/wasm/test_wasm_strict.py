@@ -71,11 +71,13 @@ def test_each_tenants_worker_runs_as_its_own_uid_in_its_own_namespaces(
     tmp_path: Path, cache_root: Path, uids: SandboxUids, machine: Probe
 ) -> None:
     write_plugin(tmp_path, OK)
+    cgroup_dirs: list[Path] = []
     with WasmBackend(sandbox=StrictWorkers(uids=uids, cache_dir=cache_root)) as backend:
         for group in ("tenant-a", "tenant-b"):
             result = backend.run(_spec(tmp_path, group), b"{}")
             assert result.status is RunStatus.OK, result.error
-            assert result.isolation.startswith("strict+seccomp")
+            cgroup = "+cgroup" if machine.per_run_cgroups else ""
+            assert result.isolation.startswith(f"strict{cgroup}+seccomp")
         workers = {w.group: _worker_pid(w) for w in backend._pool.workers()}
         assert set(workers) == {"tenant-a", "tenant-b"}
         for group, pid in workers.items():
@@ -93,7 +95,18 @@ def test_each_tenants_worker_runs_as_its_own_uid_in_its_own_namespaces(
             assert {"usr", "rh", "tmp", "cache"} <= seen
             assert not seen & {"root", "home", "var", "srv", "mnt", "media", "opt", "boot"}
             assert not os.path.exists(f"/proc/{pid}/root/etc/passwd")
+            if machine.per_run_cgroups:  # a cgroup of its own, joined before it read a byte from the host
+                joined = dict(line.split(":", 2)[1:] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines())
+                pids_dir = Path("/sys/fs/cgroup/pids") / joined["pids"].lstrip("/")
+                assert joined["pids"].startswith("/rh-host/") and joined["freezer"] == joined["pids"]
+                assert 4 <= int(pids_dir.joinpath("pids.max").read_text()) <= 16 + 2 * (os.cpu_count() or 1)
+                assert pids_dir.joinpath("cgroup.procs").read_text().split() == [str(pid)]
+                memory = Path("/sys/fs/cgroup/memory") / joined["memory"].lstrip("/") / "memory.limit_in_bytes"
+                assert 4096 << 20 < int(memory.read_text()) < 5 << 30  # its data limit, scratch and code
+                cgroup_dirs.append(pids_dir)
         assert uids.uid_for("tenant-a") != uids.uid_for("tenant-b")
+    assert cgroup_dirs or not machine.per_run_cgroups
+    assert not [d for d in cgroup_dirs if d.exists()]  # removed with their workers
 
 
 # Runs as the worker would, confined as it confines itself, then tries what a guest that escaped
@@ -129,6 +142,17 @@ attempt("write_runtime", lambda: write("/rh/site/planted.py"))
 attempt("write_own_cache", lambda: write("/cache/planted"))
 attempt("make_dev_node", lambda: write("/dev/planted"))
 seen["pids"] = sorted(int(name) for name in os.listdir("/proc") if name.isdigit())
+def fork_bomb():
+    children = []
+    try:
+        while len(children) < 200:
+            pid = os.fork()
+            if pid == 0:
+                os.pause()
+            children.append(pid)
+    finally:
+        seen["forked"] = len(children)
+attempt("fork_bomb", fork_bomb)
 print(json.dumps(seen))
 """
 
@@ -148,14 +172,19 @@ def test_code_running_as_the_worker_meets_the_walls(
     try:
         workers = StrictWorkers(uids=uids, cache_dir=cache_root)
         other = workers._tenant_cache("tenant-b", uids.uid_for("tenant-b"))
-        argv = workers.command("tenant-a", None)
+        launch = workers.launch("tenant-a", None)
+        argv = launch.argv
         program = (
             _HOSTILE.replace("PORT", str(listener.getsockname()[1]))
             .replace("UNIX_PATH", repr(unix_path))
             .replace("OTHER_CACHE", repr(str(other)))
         )
         argv[argv.index("-c") + 1] = program
-        proc = subprocess.run(argv, capture_output=True, timeout=60, check=False, cwd="/")
+        try:
+            proc = subprocess.run(argv, capture_output=True, timeout=60, check=False, cwd="/", pass_fds=launch.pass_fds)
+            max_tasks = int((launch.cgroup.paths["pids"] / "pids.max").read_text()) if launch.cgroup else None
+        finally:
+            launch.discard()
         assert proc.returncode == 0, proc.stderr.decode()
         seen = json.loads(proc.stdout)
         with pytest.raises(TimeoutError):
@@ -179,6 +208,8 @@ def test_code_running_as_the_worker_meets_the_walls(
     if machine.landlock_abi:
         assert seen["make_dev_node"] == "EACCES"  # Landlock: /dev holds device files to use, not to make
     assert seen["pids"] == [1]  # its own PID namespace, of which it is the only process
+    if machine.per_run_cgroups:  # its cgroup's pids.max: room for the worker's threads, not for a fork bomb
+        assert max_tasks is not None and seen["fork_bomb"] == "EAGAIN" and seen["forked"] < max_tasks
 
 
 def test_tenant_caches_are_apart_and_a_foreign_one_is_discarded(
@@ -206,11 +237,18 @@ def test_tenant_caches_are_apart_and_a_foreign_one_is_discarded(
     assert planted.read_bytes() != b"native code another uid wrote"  # recompiled into a fresh dir
 
 
-def test_a_worker_killed_at_its_wall_limit_leaves_nothing_behind(tmp_path: Path, uids: SandboxUids) -> None:
-    write_plugin(tmp_path, g.sleeping(60))
+def test_a_worker_killed_at_its_wall_limit_leaves_nothing_behind(
+    tmp_path: Path, uids: SandboxUids, machine: Probe
+) -> None:
     with WasmBackend(sandbox=StrictWorkers(uids=uids), workers=1) as backend:
+        write_plugin(tmp_path, OK)
+        assert backend.run(_spec(tmp_path, "tenant-a"), b"{}").status is RunStatus.OK
+        cgroup = backend._pool.workers()[0]._cgroup
+        assert (cgroup is not None) == machine.per_run_cgroups
+        write_plugin(tmp_path, g.sleeping(60))
         result = backend.run(_spec(tmp_path, "tenant-a", wall_seconds=0.5), b"{}")
         assert result.status is RunStatus.TIMEOUT
+        assert cgroup is None or not [p for p in cgroup.paths.values() if p.exists()]  # removed with the worker
         uid = uids.uid_for("tenant-a")
         deadline = time.monotonic() + 5
         while processes_of_uid(uid) and time.monotonic() < deadline:
