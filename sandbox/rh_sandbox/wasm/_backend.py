@@ -11,6 +11,7 @@ grants gets the run's own egress broker, reached by the worker's HTTP host funct
 from __future__ import annotations
 
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -52,6 +53,8 @@ class WasmBackend:
     worker_data_mb: RLIMIT_DATA of a worker, a backstop above every plugin's memory_mb.
     kill_grace_seconds: how long after the wall limit a silent worker is killed.
     compile_seconds: extra time allowed when a worker first meets a module (compile or cache load).
+    concurrent_checks: the most module checks (``validate``) at once; more wait their turn. Each may
+    take its memory_mb (1 GiB) to compile a hostile module: uploads must not add up to the machine's.
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class WasmBackend:
         kill_grace_seconds: float = 0.25,
         compile_seconds: float = 30.0,
         egress: EgressSettings | None = None,
+        concurrent_checks: int = 2,
     ) -> None:
         if sandbox is not None and (cache_dir is not None or wrap_command is not None):
             raise ValueError("a sandboxed WasmBackend takes its cache dir and command from the sandbox")
@@ -83,6 +87,7 @@ class WasmBackend:
         # from a thread of this backend's, never from a caller's (a pipeline's threads are short-lived)
         self._starter = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rh-wasm-starter")
         self._pool = WorkerPool(self._start_worker, workers)
+        self._checks = threading.BoundedSemaphore(concurrent_checks)
 
     def _start_worker(self, group: str) -> WorkerProcess:
         return self._starter.submit(WorkerProcess, self._launcher, group).result()
@@ -101,10 +106,17 @@ class WasmBackend:
         memory_mb: int = 1024,
     ) -> None:
         """Check a module as :func:`validate_module` does, where ``group``'s runs would meet it: at the
-        strict level in a strict sandbox as the group's own uid (an upload is its tenant's code)."""
-        validate_module(
-            path, launcher=self._launcher, group=group, name=name, timeout_seconds=timeout_seconds, memory_mb=memory_mb
-        )
+        strict level in a strict sandbox as the group's own uid (an upload is its tenant's code).
+        ``timeout_seconds`` starts when the check does, after any wait for a turn."""
+        with self._checks:
+            validate_module(
+                path,
+                launcher=self._launcher,
+                group=group,
+                name=name,
+                timeout_seconds=timeout_seconds,
+                memory_mb=memory_mb,
+            )
 
     def run(self, spec: RunSpec, payload: bytes) -> RunResult:
         if spec.runtime != "wasm":

@@ -3,16 +3,19 @@ levels (at the strict level the check runs where the tenant's runs do: see test_
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 import wasm_guests as g
 
 from rh_sandbox.isolation import Probe
-from rh_sandbox.wasm import StrictWorkers, WasmModuleError, validate_module
+from rh_sandbox.wasm import StrictWorkers, WasmBackend, WasmModuleError, validate_module
 
 Check = Callable[..., None]
 
@@ -113,3 +116,26 @@ def test_oversized_module_refused_without_reading_it(tmp_path: Path) -> None:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(WasmModuleError, match="cannot read"):
         validate_module(tmp_path / "absent.wasm")
+
+
+def _live_checkers() -> int:
+    """This process's module checkers (basic level: direct children running ``--validate``)."""
+    count = 0
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            count += "--validate" in child.cmdline()
+    return count
+
+
+def test_a_backend_runs_at_most_its_concurrent_checks_at_once(tmp_path: Path) -> None:
+    path = _write(tmp_path, g.sleeping_start(60))
+    most = 0
+    with WasmBackend(concurrent_checks=1) as backend, ThreadPoolExecutor(3) as pool:
+        checks = [pool.submit(backend.validate, path, group=f"t{i}", timeout_seconds=1.5) for i in range(3)]
+        while not all(c.done() for c in checks):
+            most = max(most, _live_checkers())
+            time.sleep(0.01)
+        for check in checks:  # each had its full 1.5 s once its turn came, not less for having waited
+            with pytest.raises(WasmModuleError, match=r"took longer than 1.5 s"):
+                check.result()
+    assert most == 1
