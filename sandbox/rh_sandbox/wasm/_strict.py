@@ -156,10 +156,11 @@ class StrictWorkers:
                 launch.cgroup = self.cgroups.create(memory_mb=memory_mb, max_processes=_MAX_TASKS)
                 launch.pass_fds = tuple(launch.cgroup.open_procs())
             launch.argv = self.command(group, info_fd, check_mb=check_mb, cgroup_fds=launch.pass_fds)
-        except BaseException as exc:
+        except OSError as exc:  # a cgroup or the tenant's cache dir
             launch.discard()
-            if isinstance(exc, OSError):
-                raise SandboxError(f"cannot prepare a wasm worker of {group}: {exc}") from exc
+            raise SandboxError(f"cannot prepare a wasm worker of {group}: {exc}") from exc
+        except BaseException:
+            launch.discard()
             raise
         return launch
 
