@@ -9,6 +9,7 @@ a frozen fork bomb cannot fork while it is being killed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import time
@@ -34,6 +35,31 @@ def _writable_controller(name: str) -> bool:
 def cgroup_v1_controllers() -> list[str]:
     """The v1 controllers this process may create child cgroups in."""
     return [c for c in _WANTED if _writable_controller(c)]
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time in clock ticks since boot (``/proc/<pid>/stat`` field 22), or None if it
+    is gone: with its pid, it names one process for good (a pid alone is reused)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return stat.rpartition(b")")[2].split()[19].decode()
+
+
+@functools.cache
+def _owner_of(pid: int) -> str:
+    return f"{pid}.{_start_time(pid)}"
+
+
+def _owner_alive(name: str) -> bool | None:
+    """Whether the host process that made the cgroup ``name`` still runs; None: a name that carries
+    no owner (made by an older rh-host)."""
+    owner, sep, _ = name.partition("-")
+    pid, dot, start = owner.partition(".")
+    if not (sep and dot and pid.isdigit() and start.isdigit()):
+        return None
+    return _start_time(int(pid)) == start
 
 
 def _write(path: Path, value: str) -> None:
@@ -219,10 +245,11 @@ class CgroupV1:
         return {"pids", "freezer"} <= set(self.controllers)
 
     def sweep_stale(self, min_age_s: float = 60.0) -> int:
-        """Remove empty run cgroups older than ``min_age_s``: what a host killed by SIGKILL left.
+        """Remove the empty run cgroups of host processes that are gone: what a host killed by SIGKILL left.
 
-        Safe beside other live hosts: a run's cgroup is empty only for the moment between its
-        creation and its first member joining, and a waiting child keeps an armed one occupied.
+        A cgroup's name starts with its maker's pid and start time; one whose maker still runs is
+        never touched, however long it has been empty (a fork server keeps emptied cgroups for reuse).
+        A name without a maker (an older rh-host's) goes once empty for ``min_age_s``.
         """
         removed = 0
         now = time.time()
@@ -230,7 +257,10 @@ class CgroupV1:
             parent = _ROOT / controller / _PARENT
             with contextlib.suppress(OSError):
                 for entry in os.scandir(parent):
-                    if not entry.is_dir() or now - entry.stat().st_mtime < min_age_s:
+                    if not entry.is_dir():
+                        continue
+                    alive = _owner_alive(entry.name)
+                    if alive or (alive is None and now - entry.stat().st_mtime < min_age_s):
                         continue
                     with contextlib.suppress(OSError):
                         os.rmdir(entry.path)  # refused (EBUSY) while it has members
@@ -245,7 +275,7 @@ class CgroupV1:
         cpu_quota_cores: float | None = None,
         owner_uid: int | None = None,
     ) -> RunCgroup:
-        name = uuid.uuid4().hex[:16]
+        name = f"{_owner_of(os.getpid())}-{uuid.uuid4().hex[:12]}"
         paths: dict[str, Path] = {}
         try:
             for controller in self.controllers:

@@ -585,3 +585,38 @@ def test_a_steady_load_reuses_run_cgroups_instead_of_making_new_ones(
         assert len(made) - warmed_up <= 18, (warmed_up, len(made))
         assert not removed
     assert len(removed) == len(made)  # closing the backend removes them all
+
+
+@pytest.mark.usefixtures("needs_cgroups")
+def test_a_sweep_leaves_a_live_hosts_pooled_cgroups_alone(world_dir: Path) -> None:
+    """Every new strict backend sweeps stale run cgroups; an emptied one a live fork server keeps for
+    reuse is not stale, however long it has been empty (a sweep by age removed them, and the fork
+    server's next run failed writing to the removed cgroup)."""
+    good = copy_plugin("good", world_dir / "good")
+    with ForkServerBackend(prefork=0) as backend:
+        run = make_runner(backend)
+        for _ in range(3):
+            assert run(good, "good:Good").status is RunStatus.OK
+        deadline = time.monotonic() + 10
+        while not backend._pool and time.monotonic() < deadline:  # recycled in the background
+            time.sleep(0.01)
+        pooled = [path for cgroup in backend._pool for path in cgroup.paths.values()]
+        assert pooled
+        CgroupV1().sweep_stale(min_age_s=0)  # as if they had waited for longer than any age limit
+        assert all(path.is_dir() for path in pooled)
+        for _ in range(3):
+            result = run(good, "good:Good")
+            assert result.status is RunStatus.OK, result.error
+
+
+@pytest.mark.usefixtures("needs_cgroups")
+def test_a_gone_hosts_empty_cgroups_are_swept() -> None:
+    made = subprocess.run(
+        [sys.executable, "-c", "from rh_sandbox.cgroups import CgroupV1\n"
+         "print(*CgroupV1().create(memory_mb=64, max_processes=8).paths.values())"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    left = [Path(path) for path in made.stdout.split()]  # its maker exited without removing them
+    assert left and all(path.is_dir() for path in left)
+    CgroupV1().sweep_stale(min_age_s=3600)  # their maker is gone: their age does not matter
+    assert not [path for path in left if path.exists()]
