@@ -430,12 +430,16 @@ class ForkServerBackend:
         if child is None:
             cgroup = self._pooled()
             if cgroup is not None:
-                cgroup.set_limits(
-                    memory_mb=limits.memory_mb,
-                    max_processes=limits.max_processes,
-                    cpu_quota_cores=self.cpu_quota_cores,
-                )
-                cgroup.reset_usage()
+                try:
+                    cgroup.set_limits(
+                        memory_mb=limits.memory_mb,
+                        max_processes=limits.max_processes,
+                        cpu_quota_cores=self.cpu_quota_cores,
+                    )
+                    cgroup.reset_usage()
+                except OSError:  # removed from outside while pooled: the run gets a new one
+                    cgroup.close()
+                    cgroup = None
             child = self._spawn(zygote, cgroup or self._cgroup(limits), limits.scratch_mb)
         return child
 
