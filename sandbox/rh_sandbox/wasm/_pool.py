@@ -75,7 +75,6 @@ class WorkerLauncher(Protocol):
     def launch(self, group: str, info_fd: int | None, *, check_mb: int | None = None) -> WorkerCommand:
         """A serving worker's command; with ``check_mb``, a one-shot module check's (``--validate``)
         under that many MiB of data, without the compiled-module cache."""
-        ...
 
 
 def worker_command(cache_dir: str | None, data_mb: int = 4096) -> list[str]:

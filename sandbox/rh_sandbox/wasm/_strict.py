@@ -148,11 +148,10 @@ class StrictWorkers:
     def launch(self, group: str, info_fd: int | None, *, check_mb: int | None = None) -> WorkerCommand:
         """One worker of ``group``: its command, the ``cgroup.procs`` fds it joins its cgroup by and that
         cgroup. bwrap writes the worker's pid (as the host sees it) to ``info_fd``."""
-        data_mb = self._data_mb if check_mb is None else check_mb
         launch = WorkerCommand([])
         try:
             if self.cgroups is not None:
-                memory_mb = data_mb + _SCRATCH_MB + _UNCOUNTED_MB
+                memory_mb = (check_mb or self._data_mb) + _SCRATCH_MB + _UNCOUNTED_MB
                 launch.cgroup = self.cgroups.create(memory_mb=memory_mb, max_processes=_MAX_TASKS)
                 launch.pass_fds = tuple(launch.cgroup.open_procs())
             launch.argv = self.command(group, info_fd, check_mb=check_mb, cgroup_fds=launch.pass_fds)
@@ -178,7 +177,7 @@ class StrictWorkers:
             if os.path.isdir(CA_CERTIFICATES):  # TLS of granted https requests
                 ro_binds.append((CA_CERTIFICATES, CA_CERTIFICATES))
         binds = []
-        data_mb = self._data_mb if check_mb is None else check_mb
+        data_mb = check_mb or self._data_mb
         worker = [self.runtime.interpreter, "-I", "-S", "-c", _LAUNCHER, "--data-mb", str(data_mb)]
         cached = self._cache_root is not None and check_mb is None
         if cached:
