@@ -2,15 +2,21 @@
 
 A double-forked ``setsid`` daemon escapes ``killpg`` and psutil's ``children()``; it cannot leave its
 cgroup. Each run gets one cgroup in each of the memory, pids, cpuacct and freezer hierarchies (cpu too
-when a CPU quota is asked for). Killing is freeze, SIGKILL every member, lift the CPU quota, thaw:
-a frozen fork bomb cannot fork while it is being killed.
+when a CPU quota or a tenant is given). Killing is freeze, SIGKILL every member, lift the CPU quota,
+thaw: a frozen fork bomb cannot fork while it is being killed.
+
+In the cpu hierarchy a run's cgroup sits in its tenant's (``rh-host/tenant-<group>/``), which holds
+that tenant's fork server too: the scheduler shares the CPU between tenants by weight first, then
+between each tenant's runs, so a tenant with many runs in flight does not starve one with few.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
+import re
 import signal
 import time
 import uuid
@@ -19,11 +25,14 @@ from pathlib import Path
 
 from rh_sandbox.types import Limits, SandboxError
 
-__all__ = ["CgroupV1", "RunCgroup", "cgroup_v1_controllers"]
+__all__ = ["CgroupV1", "RunCgroup", "cgroup_v1_controllers", "tenant_dir_name"]
 
 _ROOT = Path("/sys/fs/cgroup")
 _WANTED = ("memory", "pids", "cpuacct", "freezer", "cpu")
 _PARENT = "rh-host"
+_TENANT_CONTROLLER = "cpu"  # the hierarchy with a level per tenant: its weight (cpu.shares) is the tenant's
+_TENANT_PREFIXES = ("tenant-", "tenant=")  # a group's own name; the digest of one that is not a safe name
+_SAFE_GROUP = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def _writable_controller(name: str) -> bool:
@@ -35,6 +44,14 @@ def _writable_controller(name: str) -> bool:
 def cgroup_v1_controllers() -> list[str]:
     """The v1 controllers this process may create child cgroups in."""
     return [c for c in _WANTED if _writable_controller(c)]
+
+
+def tenant_dir_name(group: str) -> str:
+    """The cgroup dir of one group (tenant) in the cpu hierarchy: ``tenant-<group>`` when the group is a
+    safe path component, else ``tenant=<digest>`` (a group is an opaque string)."""
+    if _SAFE_GROUP.fullmatch(group) and group not in (".", ".."):
+        return f"tenant-{group}"
+    return f"tenant={hashlib.sha256(group.encode()).hexdigest()[:32]}"
 
 
 def _start_time(pid: int) -> str | None:
@@ -62,6 +79,12 @@ def _owner_alive(name: str) -> bool | None:
     return _start_time(int(pid)) == start
 
 
+def _has_subdirs(path: Path) -> bool:
+    with contextlib.suppress(OSError):
+        return any(entry.is_dir() for entry in os.scandir(path))
+    return False
+
+
 def _write(path: Path, value: str) -> None:
     fd = os.open(path, os.O_WRONLY)
     try:
@@ -76,6 +99,7 @@ class RunCgroup:
 
     paths: dict[str, Path]
     owner_uid: int | None = None
+    tenant: str | None = None  # the group whose dir holds it in the cpu hierarchy
     _closed: bool = field(default=False, repr=False)
     _limits: tuple = field(default=(), repr=False)  # what set_limits last wrote: skip rewriting it
     _files: dict[str, int] = field(default_factory=dict, repr=False)  # counters kept open, read with pread
@@ -239,6 +263,7 @@ class CgroupV1:
 
     def __init__(self, controllers: list[str] | None = None) -> None:
         self.controllers = cgroup_v1_controllers() if controllers is None else controllers
+        self._tenant_dirs: set[Path] = set()  # made or used here: removed by remove_tenant_dirs once empty
 
     @property
     def available(self) -> bool:
@@ -249,23 +274,86 @@ class CgroupV1:
 
         A cgroup's name starts with its maker's pid and start time; one whose maker still runs is
         never touched, however long it has been empty (a fork server keeps emptied cgroups for reuse).
-        A name without a maker (an older rh-host's) goes once empty for ``min_age_s``.
+        A name without a maker (an older rh-host's) goes once empty for ``min_age_s``. A tenant's dir
+        goes once it holds neither cgroups nor processes (:meth:`create` makes it again when needed).
         """
         removed = 0
-        now = time.time()
         for controller in self.controllers:
             parent = _ROOT / controller / _PARENT
+            removed += self._sweep(parent, min_age_s)
             with contextlib.suppress(OSError):
                 for entry in os.scandir(parent):
-                    if not entry.is_dir():
-                        continue
-                    alive = _owner_alive(entry.name)
-                    if alive or (alive is None and now - entry.stat().st_mtime < min_age_s):
-                        continue
-                    with contextlib.suppress(OSError):
-                        os.rmdir(entry.path)  # refused (EBUSY) while it has members
-                        removed += 1
+                    if entry.is_dir() and entry.name.startswith(_TENANT_PREFIXES):
+                        removed += self._sweep(Path(entry.path), min_age_s)
+                        with contextlib.suppress(OSError):
+                            os.rmdir(entry.path)  # refused (EBUSY) while it has cgroups or members
         return removed
+
+    @staticmethod
+    def _sweep(parent: Path, min_age_s: float) -> int:
+        removed = 0
+        now = time.time()
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(parent):
+                if not entry.is_dir() or entry.name.startswith(_TENANT_PREFIXES):
+                    continue
+                alive = _owner_alive(entry.name)
+                if alive or (alive is None and now - entry.stat().st_mtime < min_age_s):
+                    continue
+                with contextlib.suppress(OSError):
+                    os.rmdir(entry.path)  # refused (EBUSY) while it has members
+                    removed += 1
+        return removed
+
+    def _mkdir(self, controller: str, name: str, tenant: str | None) -> Path:
+        """Make ``name`` under ``rh-host/`` (under its tenant's dir in the cpu hierarchy)."""
+        parent = _ROOT / controller / _PARENT
+        if tenant is not None and controller == _TENANT_CONTROLLER:
+            parent = parent / tenant_dir_name(tenant)
+            self._tenant_dirs.add(parent)
+        for _ in range(3):
+            parent.mkdir(parents=True, exist_ok=True)
+            try:
+                (parent / name).mkdir()
+                return parent / name
+            except FileNotFoundError:  # a sweep removed the empty tenant dir in between: make it again
+                continue
+        raise FileNotFoundError(f"{parent} keeps disappearing")
+
+    def tenant_procs(self, tenant: str) -> int | None:
+        """A write-only fd of the ``cgroup.procs`` of ``tenant``'s dir in the cpu hierarchy, which a
+        process of that tenant's sandbox joins by writing "0" (as run cgroups are joined: see
+        :meth:`RunCgroup.open_procs`); None where this machine offers no cpu hierarchy."""
+        if _TENANT_CONTROLLER not in self.controllers:
+            return None
+        path = _ROOT / _TENANT_CONTROLLER / _PARENT / tenant_dir_name(tenant)
+        self._tenant_dirs.add(path)
+        for _ in range(3):
+            path.mkdir(parents=True, exist_ok=True)
+            try:
+                return os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+            except FileNotFoundError:  # swept in between
+                continue
+        raise FileNotFoundError(f"{path} keeps disappearing")
+
+    def remove_tenant_dirs(self, timeout_s: float = 1.0) -> None:
+        """Remove the tenant dirs this object used, once they are empty: a closing backend's zygotes
+        may take a moment to exit. One that holds cgroups (another backend's runs) stays."""
+        pending = sorted(self._tenant_dirs)
+        self._tenant_dirs.clear()
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            exiting = []
+            for path in pending:
+                try:
+                    os.rmdir(path)
+                except OSError as exc:  # gone already, or EBUSY: cgroups or processes in it
+                    if not isinstance(exc, FileNotFoundError) and not _has_subdirs(path):
+                        exiting.append(path)
+            if not exiting or time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+            pending = exiting
 
     def create(
         self,
@@ -274,19 +362,18 @@ class CgroupV1:
         max_processes: int | None,
         cpu_quota_cores: float | None = None,
         owner_uid: int | None = None,
+        tenant: str | None = None,
     ) -> RunCgroup:
+        """A run's cgroups; with ``tenant``, in the cpu hierarchy under that tenant's dir (made even
+        without a CPU quota, so that the run counts against its tenant's weight)."""
         name = f"{_owner_of(os.getpid())}-{uuid.uuid4().hex[:12]}"
         paths: dict[str, Path] = {}
         try:
             for controller in self.controllers:
-                if controller == "cpu" and cpu_quota_cores is None:
+                if controller == _TENANT_CONTROLLER and cpu_quota_cores is None and tenant is None:
                     continue
-                parent = _ROOT / controller / _PARENT
-                parent.mkdir(exist_ok=True)
-                path = parent / name
-                path.mkdir()
-                paths[controller] = path
-            cgroup = RunCgroup(paths, owner_uid)
+                paths[controller] = self._mkdir(controller, name, tenant)
+            cgroup = RunCgroup(paths, owner_uid, tenant)
             cgroup.set_limits(memory_mb=memory_mb, max_processes=max_processes, cpu_quota_cores=cpu_quota_cores)
             if owner_uid is not None:
                 for path in paths.values():
@@ -296,13 +383,18 @@ class CgroupV1:
             raise
         return cgroup
 
-    def for_run(self, limits: Limits, cpu_quota_cores: float | None = None) -> RunCgroup | None:
+    def for_run(
+        self, limits: Limits, cpu_quota_cores: float | None = None, *, tenant: str | None = None
+    ) -> RunCgroup | None:
         """The cgroup one run's limits ask for, or None where the machine offers none."""
         if not self.available:
             return None
         try:
             return self.create(
-                memory_mb=limits.memory_mb, max_processes=limits.max_processes, cpu_quota_cores=cpu_quota_cores
+                memory_mb=limits.memory_mb,
+                max_processes=limits.max_processes,
+                cpu_quota_cores=cpu_quota_cores,
+                tenant=tenant,
             )
         except OSError as exc:
             raise SandboxError(f"cannot create a cgroup for the run: {exc}") from exc

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import select
@@ -125,7 +126,8 @@ class ForkServerBackend:
         self._to_arm: list[Zygote] = []
         self._arming: dict[Child, Zygote] = {}  # in their zygote's ``armed``, not yet said they wait
         self._to_release: list[Child] = []  # ended runs' children: close, recycle their cgroups
-        self._pool: list[RunCgroup] = []  # emptied run cgroups whose counters can be reset: re-armed
+        # emptied run cgroups whose counters can be reset, per tenant (in its dir of the cpu hierarchy)
+        self._pool: dict[str | None, list[RunCgroup]] = {}
         self._upkeep = threading.Thread(target=self._upkeep_loop, name="rh-forkserver-upkeep", daemon=True)
         self._upkeep.start()
         # Zygotes are started from this one long-lived thread: bwrap --die-with-parent ties the
@@ -178,11 +180,13 @@ class ForkServerBackend:
             self._stop(zygote)
         with self._lock:
             ended, self._to_release = self._to_release, []
-            pooled, self._pool = self._pool, []
+            pooled = [c for cgroups in self._pool.values() for c in cgroups]
+            self._pool = {}
         for child in ended:
             self._release(child)  # the pool is closed: this removes their cgroups
         for cgroup in pooled:
             cgroup.close()
+        self.cgroups.remove_tenant_dirs()
         os.close(self._wake_r)
         os.close(self._wake_w)
         self._starter.shutdown(wait=True)
@@ -220,13 +224,13 @@ class ForkServerBackend:
         with group.lock:
             zygote = group.zygote
             if zygote is None or not zygote.alive() or zygote.inside_path(plugin_dir) is None:
-                group.zygote = self._replace(zygote, plugin_dir, self.uids.uid_for(group_name))
+                group.zygote = self._replace(zygote, plugin_dir, group_name)
                 zygote = group.zygote
             with self._lock:
                 zygote.active += 1
             return zygote
 
-    def _replace(self, old: Zygote | None, plugin_dir: PluginDir, uid: int) -> Zygote:
+    def _replace(self, old: Zygote | None, plugin_dir: PluginDir, group_name: str) -> Zygote:
         """A new zygote binding the live dirs of the old one plus ``plugin_dir``; retire the old."""
         dirs = [d for d in (old.plugin_dirs if old else []) if d != plugin_dir and d.still_there()]
         dirs = [*dirs[-(self.max_plugin_dirs - 1) :], plugin_dir] if self.max_plugin_dirs > 1 else [plugin_dir]
@@ -234,7 +238,7 @@ class ForkServerBackend:
         if plugin_dir not in self._compiled:  # the plugin's bytecode, written while the zygote starts
             _remember(self._compiled, plugin_dir)
             compiling = self._compiler.submit(precompile, plugin_dir.path, self.runtime.interpreter)
-        zygote = self._starter.submit(Zygote, self.runtime, self.confinement, dirs, uid).result()
+        zygote = self._start_zygote(dirs, group_name)
         if compiling is not None:
             with contextlib.suppress(Exception):  # not done (a big vendor dir): later runs get it
                 compiling.result(timeout=_COMPILE_WAIT_S)
@@ -248,6 +252,23 @@ class ForkServerBackend:
             if idle:
                 self._stop(old)
         return zygote
+
+    def _start_zygote(self, dirs: list[PluginDir], group_name: str) -> Zygote:
+        """Start one from the starter thread (see docs/isolation.md on ``--die-with-parent``), in its
+        tenant's cgroup of the cpu hierarchy where the machine has one: what it forks is the tenant's."""
+        cgroup_fd = None
+        if self.cgroups.available:
+            try:
+                cgroup_fd = self.cgroups.tenant_procs(group_name)
+            except OSError as exc:
+                raise SandboxError(f"cannot create the cgroup of group {group_name!r}: {exc}") from exc
+        try:
+            uid = self.uids.uid_for(group_name)
+            start = functools.partial(Zygote, group=group_name, cgroup_fd=cgroup_fd)
+            return self._starter.submit(start, self.runtime, self.confinement, dirs, uid).result()
+        finally:
+            if cgroup_fd is not None:
+                os.close(cgroup_fd)
 
     def _done_with(self, zygote: Zygote) -> None:
         with self._lock:
@@ -271,7 +292,7 @@ class ForkServerBackend:
                 scratch_mb = zygote.scratch_mb
                 heap_bytes = zygote.warm.get(preload, 0) if preload is not None else 0
             try:
-                cgroup = self._pooled() or self._cgroup(Limits())
+                cgroup = self._pooled(zygote.group) or self._cgroup(Limits(), zygote.group)
                 child = self._spawn(zygote, cgroup, scratch_mb, preload=preload, heap_bytes=heap_bytes)
             except OSError:
                 break
@@ -428,7 +449,7 @@ class ForkServerBackend:
                 self._discard(zygote, child)
                 child = None
         if child is None:
-            cgroup = self._pooled()
+            cgroup = self._pooled(zygote.group)
             if cgroup is not None:
                 try:
                     cgroup.set_limits(
@@ -440,7 +461,7 @@ class ForkServerBackend:
                 except OSError:  # removed from outside while pooled: the run gets a new one
                     cgroup.close()
                     cgroup = None
-            child = self._spawn(zygote, cgroup or self._cgroup(limits), limits.scratch_mb)
+            child = self._spawn(zygote, cgroup or self._cgroup(limits, zygote.group), limits.scratch_mb)
         return child
 
     def _discard(self, zygote: Zygote, child: Child) -> None:
@@ -470,21 +491,29 @@ class ForkServerBackend:
         if child.cgroup is not None:
             self._recycle(child.cgroup)
 
-    def _pooled(self) -> RunCgroup | None:
+    def _pooled(self, group: str) -> RunCgroup | None:
         with self._lock:
-            return self._pool.pop() if self._pool else None
+            pooled = self._pool.get(group)
+            return pooled.pop() if pooled else None
 
     def _recycle(self, cgroup: RunCgroup) -> None:
-        """Pool an emptied cgroup for the next armed child, unless it carries events a reset cannot
-        clear (an OOM kill, a refused fork): those are removed, as are any beyond ``_POOL_MAX``."""
+        """Pool an emptied cgroup for the next armed child of its tenant, unless it carries events a
+        reset cannot clear (an OOM kill, a refused fork): those are removed. Beyond ``_POOL_MAX`` in
+        all, the oldest of the tenant with the most pooled goes (a tenant that stopped running does
+        not keep the others' runs making cgroups)."""
         if _occupied(cgroup) or cgroup.oom_killed() or cgroup.pids_limited():
             cgroup.close()
             return
         with self._lock:
-            if not self._closed and len(self._pool) < _POOL_MAX:
-                self._pool.append(cgroup)
-                return
-        cgroup.close()
+            if self._closed:
+                evicted: RunCgroup | None = cgroup
+            else:
+                self._pool.setdefault(cgroup.tenant, []).append(cgroup)
+                evicted = None
+                if sum(map(len, self._pool.values())) > _POOL_MAX:
+                    evicted = max(self._pool.values(), key=len).pop(0)
+        if evicted is not None:
+            evicted.close()
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):  # full: it is awake already
@@ -543,8 +572,8 @@ class ForkServerBackend:
                 self._release(child, reaped=child.status_fd in readable)
 
     # ---- one run --------------------------------------------------------------------------
-    def _cgroup(self, limits: Limits) -> RunCgroup | None:
-        return self.cgroups.for_run(limits, self.cpu_quota_cores)
+    def _cgroup(self, limits: Limits, group: str) -> RunCgroup | None:
+        return self.cgroups.for_run(limits, self.cpu_quota_cores, tenant=group)
 
     def _request(
         self,

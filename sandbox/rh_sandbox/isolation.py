@@ -45,6 +45,7 @@ class Probe:
     cgroup_v2_controllers: list[str] | None = None  # None: no unified hierarchy mounted
     cgroup_v2_kill: bool = False
     per_run_cgroups: bool = False  # what the sandbox uses: v1 pids + freezer (+ memory, cpu, cpuacct)
+    tenant_cpu_shares: bool = False  # per-run cgroups and a v1 cpu hierarchy: a CPU weight per tenant
     seccomp: bool = False
     seccomp_problem: str | None = None
     landlock_abi: int = 0
@@ -101,6 +102,7 @@ def probe(uids: SandboxUids | None = None) -> Probe:
     p.cgroup_v1_controllers = cgroup_v1_controllers()
     p.cgroup_v2_controllers, p.cgroup_v2_kill = _cgroup_v2()
     p.per_run_cgroups = CgroupV1(p.cgroup_v1_controllers).available
+    p.tenant_cpu_shares = p.per_run_cgroups and "cpu" in p.cgroup_v1_controllers
     p.seccomp_problem = seccomp_available()
     p.seccomp = p.seccomp_problem is None
     p.landlock_abi = _confine.landlock_abi()
@@ -136,6 +138,8 @@ def _gaps(p: Probe) -> list[str]:
         gaps.append("not running as root: every tenant's sandbox runs as the host's own uid, not one of its own")
     if not p.per_run_cgroups:
         gaps.append("no writable cgroup v1 pids+freezer: memory via RLIMIT_AS, processes via RLIMIT_NPROC")
+    elif not p.tenant_cpu_shares:
+        gaps.append("no writable cgroup v1 cpu: no CPU quota per run, no CPU share per tenant")
     if not p.seccomp:
         gaps.append(f"no seccomp filter: {p.seccomp_problem}")
     if p.landlock_abi == 0:
@@ -162,6 +166,7 @@ def format_probe(p: Probe) -> str:
         f"  cgroup v1           {' '.join(p.cgroup_v1_controllers) or 'none writable'}",
         f"  cgroup v2           {v2}" + (" (cgroup.kill)" if p.cgroup_v2_kill else ""),
         f"  per-run cgroups     {yes(p.per_run_cgroups)}",
+        f"  tenant CPU shares   {yes(p.tenant_cpu_shares)}",
         f"  seccomp             {yes(p.seccomp)}" + (f" ({p.seccomp_problem})" if p.seccomp_problem else ""),
         f"  Landlock            {'ABI ' + str(p.landlock_abi) if p.landlock_abi else 'no'}",
         f"  guest interpreter   {p.interpreter or p.interpreter_problem}"

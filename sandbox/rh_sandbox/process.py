@@ -97,7 +97,7 @@ class ProcessBackend:
             raise SandboxError(f"ProcessBackend runs python handlers, not {spec.runtime!r}")
         limits = spec.limits
         scratch = tempfile.mkdtemp(prefix="rh-run-", dir=self.scratch_root)
-        cgroup = self._cgroup(limits)
+        cgroup = self._cgroup(limits, spec.group)
         try:
             return self._run(spec, payload, scratch, cgroup)
         finally:
@@ -106,10 +106,12 @@ class ProcessBackend:
             shutil.rmtree(scratch, ignore_errors=True)
 
     def close(self) -> None:
-        """Nothing warm to stop: every run's processes are gone when ``run`` returns."""
+        """Nothing warm to stop: every run's processes are gone when ``run`` returns. The tenants'
+        dirs in the cpu hierarchy go, when no other backend's runs are in them."""
+        self.cgroups.remove_tenant_dirs()
 
-    def _cgroup(self, limits: Limits) -> RunCgroup | None:
-        return self.cgroups.for_run(limits, self.cpu_quota_cores)
+    def _cgroup(self, limits: Limits, group: str) -> RunCgroup | None:
+        return self.cgroups.for_run(limits, self.cpu_quota_cores, tenant=group)
 
     def _argv(self, spec: RunSpec, cgroup: RunCgroup | None) -> list[str]:
         nproc = None

@@ -115,8 +115,14 @@ class Zygote:
         confinement: Confinement,
         plugin_dirs: list[PluginDir],
         uid: int,
+        *,
+        group: str = "default",
+        cgroup_fd: int | None = None,
     ) -> None:
+        """``cgroup_fd``: a ``cgroup.procs`` file the zygote joins before anything else (its tenant's
+        dir in the cpu hierarchy, where its children's run cgroups are); the caller closes it."""
         self.plugin_dirs = list(plugin_dirs)
+        self.group = group
         self.uid = uid  # real uid (and gid) of the zygote and its children: its group's own
         self._inside = {d: f"{PLUGINS_MOUNT}/{n}" for n, d in enumerate(self.plugin_dirs)}
         self._lock = threading.Lock()
@@ -133,7 +139,7 @@ class Zygote:
         host_end, guest_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._control = host_end
         try:
-            self._proc = self._start(runtime, confinement, guest_end.fileno())
+            self._proc = self._start(runtime, confinement, guest_end.fileno(), cgroup_fd)
         finally:
             guest_end.close()
         try:
@@ -143,10 +149,14 @@ class Zygote:
             raise
 
     # ---- start ----------------------------------------------------------------------------
-    def _start(self, runtime: GuestRuntime, confinement: Confinement, control_fd: int) -> subprocess.Popen[bytes]:
+    def _start(
+        self, runtime: GuestRuntime, confinement: Confinement, control_fd: int, cgroup_fd: int | None
+    ) -> subprocess.Popen[bytes]:
+        cgroup_fds = [cgroup_fd] if cgroup_fd is not None else []
         args = {
             "site": f"{RUNTIME_MOUNT}/site",
             "control_fd": control_fd,
+            "cgroup_fds": cgroup_fds,
             "seccomp": confinement.seccomp_file,
             "landlock_abi": confinement.landlock_abi,
             "env": sandbox_environment(),  # exactly: bwrap adds PWD
@@ -164,7 +174,9 @@ class Zygote:
         )
         try:
             null = subprocess.DEVNULL
-            return start_sandboxed(argv, stdin=null, stdout=null, stderr=self._stderr, pass_fds=[control_fd])
+            return start_sandboxed(
+                argv, stdin=null, stdout=null, stderr=self._stderr, pass_fds=[control_fd, *cgroup_fds]
+            )
         except OSError as exc:
             raise SandboxError(f"cannot start the fork server: {exc}") from exc
 

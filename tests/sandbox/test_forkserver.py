@@ -598,18 +598,18 @@ def test_a_sweep_leaves_a_live_hosts_pooled_cgroups_alone(world_dir: Path) -> No
         for _ in range(3):
             assert run(good, "good:Good").status is RunStatus.OK
         deadline = time.monotonic() + 10
-        while not backend._pool and time.monotonic() < deadline:  # recycled in the background
+        while not any(backend._pool.values()) and time.monotonic() < deadline:  # recycled in the background
             time.sleep(0.01)
-        pooled = [path for cgroup in backend._pool for path in cgroup.paths.values()]
+        pooled = [path for cgroups in backend._pool.values() for cgroup in cgroups for path in cgroup.paths.values()]
         assert pooled
         CgroupV1().sweep_stale(min_age_s=0)  # as if they had waited for longer than any age limit
         assert all(path.is_dir() for path in pooled)
         for _ in range(3):
             result = run(good, "good:Good")
             assert result.status is RunStatus.OK, result.error
-        while not backend._pool and time.monotonic() < deadline:
+        while not any(backend._pool.values()) and time.monotonic() < deadline:
             time.sleep(0.01)
-        for cgroup in backend._pool:  # removed from outside (an operator's clean-up): runs get new ones
+        for cgroup in backend._pool["tenant-a"]:  # removed from outside (an operator's clean-up): new ones
             for path in cgroup.paths.values():
                 path.rmdir()
         result = run(good, "good:Good")

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from rh_sandbox.dispatch import GrantedRunsApart
 from rh_sandbox.forkserver import ForkServerBackend
-from rh_sandbox.isolation import Probe, check_isolation, format_probe, make_python_backend
+from rh_sandbox.isolation import Probe, _gaps, check_isolation, format_probe, make_python_backend
 from rh_sandbox.process import ProcessBackend
 from rh_sandbox.strict import StrictProcessBackend
 from rh_sandbox.types import SandboxError
@@ -24,6 +24,18 @@ def test_probe_describes_this_machine(machine: Probe) -> None:
     report = format_probe(machine)
     assert f"Level used by --isolation auto: {machine.level}" in report
     assert "Landlock" in report and "cgroup v1" in report and "seccomp" in report
+    assert machine.tenant_cpu_shares == (machine.per_run_cgroups and "cpu" in machine.cgroup_v1_controllers)
+    assert f"tenant CPU shares   {'yes' if machine.tenant_cpu_shares else 'no'}" in report
+    cpu_gap = "no writable cgroup v1 cpu: no CPU quota per run, no CPU share per tenant"
+    assert (cpu_gap in machine.gaps) == (machine.per_run_cgroups and not machine.tenant_cpu_shares)
+
+
+def test_a_machine_without_the_cpu_hierarchy_reports_the_gap() -> None:
+    strict = {"level": "strict", "running_as_root": True, "seccomp": True, "landlock_abi": 7}
+    no_cpu = Probe(**strict, per_run_cgroups=True, tenant_cpu_shares=False)
+    assert _gaps(no_cpu) == ["no writable cgroup v1 cpu: no CPU quota per run, no CPU share per tenant"]
+    assert _gaps(Probe(**strict, per_run_cgroups=True, tenant_cpu_shares=True)) == []
+    assert "tenant CPU shares   no" in format_probe(no_cpu)
 
 
 def test_unknown_setting_is_refused() -> None:

@@ -229,6 +229,7 @@ class WasmBackend:
         """Kill every worker; runs in progress end as crashed."""
         self._pool.close()
         self._starter.shutdown(wait=True)
+        self._launcher.close()
 
     def __enter__(self) -> WasmBackend:
         return self

@@ -76,6 +76,10 @@ class WorkerLauncher(Protocol):
         """A serving worker's command; with ``check_mb``, a one-shot module check's (``--validate``)
         under that many MiB of data, without the compiled-module cache."""
 
+    def close(self) -> None:
+        """The backend closed, its workers stopped: remove what the launches shared (the tenants'
+        cgroup dirs). The launcher stays usable: a backend closes the one it was given."""
+
 
 def worker_command(cache_dir: str | None, data_mb: int = 4096) -> list[str]:
     """The argv of one worker at the basic level (the strict level's is ``StrictWorkers.command``);
@@ -104,6 +108,9 @@ class PlainWorkers:
         else:
             argv = [*worker_command(None, check_mb), "--validate"]
         return WorkerCommand(self.wrap(argv) if self.wrap is not None else argv)
+
+    def close(self) -> None:
+        """Nothing shared between launches."""
 
 
 class WorkerDied(Exception):

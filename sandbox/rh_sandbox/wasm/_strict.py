@@ -7,7 +7,7 @@ itself, copied world-readable, as the Python guests' runtime is) read-only; the 
 compiled-module cache read-write at ``/cache``; the egress run root read-only (each run's broker
 socket appears there while the run lasts) and the CA certificates; a bounded ``/tmp`` as cwd. No
 network, no other tenant's files, no host socket. Before it starts a thread or reads a byte from the
-host, the worker joins a cgroup of its own (pids, memory, freezer) and applies Landlock and the
+host, the worker joins a cgroup of its own (pids, memory, freezer, cpu) and applies Landlock and the
 seccomp filter to itself.
 
 The compiled-module cache is per tenant because deserializing trusts it: a tenant that could write a
@@ -54,8 +54,9 @@ _UNCOUNTED_MB = 128
 # thread per CPU: 4 threads in all on 2 CPUs, measured). Nothing may fork.
 _MAX_TASKS = 16 + 2 * (os.cpu_count() or 1)
 # Joining costs a few ms per hierarchy (cgroup v1 attach waits for an RCU grace period), so only those
-# with a use: no cpu (one guest at a time, on one thread) and no cpuacct (the worker measures its runs).
-_WORKER_CONTROLLERS = ("memory", "pids", "freezer")
+# with a use: cpu without a quota (one guest at a time, on one thread), in its tenant's dir, so that
+# the worker's CPU counts against its tenant's weight; no cpuacct (the worker measures its runs).
+_WORKER_CONTROLLERS = ("memory", "pids", "freezer", "cpu")
 # -I -S: nothing of the interpreter's own site-packages; the runtime's site dir only
 _LAUNCHER = (
     f"import sys; sys.path.insert(0, {RUNTIME_MOUNT + '/site'!r}); "
@@ -105,7 +106,8 @@ class StrictWorkers:
     owned by its tenant's uid, mode 0700); None: every worker compiles its modules itself.
     egress_root: where runs' egress brokers put their sockets (bound read-only); None: the default.
     cgroups: where each worker gets a cgroup of its own, joined before it reads a byte from the host;
-    None: the v1 memory, pids and freezer hierarchies, where the machine offers them.
+    None: the v1 memory, pids, freezer and cpu hierarchies, where the machine offers them (cpu: in the
+    tenant's dir, see :mod:`rh_sandbox.cgroups`).
     """
 
     sandboxed = True
@@ -152,7 +154,7 @@ class StrictWorkers:
         try:
             if self.cgroups is not None:
                 memory_mb = (check_mb or self._data_mb) + _SCRATCH_MB + _UNCOUNTED_MB
-                launch.cgroup = self.cgroups.create(memory_mb=memory_mb, max_processes=_MAX_TASKS)
+                launch.cgroup = self.cgroups.create(memory_mb=memory_mb, max_processes=_MAX_TASKS, tenant=group)
                 launch.pass_fds = tuple(launch.cgroup.open_procs())
             launch.argv = self.command(group, info_fd, check_mb=check_mb, cgroup_fds=launch.pass_fds)
         except OSError as exc:  # a cgroup or the tenant's cache dir
@@ -162,6 +164,11 @@ class StrictWorkers:
             launch.discard()
             raise
         return launch
+
+    def close(self) -> None:
+        """Remove the tenants' dirs in the cpu hierarchy, once their workers are gone."""
+        if self.cgroups is not None:
+            self.cgroups.remove_tenant_dirs()
 
     def command(
         self, group: str, info_fd: int | None, *, check_mb: int | None = None, cgroup_fds: tuple[int, ...] = ()

@@ -24,6 +24,7 @@ import pytest
 import wasm_guests as g
 from wasm_helpers import write_plugin
 
+from rh_sandbox.cgroups import CgroupV1, tenant_dir_name
 from rh_sandbox.isolation import Probe, make_wasm_backend
 from rh_sandbox.types import IsolationLevel, Limits, RunSpec, RunStatus, SandboxError
 from rh_sandbox.uids import SandboxUids, processes_of_uid
@@ -99,6 +100,9 @@ def test_each_tenants_worker_runs_as_its_own_uid_in_its_own_namespaces(
                 joined = dict(line.split(":", 2)[1:] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines())
                 pids_dir = Path("/sys/fs/cgroup/pids") / joined["pids"].lstrip("/")
                 assert joined["pids"].startswith("/rh-host/") and joined["freezer"] == joined["pids"]
+                if "cpu" in CgroupV1().controllers:  # no quota: there to count against its tenant's weight
+                    run_name = joined["pids"].rpartition("/")[2]
+                    assert joined["cpu"] == f"/rh-host/{tenant_dir_name(group)}/{run_name}"
                 assert 4 <= int(pids_dir.joinpath("pids.max").read_text()) <= 16 + 2 * (os.cpu_count() or 1)
                 assert pids_dir.joinpath("cgroup.procs").read_text().split() == [str(pid)]
                 memory = Path("/sys/fs/cgroup/memory") / joined["memory"].lstrip("/") / "memory.limit_in_bytes"
@@ -107,6 +111,7 @@ def test_each_tenants_worker_runs_as_its_own_uid_in_its_own_namespaces(
         assert uids.uid_for("tenant-a") != uids.uid_for("tenant-b")
     assert cgroup_dirs or not machine.per_run_cgroups
     assert not [d for d in cgroup_dirs if d.exists()]  # removed with their workers
+    assert not Path(f"/sys/fs/cgroup/cpu/rh-host/{tenant_dir_name('tenant-a')}").exists()  # and the tenants' dirs
 
 
 # Runs as the worker would, confined as it confines itself, then tries what a guest that escaped

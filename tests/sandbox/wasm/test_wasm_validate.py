@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,10 +21,11 @@ Check = Callable[..., None]
 
 
 @pytest.fixture(scope="module", params=["basic", "strict"])
-def check(request: pytest.FixtureRequest, machine: Probe) -> Check:
+def check(request: pytest.FixtureRequest, machine: Probe) -> Iterator[Check]:
     """validate_module as the host's uid (basic) or in a strict sandbox as a tenant's uid (strict)."""
     if request.param == "basic":
-        return validate_module
+        yield validate_module
+        return
     if not machine.strict_sandbox_works:
         pytest.skip(f"strict sandbox unavailable here: {machine.strict_problem}")
     workers = StrictWorkers()
@@ -32,7 +33,8 @@ def check(request: pytest.FixtureRequest, machine: Probe) -> Check:
     def strict_check(path: Path, **kwargs: object) -> None:
         validate_module(path, launcher=workers, group="tenant-v", **kwargs)  # type: ignore[arg-type]
 
-    return strict_check
+    yield strict_check
+    workers.close()
 
 
 def _write(tmp_path: Path, source: str | bytes) -> Path:

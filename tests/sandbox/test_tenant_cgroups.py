@@ -1,0 +1,160 @@
+"""A level per tenant in the cpu hierarchy: every sandboxed process of a tenant counts against its weight.
+
+The fairness this buys (a tenant with three runs in flight no longer gets three times the CPU of one
+with one) is measured by bench/bench_tenant_cpu.py; these tests check where each process is.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from rh_sandbox import forkserver
+from rh_sandbox.cgroups import CgroupV1, tenant_dir_name
+from rh_sandbox.forkserver import ForkServerBackend
+from rh_sandbox.process import ProcessBackend
+from rh_sandbox.strict import StrictProcessBackend
+from rh_sandbox.uids import default_uids
+from tests.sandbox.conftest import make_runner
+
+CPU = Path("/sys/fs/cgroup/cpu/rh-host")
+
+WHERE = """
+from rh_sdk import ResultHandler
+
+
+class Where(ResultHandler):
+    def handle(self, batch_id, results, metadata):
+        where = {}
+        for line in open("/proc/self/cgroup").read().splitlines():
+            _, controllers, path = line.split(":", 2)
+            where.update(dict.fromkeys(controllers.split(","), path))
+        return where
+"""
+
+
+@pytest.fixture(scope="module")
+def needs_cpu_hierarchy() -> None:
+    if "cpu" not in CgroupV1().controllers or not CgroupV1().available:
+        pytest.skip("no writable cgroup v1 cpu, pids and freezer hierarchies on this machine")
+
+
+def where_plugin(root: Path) -> Path:
+    plugin = root / "where"
+    plugin.mkdir(mode=0o755)
+    (plugin / "where.py").write_text(WHERE)
+    os.chmod(plugin / "where.py", 0o644)
+    return plugin
+
+
+def test_a_groups_dir_name_is_the_group_when_safe_and_a_digest_otherwise() -> None:
+    assert tenant_dir_name("acme-1.prod_eu") == "tenant-acme-1.prod_eu"
+    hashed = {tenant_dir_name(group) for group in ("a/b", "..", ".", "x" * 65, "über", "a b", "")}
+    assert len(hashed) == 7  # distinct groups, distinct dirs
+    assert all(name.startswith("tenant=") and "/" not in name and len(name) == 39 for name in hashed)
+    assert tenant_dir_name("a/b") == tenant_dir_name("a/b")  # stable: the same tenant, the same dir
+
+
+def _check_runs_in_tenant_dirs(run: Callable, plugin: Path) -> None:
+    for group in ("acme", "other tenant/x"):
+        result = run(plugin, "where:Where", group=group)
+        assert result.status.value == "ok", result.error
+        where = result.reply.output
+        run_name = where["pids"].rpartition("/")[2]
+        assert where["pids"].endswith(f"/rh-host/{run_name}")  # the other hierarchies stay flat
+        assert where["cpu"].endswith(f"/rh-host/{tenant_dir_name(group)}/{run_name}")
+
+
+@pytest.mark.usefixtures("needs_strict", "needs_cpu_hierarchy")
+def test_fork_server_runs_and_zygotes_are_in_their_tenants_dir(world_dir: Path) -> None:
+    plugin = where_plugin(world_dir)
+    uids = default_uids()
+    with ForkServerBackend(prefork=1) as backend:
+        _check_runs_in_tenant_dirs(make_runner(backend), plugin)
+        for group in ("acme", "other tenant/x"):  # the zygote's forks count against its tenant too
+            members = (CPU / tenant_dir_name(group) / "cgroup.procs").read_text().split()
+            assert members
+            for pid in members:
+                status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+                assert status["Uid"].split()[0] == str(uids.uid_for(group))
+            assert any(b"_rh_zygote.py" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in members)
+    assert not (CPU / "tenant-acme").exists()  # removed with the backend's last zygote
+
+
+@pytest.mark.usefixtures("needs_strict", "needs_cpu_hierarchy")
+def test_cold_strict_runs_are_in_their_tenants_dir(world_dir: Path) -> None:
+    backend = StrictProcessBackend()
+    try:
+        _check_runs_in_tenant_dirs(make_runner(backend), where_plugin(world_dir))
+    finally:
+        backend.close()
+    assert not (CPU / "tenant-acme").exists()
+
+
+@pytest.mark.usefixtures("needs_cpu_hierarchy")
+def test_basic_runs_are_in_their_tenants_dir(world_dir: Path) -> None:
+    backend = ProcessBackend()
+    try:
+        _check_runs_in_tenant_dirs(make_runner(backend), where_plugin(world_dir))
+    finally:
+        backend.close()
+    assert not (CPU / "tenant-acme").exists()
+
+
+@pytest.mark.usefixtures("needs_cpu_hierarchy")
+def test_a_sweep_removes_a_gone_hosts_runs_in_tenant_dirs_and_the_emptied_dirs() -> None:
+    made = subprocess.run(
+        [sys.executable, "-c", "from rh_sandbox.cgroups import CgroupV1\n"
+         "print(CgroupV1().create(memory_mb=64, max_processes=8, tenant='swept').paths['cpu'])"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    left = Path(made.stdout.strip())  # its maker exited without removing it
+    assert left.parent == CPU / "tenant-swept" and left.is_dir()
+    busy = CPU / "tenant-busy"
+    busy.mkdir(exist_ok=True)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (busy / "cgroup.procs").write_text(str(sleeper.pid))
+        CgroupV1().sweep_stale(min_age_s=3600)
+        assert not left.exists() and not left.parent.exists()
+        assert busy.is_dir()  # a process in it: a live tenant's
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    deadline = time.monotonic() + 5
+    while busy.exists() and time.monotonic() < deadline:  # the sleeper's exit leaves the cgroup shortly
+        CgroupV1().sweep_stale()
+        time.sleep(0.01)
+    assert not busy.exists()
+
+
+@pytest.mark.usefixtures("needs_strict", "needs_cpu_hierarchy")
+def test_emptied_cgroups_are_pooled_per_tenant_and_the_fullest_pool_gives_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fork server reuses emptied run cgroups, now each in its tenant's dir: a pooled cgroup goes to
+    its own tenant's next run, and a full pool drops from the tenant with the most (one that stopped
+    running must not keep the others making cgroups)."""
+    monkeypatch.setattr(forkserver, "_POOL_MAX", 3)
+    with ForkServerBackend(prefork=0) as backend:
+        made = {
+            group: [backend.cgroups.create(memory_mb=64, max_processes=8, tenant=group) for _ in range(n)]
+            for group, n in (("quiet", 3), ("busy", 2))
+        }
+        for cgroup in made["quiet"] + made["busy"]:
+            backend._recycle(cgroup)
+        q1, q2, q3 = made["quiet"]
+        assert not q1.paths["cpu"].exists() and not q2.paths["cpu"].exists()  # the oldest of the fullest
+        taken = [backend._pooled("busy"), backend._pooled("busy")]
+        assert set(map(id, taken)) == set(map(id, made["busy"]))
+        assert backend._pooled("busy") is None  # never another tenant's
+        assert backend._pooled("quiet") is q3 and q3.paths["cpu"].parent.name == "tenant-quiet"
+        for cgroup in [*taken, q3]:
+            cgroup.close()
+    assert not (CPU / "tenant-quiet").exists() and not (CPU / "tenant-busy").exists()
