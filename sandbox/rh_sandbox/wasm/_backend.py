@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
@@ -55,6 +56,8 @@ class WasmBackend:
     compile_seconds: extra time allowed when a worker first meets a module (compile or cache load).
     concurrent_checks: the most module checks (``validate``) at once; more wait their turn. Each may
     take its memory_mb (1 GiB) to compile a hostile module: uploads must not add up to the machine's.
+    checks_per_group: the most of them for one group (tenant) at once, so that one tenant uploading
+    many modules does not hold every turn while the others' uploads wait.
     """
 
     def __init__(
@@ -69,7 +72,10 @@ class WasmBackend:
         compile_seconds: float = 30.0,
         egress: EgressSettings | None = None,
         concurrent_checks: int = 2,
+        checks_per_group: int = 1,
     ) -> None:
+        if concurrent_checks < 1 or checks_per_group < 1:
+            raise ValueError("concurrent_checks and checks_per_group must be at least 1")
         if sandbox is not None and (cache_dir is not None or wrap_command is not None):
             raise ValueError("a sandboxed WasmBackend takes its cache dir and command from the sandbox")
         if sandbox is None:
@@ -88,6 +94,9 @@ class WasmBackend:
         self._starter = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rh-wasm-starter")
         self._pool = WorkerPool(self._start_worker, workers)
         self._checks = threading.BoundedSemaphore(concurrent_checks)
+        self._checks_per_group = checks_per_group
+        self._group_turns = threading.Condition()
+        self._checking: Counter[str] = Counter()  # per group: checks past its turn (running or queued)
 
     def _start_worker(self, group: str) -> WorkerProcess:
         return self._starter.submit(WorkerProcess, self._launcher, group).result()
@@ -107,16 +116,27 @@ class WasmBackend:
     ) -> None:
         """Check a module as :func:`validate_module` does, where ``group``'s runs would meet it: at the
         strict level in a strict sandbox as the group's own uid (an upload is its tenant's code).
-        ``timeout_seconds`` starts when the check does, after any wait for a turn."""
-        with self._checks:
-            validate_module(
-                path,
-                launcher=self._launcher,
-                group=group,
-                name=name,
-                timeout_seconds=timeout_seconds,
-                memory_mb=memory_mb,
-            )
+        ``timeout_seconds`` starts when the check does, after any wait for a turn (the group's, then
+        the backend's)."""
+        with self._group_turns:
+            self._group_turns.wait_for(lambda: self._checking[group] < self._checks_per_group)
+            self._checking[group] += 1
+        try:
+            with self._checks:
+                validate_module(
+                    path,
+                    launcher=self._launcher,
+                    group=group,
+                    name=name,
+                    timeout_seconds=timeout_seconds,
+                    memory_mb=memory_mb,
+                )
+        finally:
+            with self._group_turns:
+                self._checking[group] -= 1
+                if not self._checking[group]:
+                    del self._checking[group]
+                self._group_turns.notify_all()
 
     def run(self, spec: RunSpec, payload: bytes) -> RunResult:
         if spec.runtime != "wasm":

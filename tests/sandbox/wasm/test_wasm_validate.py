@@ -120,6 +120,37 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
         validate_module(tmp_path / "absent.wasm")
 
 
+def test_one_tenants_checks_take_one_turn_at_a_time(tmp_path: Path) -> None:
+    """Tenant a uploads two modules whose checks run out their time, then tenant b one: b's check
+    takes the backend's second turn at once instead of waiting behind a's second."""
+    path = _write(tmp_path, g.sleeping_start(60))
+    finished: list[str] = []
+    most = 0
+
+    def check(group: str) -> None:
+        with contextlib.suppress(WasmModuleError):
+            backend.validate(path, group=group, timeout_seconds=1.5)
+        finished.append(group)
+
+    with WasmBackend(concurrent_checks=2, checks_per_group=1) as backend, ThreadPoolExecutor(3) as pool:
+        checks = [pool.submit(check, "a"), pool.submit(check, "a")]
+        deadline = time.monotonic() + 10
+        while _live_checkers() == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # a's second check is at its turn: running (a turn per check) or waiting (per group)
+        checks.append(pool.submit(check, "b"))
+        while not all(c.done() for c in checks):
+            most = max(most, _live_checkers())
+            time.sleep(0.01)
+    assert finished.index("b") < 2, finished  # b did not wait for both of a's
+    assert most == 2  # b's alongside one of a's, never more
+
+
+def test_check_turns_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        WasmBackend(checks_per_group=0)
+
+
 def _live_checkers() -> int:
     """This process's module checkers (basic level: direct children running ``--validate``)."""
     count = 0
