@@ -166,9 +166,7 @@ def test_a_grant_the_operator_does_not_permit_stops_the_run_before_plugin_code(n
     backend = strict_backend()
     result = run(backend, net_plugin, "Connect", ("hooks.example.com:443",), {"targets": []})
     assert result.status is RunStatus.FAILED
-    assert result.error == (
-        "network grant refused: not permitted by the operator's allow-list: hooks.example.com:443"
-    )
+    assert result.error == ("network grant refused: not permitted by the operator's allow-list: hooks.example.com:443")
     assert result.reply is None and result.logs == []
 
 
