@@ -87,24 +87,19 @@ def test_fork_server_runs_and_zygotes_are_in_their_tenants_dir(world_dir: Path) 
     assert not (CPU / "tenant-acme").exists()  # removed with the backend's last zygote
 
 
-@pytest.mark.usefixtures("needs_strict", "needs_cpu_hierarchy")
-def test_cold_strict_runs_are_in_their_tenants_dir(world_dir: Path) -> None:
-    backend = StrictProcessBackend()
-    try:
-        _check_runs_in_tenant_dirs(make_runner(backend), where_plugin(world_dir))
-    finally:
-        backend.close()
-    assert not (CPU / "tenant-acme").exists()
-
-
 @pytest.mark.usefixtures("needs_cpu_hierarchy")
-def test_basic_runs_are_in_their_tenants_dir(world_dir: Path) -> None:
-    backend = ProcessBackend()
+@pytest.mark.parametrize("cold", [ProcessBackend, StrictProcessBackend], ids=["basic", "strict"])
+def test_cold_runs_are_in_their_tenants_dir(
+    cold: type[ProcessBackend], world_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    if cold is StrictProcessBackend:
+        request.getfixturevalue("needs_strict")
+    backend = cold()
     try:
         _check_runs_in_tenant_dirs(make_runner(backend), where_plugin(world_dir))
     finally:
         backend.close()
-    assert not (CPU / "tenant-acme").exists()
+    assert not (CPU / "tenant-acme").exists()  # removed when the backend closed
 
 
 @pytest.mark.usefixtures("needs_cpu_hierarchy")
