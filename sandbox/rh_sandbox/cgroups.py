@@ -20,8 +20,10 @@ import re
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from rh_sandbox.types import Limits, SandboxError
 
@@ -33,6 +35,7 @@ _PARENT = "rh-host"
 _TENANT_CONTROLLER = "cpu"  # the hierarchy with a level per tenant: its weight (cpu.shares) is the tenant's
 _TENANT_PREFIXES = ("tenant-", "tenant=")  # a group's own name; the digest of one that is not a safe name
 _SAFE_GROUP = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_T = TypeVar("_T")
 
 
 def _writable_controller(name: str) -> bool:
@@ -83,6 +86,16 @@ def _has_subdirs(path: Path) -> bool:
     with contextlib.suppress(OSError):
         return any(entry.is_dir() for entry in os.scandir(path))
     return False
+
+
+def _in_made_dir(parent: Path, act: Callable[[], _T]) -> _T:
+    """``act()`` on something in ``parent``, made first (and again if a sweep removed an emptied
+    tenant dir in between)."""
+    for _ in range(3):
+        parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            return act()
+    raise FileNotFoundError(f"{parent} keeps disappearing")
 
 
 def _write(path: Path, value: str) -> None:
@@ -305,20 +318,19 @@ class CgroupV1:
                     removed += 1
         return removed
 
+    def _tenant_dir(self, tenant: str) -> Path:
+        path = _ROOT / _TENANT_CONTROLLER / _PARENT / tenant_dir_name(tenant)
+        self._tenant_dirs.add(path)
+        return path
+
     def _mkdir(self, controller: str, name: str, tenant: str | None) -> Path:
         """Make ``name`` under ``rh-host/`` (under its tenant's dir in the cpu hierarchy)."""
         parent = _ROOT / controller / _PARENT
         if tenant is not None and controller == _TENANT_CONTROLLER:
-            parent = parent / tenant_dir_name(tenant)
-            self._tenant_dirs.add(parent)
-        for _ in range(3):
-            parent.mkdir(parents=True, exist_ok=True)
-            try:
-                (parent / name).mkdir()
-                return parent / name
-            except FileNotFoundError:  # a sweep removed the empty tenant dir in between: make it again
-                continue
-        raise FileNotFoundError(f"{parent} keeps disappearing")
+            parent = self._tenant_dir(tenant)
+        path = parent / name
+        _in_made_dir(parent, path.mkdir)
+        return path
 
     def tenant_procs(self, tenant: str) -> int | None:
         """A write-only fd of the ``cgroup.procs`` of ``tenant``'s dir in the cpu hierarchy, which a
@@ -326,15 +338,8 @@ class CgroupV1:
         :meth:`RunCgroup.open_procs`); None where this machine offers no cpu hierarchy."""
         if _TENANT_CONTROLLER not in self.controllers:
             return None
-        path = _ROOT / _TENANT_CONTROLLER / _PARENT / tenant_dir_name(tenant)
-        self._tenant_dirs.add(path)
-        for _ in range(3):
-            path.mkdir(parents=True, exist_ok=True)
-            try:
-                return os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
-            except FileNotFoundError:  # swept in between
-                continue
-        raise FileNotFoundError(f"{path} keeps disappearing")
+        path = self._tenant_dir(tenant)
+        return _in_made_dir(path, lambda: os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC))
 
     def remove_tenant_dirs(self, timeout_s: float = 1.0) -> None:
         """Remove the tenant dirs this object used, once they are empty: a closing backend's zygotes
