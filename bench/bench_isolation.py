@@ -37,9 +37,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rh_sandbox.forkserver import ForkServerBackend
-from rh_sandbox.process import ProcessBackend
-from rh_sandbox.runtime import GuestRuntime
-from rh_sandbox.strict import StrictProcessBackend
+from rh_sandbox.python.process import ProcessBackend
+from rh_sandbox.python.runtime import GuestRuntime
+from rh_sandbox.python.strict import StrictProcessBackend
 from rh_sandbox.types import Limits, RunSpec, RunStatus
 from rh_sdk import HandlerRegistry
 from rh_sdk.protocol import Invocation, encode_invocation

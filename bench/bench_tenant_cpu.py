@@ -26,8 +26,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-from rh_sandbox.cgroups import CgroupV1, RunCgroup
 from rh_sandbox.forkserver import ForkServerBackend
+from rh_sandbox.linux.cgroups import CgroupV1, RunCgroup
 from rh_sandbox.types import Limits, RunResult, RunSpec, RunStatus
 from rh_sdk.protocol import Invocation, encode_invocation
 

@@ -103,8 +103,8 @@ def measure_alternating(calls: dict[str, Callable[[], object]], runs: int, warmu
 
 def strict_workers(scratch: Path, cgroups: bool = True) -> object | None:
     """StrictWorkers with a cache the tenants' uids can reach, or None where the strict sandbox is unavailable."""
-    from rh_sandbox.cgroups import CgroupV1
-    from rh_sandbox.isolation import probe
+    from rh_sandbox.linux.cgroups import CgroupV1
+    from rh_sandbox.probe import probe
     from rh_sandbox.wasm import StrictWorkers
 
     if not probe().strict_sandbox_works:

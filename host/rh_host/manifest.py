@@ -28,8 +28,7 @@ from typing import Any, Literal
 import msgspec
 
 from rh_host.errors import ManifestError
-from rh_sandbox.egress.grants import GrantError, parse_grants
-from rh_sandbox.types import Limits, RunSpec
+from rh_sandbox import GrantError, Limits, RunSpec, parse_grants
 from rh_sdk.protocol import Encoding
 
 __all__ = ["MANIFEST_NAME", "Manifest", "Plugin", "load_plugin", "parse_manifest"]

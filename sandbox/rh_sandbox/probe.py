@@ -1,32 +1,27 @@
-"""Choosing the isolation level: what this machine offers (``probe``) and the backend for a setting.
+"""What this machine offers for isolation (:func:`probe`), and the level ``auto`` would use there.
 
-The host calls :func:`make_python_backend` with the operator's setting. ``strict`` refuses to start
-without the strict sandbox; ``auto`` takes the strongest level available and warns loudly when that
-is less than strict; ``basic`` never uses namespaces. ``rh-host doctor`` prints :func:`format_probe`.
+``rh-host doctor`` prints :func:`format_probe`; :mod:`rh_sandbox.factory` decides from a probe
+which backend an isolation setting gets.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
 
-from rh_sandbox import _confine
-from rh_sandbox.bwrap import bwrap_path, bwrap_version, setpriv_path, strict_command
-from rh_sandbox.cgroups import CgroupV1, cgroup_v1_controllers
-from rh_sandbox.egress.run import EgressSettings
-from rh_sandbox.runtime import find_interpreter, readable_by_others
-from rh_sandbox.seccomp import seccomp_available
-from rh_sandbox.types import Backend, IsolationLevel, SandboxError
-from rh_sandbox.uids import SandboxUids, default_uids
+from rh_sandbox.errors import SandboxError
+from rh_sandbox.guest import confine
+from rh_sandbox.linux.bwrap import bwrap_path, bwrap_version, setpriv_path, strict_command
+from rh_sandbox.linux.cgroups import CgroupV1, cgroup_v1_controllers
+from rh_sandbox.linux.seccomp import seccomp_available
+from rh_sandbox.linux.uids import SandboxUids, default_uids
+from rh_sandbox.python.runtime import find_interpreter, readable_by_others
+from rh_sandbox.types import IsolationLevel
 
-__all__ = ["IsolationSetting", "Probe", "check_isolation", "format_probe", "make_python_backend", "probe"]
+__all__ = ["Probe", "format_probe", "probe", "probe_dict"]
 
-IsolationSetting = Literal["auto", "basic", "strict"]
-_log = logging.getLogger("rh.sandbox")
 _UNIFIED = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
 
 
@@ -105,7 +100,7 @@ def probe(uids: SandboxUids | None = None) -> Probe:
     p.tenant_cpu_shares = p.per_run_cgroups and "cpu" in p.cgroup_v1_controllers
     p.seccomp_problem = seccomp_available()
     p.seccomp = p.seccomp_problem is None
-    p.landlock_abi = _confine.landlock_abi()
+    p.landlock_abi = confine.landlock_abi()
     try:
         p.interpreter = find_interpreter()
         p.interpreter_readable_by_sandbox_uid = readable_by_others(Path(p.interpreter))
@@ -181,95 +176,5 @@ def format_probe(p: Probe) -> str:
 
 
 def probe_dict(p: Probe) -> dict:
+    """The probe as plain data (``rh-host doctor --json``)."""
     return asdict(p)
-
-
-def check_isolation(
-    isolation: IsolationSetting | str, probed: Probe | None = None, uids: SandboxUids | None = None
-) -> Probe | None:
-    """The probe the strict level will run on, or None for the basic level; SandboxError when the
-    setting cannot be met (``strict`` demanded but unavailable, a sandbox uid range that overlaps a
-    user). Logs the degradation of ``auto`` and every gap. ``rh-host serve`` calls it before it
-    listens, so that a misconfigured host refuses to start instead of failing its first run."""
-    if isolation not in ("auto", "basic", "strict"):
-        raise SandboxError(f"unknown isolation setting {isolation!r} (auto, basic or strict)")
-    if isolation == "basic":
-        return None
-    p = probed or probe(uids)
-    if not p.strict_sandbox_works:
-        if isolation == "strict":
-            raise SandboxError(f"isolation 'strict' demanded but unavailable here: {p.strict_problem}")
-        _log.warning(
-            "ISOLATION DEGRADED: strict sandbox unavailable (%s); running plugins at level 'basic' "
-            "(own process, rlimits, cgroups if writable, but no namespaces). Use --isolation strict "
-            "to refuse instead.",
-            p.strict_problem,
-        )
-        return None
-    if p.sandbox_uid_conflicts:
-        raise SandboxError(
-            f"sandbox uid range {p.sandbox_uids} overlaps {'; '.join(p.sandbox_uid_conflicts)}: "
-            "a sandbox would share a uid with them; choose another range (--sandbox-uids FIRST-LAST)"
-        )
-    for gap in p.gaps:
-        _log.warning("isolation gap: %s", gap)
-    return p
-
-
-def make_python_backend(
-    isolation: IsolationSetting | str = "auto",
-    *,
-    warm: bool = True,
-    prefork: int = 1,
-    probed: Probe | None = None,
-    egress: EgressSettings | None = None,
-    uids: SandboxUids | None = None,
-) -> Backend:
-    """The Python backend for an isolation setting.
-
-    ``strict`` raises :class:`SandboxError` when the strict sandbox is unavailable; ``auto``
-    degrades to ``basic`` with a warning on ``rh.sandbox``; ``warm`` picks the fork server
-    (strict only; ``prefork`` children wait ready per tenant) over a cold sandbox per run, except for
-    runs with network grants, which always get a cold strict sandbox wired to an egress broker under
-    ``egress`` (the operator's policy; by default no grant is permitted). The ``basic`` level has
-    the host's network and enforces no grant. ``uids``: where each tenant's own uid comes from (a
-    range that overlaps a user, group or subordinate-id range is refused wherever strict would run).
-    """
-    uids = uids or default_uids()
-    if check_isolation(isolation, probed, uids) is None:
-        from rh_sandbox.process import ProcessBackend
-
-        return ProcessBackend()
-    from rh_sandbox.strict import StrictProcessBackend
-
-    if warm:
-        from rh_sandbox.dispatch import GrantedRunsApart
-        from rh_sandbox.forkserver import ForkServerBackend
-
-        return GrantedRunsApart(
-            ForkServerBackend(prefork=prefork, uids=uids), lambda: StrictProcessBackend(egress=egress, uids=uids)
-        )
-    return StrictProcessBackend(egress=egress, uids=uids)
-
-
-def make_wasm_backend(
-    isolation: IsolationSetting | str = "auto",
-    *,
-    cache_dir: str | os.PathLike[str] | None = None,
-    probed: Probe | None = None,
-    egress: EgressSettings | None = None,
-    uids: SandboxUids | None = None,
-) -> Backend:
-    """The WASM backend for an isolation setting, as :func:`make_python_backend` decides it: at the
-    strict level each tenant's workers run in a strict sandbox as the tenant's own uid (give both
-    backends the same ``uids``: a tenant has one uid), with a compiled-module cache of their own
-    under ``cache_dir``."""
-    from rh_sandbox.wasm import WasmBackend
-
-    uids = uids or default_uids()
-    if check_isolation(isolation, probed, uids) is None:
-        return WasmBackend(cache_dir=cache_dir, egress=egress)
-    from rh_sandbox.wasm import StrictWorkers
-
-    egress_root = egress.run_root if egress is not None else None
-    return WasmBackend(sandbox=StrictWorkers(uids=uids, cache_dir=cache_dir, egress_root=egress_root), egress=egress)

@@ -11,6 +11,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
+from rh_sandbox.errors import SandboxError  # re-exported: its home is errors.py
 from rh_sdk.protocol import Encoding, LogRecord, Reply, RunStatus, Usage
 
 __all__ = [
@@ -26,10 +27,6 @@ __all__ = [
 ]
 
 Runtime = Literal["python", "wasm"]
-
-
-class SandboxError(Exception):
-    """A fault of the sandbox itself (cannot start a run), never a plugin's misbehaviour."""
 
 
 class IsolationLevel(enum.StrEnum):

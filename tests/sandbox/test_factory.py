@@ -1,41 +1,27 @@
-"""Choosing the level: probe, report, and the one factory the host calls."""
+"""The factory: the backend for an isolation setting, and the host's dispatcher over both runtimes."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from rh_sandbox.dispatch import GrantedRunsApart
+from rh_sandbox.factory import check_isolation, make_dispatcher, make_python_backend
 from rh_sandbox.forkserver import ForkServerBackend
-from rh_sandbox.isolation import Probe, _gaps, check_isolation, format_probe, make_python_backend
-from rh_sandbox.process import ProcessBackend
-from rh_sandbox.strict import StrictProcessBackend
-from rh_sandbox.types import SandboxError
-
-
-def test_probe_describes_this_machine(machine: Probe) -> None:
-    assert machine.level in ("basic", "strict")
-    assert machine.strict_sandbox_works == (machine.strict_problem is None)
-    assert (machine.level == "strict") == machine.strict_sandbox_works
-    if machine.bwrap is None:
-        assert not machine.strict_sandbox_works
-    report = format_probe(machine)
-    assert f"Level used by --isolation auto: {machine.level}" in report
-    assert "Landlock" in report and "cgroup v1" in report and "seccomp" in report
-    assert machine.tenant_cpu_shares == (machine.per_run_cgroups and "cpu" in machine.cgroup_v1_controllers)
-    assert f"tenant CPU shares   {'yes' if machine.tenant_cpu_shares else 'no'}" in report
-    cpu_gap = "no writable cgroup v1 cpu: no CPU quota per run, no CPU share per tenant"
-    assert (cpu_gap in machine.gaps) == (machine.per_run_cgroups and not machine.tenant_cpu_shares)
-
-
-def test_a_machine_without_the_cpu_hierarchy_reports_the_gap() -> None:
-    strict = {"level": "strict", "running_as_root": True, "seccomp": True, "landlock_abi": 7}
-    no_cpu = Probe(**strict, per_run_cgroups=True, tenant_cpu_shares=False)
-    assert _gaps(no_cpu) == ["no writable cgroup v1 cpu: no CPU quota per run, no CPU share per tenant"]
-    assert _gaps(Probe(**strict, per_run_cgroups=True, tenant_cpu_shares=True)) == []
-    assert "tenant CPU shares   no" in format_probe(no_cpu)
+from rh_sandbox.linux.uids import UidRange
+from rh_sandbox.probe import Probe, probe
+from rh_sandbox.python.process import ProcessBackend
+from rh_sandbox.python.strict import StrictProcessBackend
+from rh_sandbox.types import RunSpec, RunStatus, SandboxError
+from rh_sdk.protocol import Invocation, encode_invocation
+from tests.sandbox.wasm.wasm_guests import replying
 
 
 def test_unknown_setting_is_refused() -> None:
@@ -97,12 +83,57 @@ def test_strict_backends(machine: Probe) -> None:
         warm.close()
 
 
-def test_doctor_command_prints_the_probe(machine: Probe) -> None:
-    from rh_host.cli.doctor import doctor
+WHOAMI = """
+import os
 
-    result = CliRunner().invoke(doctor, [])
-    assert result.exit_code == 0, result.output
-    assert "Level used by --isolation auto" in result.output
-    assert "sandbox uids        1879048192-1879113727 (one per tenant)" in result.output
-    strict = CliRunner().invoke(doctor, ["--isolation", "strict"])
-    assert (strict.exit_code == 0) == machine.strict_sandbox_works
+from rh_sdk import ResultHandler
+
+
+class WhoAmI(ResultHandler):
+    def handle(self, batch_id, results, metadata):
+        return {"uid": os.getuid()}
+"""
+
+
+@pytest.fixture
+def plugins() -> Iterator[Path]:
+    """Plugin dirs every uid can read (the Python sandbox binds them as the tenant's uid)."""
+    root = Path(tempfile.mkdtemp(prefix="rh-test-", dir="/tmp"))
+    os.chmod(root, 0o755)
+    wat_ok = replying({"ran": True, "ok": True})
+    for name, file, text in (("whoami", "whoami.py", WHOAMI), ("ok", "handler.wat", wat_ok)):
+        (root / name).mkdir(mode=0o755)
+        (root / name / file).write_text(text)
+        (root / name / file).chmod(0o644)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_tenants_python_and_wasm_runs_share_its_uid(plugins: Path) -> None:
+    machine = probe()
+    if not machine.strict_sandbox_works:
+        pytest.skip(f"strict sandbox unavailable here: {machine.strict_problem}")
+    payload = encode_invocation(Invocation(batch_id="b", handler="whoami:WhoAmI", config={}, results=[]))
+    uid_range = UidRange(1_900_020_000, 1_900_020_999)
+    with tempfile.TemporaryDirectory(prefix="rh-wasm-cache-", dir="/tmp") as cache:
+        os.chmod(cache, 0o755)
+        with make_dispatcher("strict", wasm_cache_dir=Path(cache), sandbox_uids=uid_range) as dispatcher:
+            uids = {}
+            for group in ("tenant-a", "tenant-b"):
+                python = dispatcher.run(
+                    RunSpec(name="who", runtime="python", plugin_dir=str(plugins / "whoami"), entry="whoami:WhoAmI",
+                            group=group),
+                    payload,
+                )  # fmt: skip
+                assert python.status is RunStatus.OK, python.error
+                wasm_spec = RunSpec(
+                    name="ok", runtime="wasm", plugin_dir=str(plugins / "ok"), entry="handler.wat", encoding="json",
+                    group=group,
+                )  # fmt: skip
+                wasm = dispatcher.run(wasm_spec, b"{}")
+                assert wasm.status is RunStatus.OK and wasm.isolation.startswith("strict"), wasm.error
+                uids[group] = python.reply.output["uid"]
+                # the worker ran as the uid that owns the tenant's compiled-module cache
+                assert (Path(cache) / hashlib.sha256(group.encode()).hexdigest()[:32]).stat().st_uid == uids[group]
+            assert uids["tenant-a"] != uids["tenant-b"]
+            assert all(uid in uid_range for uid in uids.values())

@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from rh_sandbox.errors import GrantError
+
 __all__ = [
     "Grant",
     "GrantError",
@@ -26,10 +28,6 @@ __all__ = [
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _MAX_GRANTS = 32
-
-
-class GrantError(ValueError):
-    """A grant or a policy entry is malformed, or a grant exceeds what the operator allows."""
 
 
 @dataclass(frozen=True, order=True)

@@ -121,7 +121,7 @@ def strict_command(
     disable_userns: bool = True,
 ) -> list[str]:
     """Wrap ``argv`` in the strict sandbox, run as real ``uid`` (and gid of the same number: one per
-    tenant, see :mod:`rh_sandbox.uids`). ``ro_binds`` and ``binds`` (read-write) are (host path,
+    tenant, see :mod:`rh_sandbox.linux.uids`). ``ro_binds`` and ``binds`` (read-write) are (host path,
     sandbox path) pairs.
 
     ``disable_userns=False`` keeps the guest in the user namespace that owns its network namespace, so

@@ -6,7 +6,7 @@ same world whichever way it is dispatched.
 
 from __future__ import annotations
 
-from rh_sandbox._confine import READ, READ_EXEC, READ_WRITE_FILES
+from rh_sandbox.guest.confine import READ, READ_EXEC, READ_WRITE_FILES
 
 __all__ = ["PLUGINS_MOUNT", "PLUGIN_MOUNT", "RUNTIME_MOUNT", "SCRATCH", "landlock_rules", "sandbox_environment"]
 

@@ -25,7 +25,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 
-from rh_sandbox.bwrap import drop_uid_prefix
+from rh_sandbox.linux.bwrap import drop_uid_prefix
 
 __all__ = ["precompile"]
 

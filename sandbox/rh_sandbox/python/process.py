@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING
 import psutil
 
 from rh_sandbox._pump import exchange
-from rh_sandbox.cgroups import CgroupV1, RunCgroup
 from rh_sandbox.classify import run_result
-from rh_sandbox.runtime import GuestRuntime
+from rh_sandbox.linux.cgroups import CgroupV1, RunCgroup
+from rh_sandbox.python.runtime import GuestRuntime
 from rh_sandbox.types import IsolationLevel, Limits, RunResult, RunSpec, SandboxError
 
 if TYPE_CHECKING:

@@ -36,13 +36,13 @@ __all__ = [
     "site_digest",
 ]
 
-_BOOT = Path(__file__).with_name("_boot.py")
-# guest-side modules (stdlib + SDK only), copied into the site dir under these names
+_GUEST = Path(__file__).resolve().parent.parent / "guest"
+# guest-side modules (rh_sandbox.guest: stdlib + SDK only), copied into the site dir under these names
 _GUEST_MODULES = {
-    "_rh_boot.py": _BOOT,
-    "_rh_confine.py": Path(__file__).with_name("_confine.py"),
-    "_rh_zygote.py": Path(__file__).with_name("_zygote.py"),
-    "_rh_egress.py": Path(__file__).parent / "egress" / "guest_forwarder.py",
+    "_rh_boot.py": _GUEST / "boot.py",
+    "_rh_confine.py": _GUEST / "confine.py",
+    "_rh_zygote.py": _GUEST / "zygote.py",
+    "_rh_egress.py": _GUEST / "forwarder.py",
 }
 _lock = threading.Lock()
 

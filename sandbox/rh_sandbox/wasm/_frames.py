@@ -12,6 +12,8 @@ import struct
 
 import msgspec
 
+from rh_sandbox.errors import SandboxError
+
 __all__ = [
     "FrameError",
     "Ready",
@@ -26,7 +28,7 @@ _HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 1 << 30
 
 
-class FrameError(Exception):
+class FrameError(SandboxError):
     """The other side closed the pipe or sent something that is not a frame."""
 
 

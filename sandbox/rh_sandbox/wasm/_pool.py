@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from rh_sandbox.bwrap import bwrap_exit_code
-from rh_sandbox.cgroups import RunCgroup
+from rh_sandbox.linux.bwrap import bwrap_exit_code
+from rh_sandbox.linux.cgroups import RunCgroup
 from rh_sandbox.types import IsolationLevel, SandboxError
 
 __all__ = [
@@ -113,11 +113,11 @@ class PlainWorkers:
         """Nothing shared between launches."""
 
 
-class WorkerDied(Exception):
+class WorkerDied(SandboxError):
     """The worker exited or closed its pipe mid-request."""
 
 
-class WorkerTimeout(Exception):
+class WorkerTimeout(SandboxError):
     """The worker did not answer before the deadline (it is killed by the caller)."""
 
 

@@ -1,7 +1,7 @@
 """WASM workers at the strict level: each tenant's workers as its own uid, inside bubblewrap, confined.
 
 wasmtime is the guest's first wall; this is the second, for the day a guest gets out of it. A worker
-runs as its tenant's uid (the one its Python runs get, see :mod:`rh_sandbox.uids`) in a sandbox that
+runs as its tenant's uid (the one its Python runs get, see :mod:`rh_sandbox.linux.uids`) in a sandbox that
 holds: ``/usr`` and ``/rh`` (a runtime dir of Python, wasmtime, msgspec, the SDK and rh_sandbox
 itself, copied world-readable, as the Python guests' runtime is) read-only; the tenant's own
 compiled-module cache read-write at ``/cache``; the egress run root read-only (each run's broker
@@ -32,15 +32,15 @@ import wasmtime
 
 import rh_sandbox
 import rh_sdk
-from rh_sandbox._confine import READ, READ_EXEC, READ_WRITE_FILES
-from rh_sandbox.bwrap import strict_command
-from rh_sandbox.cgroups import CgroupV1, cgroup_v1_controllers
-from rh_sandbox.confinement import Confinement
 from rh_sandbox.egress.run import CA_CERTIFICATES, default_run_root
-from rh_sandbox.layout import RUNTIME_MOUNT, SCRATCH
-from rh_sandbox.runtime import build_site, default_runtime_root, find_interpreter, package_dir, site_digest
+from rh_sandbox.guest.confine import READ, READ_EXEC, READ_WRITE_FILES
+from rh_sandbox.linux.bwrap import strict_command
+from rh_sandbox.linux.cgroups import CgroupV1, cgroup_v1_controllers
+from rh_sandbox.linux.confinement import Confinement
+from rh_sandbox.linux.layout import RUNTIME_MOUNT, SCRATCH
+from rh_sandbox.linux.uids import SandboxUids, default_uids
+from rh_sandbox.python.runtime import build_site, default_runtime_root, find_interpreter, package_dir, site_digest
 from rh_sandbox.types import IsolationLevel, SandboxError
-from rh_sandbox.uids import SandboxUids, default_uids
 from rh_sandbox.wasm._pool import WorkerCommand
 
 __all__ = ["CACHE_MOUNT", "StrictWorkers", "WorkerRuntime"]
@@ -107,7 +107,7 @@ class StrictWorkers:
     egress_root: where runs' egress brokers put their sockets (bound read-only); None: the default.
     cgroups: where each worker gets a cgroup of its own, joined before it reads a byte from the host;
     None: the v1 memory, pids, freezer and cpu hierarchies, where the machine offers them (cpu: in the
-    tenant's dir, see :mod:`rh_sandbox.cgroups`).
+    tenant's dir, see :mod:`rh_sandbox.linux.cgroups`).
     """
 
     sandboxed = True

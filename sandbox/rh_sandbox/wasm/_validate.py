@@ -13,6 +13,7 @@ import time
 
 import msgspec
 
+from rh_sandbox.errors import WasmModuleError
 from rh_sandbox.wasm._engine import MAX_MODULE_BYTES
 from rh_sandbox.wasm._frames import Verdict
 from rh_sandbox.wasm._pool import PlainWorkers, WorkerDied, WorkerLauncher, WorkerProcess, WorkerTimeout
@@ -21,10 +22,6 @@ __all__ = ["WasmModuleError", "validate_module"]
 
 _verdict = msgspec.msgpack.Decoder(Verdict)
 _OUT_OF_MEMORY = ("memory allocation", "SIGABRT", "SIGKILL", "SIGSEGV")
-
-
-class WasmModuleError(ValueError):
-    """The module cannot be run here; the message says why in terms a plugin author can act on."""
 
 
 def validate_module(
