@@ -84,10 +84,10 @@ def make_python_backend(
 
     ``strict`` raises :class:`SandboxError` when the strict sandbox is unavailable; ``auto``
     degrades to ``basic`` with a warning on ``rh.sandbox``; ``warm`` picks the fork server
-    (strict only; ``prefork`` children wait ready per tenant) over a cold sandbox per run, except for
+    (strict only; ``prefork`` children wait ready per group) over a cold sandbox per run, except for
     runs with network grants, which always get a cold strict sandbox wired to an egress broker under
     ``egress`` (the operator's policy; by default no grant is permitted). The ``basic`` level has
-    the host's network and enforces no grant. ``uids``: where each tenant's own uid comes from (a
+    the host's network and enforces no grant. ``uids``: where each group's own uid comes from (a
     range that overlaps a user, group or subordinate-id range is refused wherever strict would run).
     """
     uids = uids or default_uids()
@@ -109,8 +109,8 @@ def make_wasm_backend(
     uids: SandboxUids | None = None,
 ) -> Backend:
     """The WASM backend for an isolation setting, as :func:`make_python_backend` decides it: at the
-    strict level each tenant's workers run in a strict sandbox as the tenant's own uid (give both
-    backends the same ``uids``: a tenant has one uid), with a compiled-module cache of their own
+    strict level each group's workers run in a strict sandbox as the group's own uid (give both
+    backends the same ``uids``: a group has one uid), with a compiled-module cache of their own
     under ``cache_dir``."""
     from rh_sandbox.wasm import WasmBackend  # wasmtime: only once a WASM plugin comes
 

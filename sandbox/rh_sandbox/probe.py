@@ -40,14 +40,14 @@ class Probe:
     cgroup_v2_controllers: list[str] | None = None  # None: no unified hierarchy mounted
     cgroup_v2_kill: bool = False
     per_run_cgroups: bool = False  # what the sandbox uses: v1 pids + freezer (+ memory, cpu, cpuacct)
-    tenant_cpu_shares: bool = False  # per-run cgroups and a v1 cpu hierarchy: a CPU weight per tenant
+    tenant_cpu_shares: bool = False  # per-run cgroups and a v1 cpu hierarchy: a CPU weight per group
     seccomp: bool = False
     seccomp_problem: str | None = None
     landlock_abi: int = 0
     interpreter: str | None = None
     interpreter_readable_by_sandbox_uid: bool = False
     interpreter_problem: str | None = None
-    sandbox_uids: str = ""  # the range tenants' uids come from ("FIRST-LAST")
+    sandbox_uids: str = ""  # the range groups' uids come from ("FIRST-LAST")
     sandbox_uid_conflicts: list[str] = field(default_factory=list)  # users, groups, subid ranges in it
     level: str = IsolationLevel.BASIC.value  # what "auto" uses
     gaps: list[str] = field(default_factory=list)  # what the chosen level lacks here

@@ -35,10 +35,6 @@ class IsolationLevel(enum.StrEnum):
     BASIC = "basic"  # own process and session, clean env, scratch cwd, rlimits (+ cgroup when offered)
     STRICT = "strict"  # + namespaces (mount, pid, net, ipc, uts), unprivileged uid, seccomp, Landlock
 
-    @property
-    def rank(self) -> int:
-        return list(IsolationLevel).index(self)
-
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Per-run resource limits, enforced by the host."""

@@ -1,4 +1,4 @@
-"""Network grants: what a plugin asks for (``host:port``) and what the operator lets tenants ask for.
+"""Network grants: what a plugin asks for (``host:port``) and what the operator lets plugins ask for.
 
 A plugin's ``allowed_hosts`` lists exact ``host:port`` pairs, no wildcards: ``hooks.example.com:443``.
 The operator's policy caps them with patterns (``*.example.com:443``, ``db.internal:*``) and, separately,
@@ -146,7 +146,7 @@ class _Pattern:
 class OperatorPolicy:
     """The operator's cap on grants and the internal destinations it allows.
 
-    ``allowed``: patterns a tenant's grant must match (``*.example.com:443``, ``db.internal:*``, ``*:443``).
+    ``allowed``: patterns a plugin's grant must match (``*.example.com:443``, ``db.internal:*``, ``*:443``).
     ``internal_allowed``: resolved ``address:port`` patterns the broker may connect to although they are
     private, loopback, link-local or reserved (``127.0.0.1:*``, ``10.0.0.5:5432``). Empty by default.
     """

@@ -14,7 +14,6 @@ import os
 import shutil
 import stat
 import sys
-import sysconfig
 import tempfile
 import threading
 from collections.abc import Mapping
@@ -135,12 +134,6 @@ class GuestRuntime:
     def root(self) -> Path:
         """The runtime dir (``site/`` and the compiled seccomp filter); bound read-only as ``/rh``."""
         return self.site.parent
-
-    @property
-    def stdlib_paths(self) -> list[str]:
-        """Interpreter directories a mount-namespaced child needs to see (read-only)."""
-        paths = {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]}
-        return sorted(paths)
 
 
 def build_site(target: Path, packages: list[Path], modules: Mapping[str, Path], *, bytecode: bool = False) -> None:

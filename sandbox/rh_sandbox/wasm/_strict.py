@@ -33,11 +33,10 @@ import wasmtime
 import rh_sandbox
 import rh_sdk
 from rh_sandbox.egress.run import CA_CERTIFICATES, default_run_root
-from rh_sandbox.guest.confine import READ, READ_EXEC, READ_WRITE_FILES
 from rh_sandbox.linux.bwrap import strict_command
 from rh_sandbox.linux.cgroups import CgroupV1, cgroup_v1_controllers
 from rh_sandbox.linux.confinement import Confinement
-from rh_sandbox.linux.layout import RUNTIME_MOUNT, SCRATCH
+from rh_sandbox.linux.layout import RUNTIME_MOUNT, SCRATCH, landlock_rules, worker_environment
 from rh_sandbox.linux.uids import SandboxUids, default_uids
 from rh_sandbox.python.runtime import build_site, default_runtime_root, find_interpreter, package_dir, site_digest
 from rh_sandbox.types import IsolationLevel, SandboxError
@@ -199,7 +198,7 @@ class StrictWorkers:
             ro_binds=ro_binds,
             binds=binds,
             scratch_mb=_SCRATCH_MB,
-            env={"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin", "HOME": SCRATCH, "TMPDIR": SCRATCH},
+            env=worker_environment(SCRATCH),
             interpreter=self.runtime.interpreter,
         )
         # bwrap's options, before its "--". The worker is pid 1 of its namespace, not the child of
@@ -210,16 +209,7 @@ class StrictWorkers:
         return argv
 
     def _confine_args(self, cached: bool) -> dict:
-        rules = [
-            ("/usr", READ_EXEC),
-            (RUNTIME_MOUNT, READ_EXEC),
-            (CA_CERTIFICATES, READ),
-            ("/proc", READ),
-            ("/dev", READ_WRITE_FILES),
-            (SCRATCH, -1),
-        ]
-        if cached:
-            rules.append((CACHE_MOUNT, -1))
+        rules = landlock_rules(read=(CA_CERTIFICATES,), full=(CACHE_MOUNT,) if cached else ())
         return self.confinement.boot_args(rules)
 
     def _tenant_cache(self, group: str, uid: int) -> Path:

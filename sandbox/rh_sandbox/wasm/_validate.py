@@ -14,6 +14,7 @@ import time
 import msgspec
 
 from rh_sandbox.errors import WasmModuleError
+from rh_sandbox.guest.wire import frame
 from rh_sandbox.wasm._engine import MAX_MODULE_BYTES
 from rh_sandbox.wasm._frames import Verdict
 from rh_sandbox.wasm._pool import PlainWorkers, WorkerDied, WorkerLauncher, WorkerProcess, WorkerTimeout
@@ -56,7 +57,7 @@ def validate_module(
     deadline = time.monotonic() + timeout_seconds
     checker = WorkerProcess(launcher or PlainWorkers(), group, check_mb=memory_mb)
     try:
-        checker.send(len(wasm).to_bytes(4, "big") + wasm)
+        checker.send(frame(wasm))
         reason = _verdict.decode(checker.receive(deadline)).reason
     except WorkerTimeout:
         raise WasmModuleError(f"{label}: checking the module took longer than {timeout_seconds:g} s") from None
