@@ -6,7 +6,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from rh_sandbox.types import Backend, RunResult, RunSpec, Runtime, SandboxError
+from rh_sandbox.errors import SandboxError
+from rh_sandbox.types import Backend, RunResult, RunSpec, Runtime
 
 __all__ = ["Dispatcher", "GrantedRunsApart"]
 

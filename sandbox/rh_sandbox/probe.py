@@ -144,30 +144,48 @@ def _gaps(p: Probe) -> list[str]:
     return gaps
 
 
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _suffix(text: str, when: object) -> str:
+    return text if when else ""
+
+
+def _sandbox_lines(p: Probe) -> list[str]:
+    """What the strict sandbox is built from: bubblewrap, setpriv, root, user namespaces."""
+    return [
+        f"  bubblewrap          {p.bwrap or 'missing'}" + _suffix(f" (version {p.bwrap_version})", p.bwrap_version),
+        f"  setpriv             {p.setpriv or 'missing'}",
+        f"  running as root     {_yes(p.running_as_root)}",
+        f"  user namespaces     {_yes(p.user_namespaces)}",
+        f"  strict sandbox      {'works' if p.strict_sandbox_works else 'unavailable: ' + str(p.strict_problem)}",
+    ]
+
+
+def _limit_lines(p: Probe) -> list[str]:
+    """What limits and confines a run: cgroups, seccomp, Landlock, the interpreter, the uids."""
+    v2 = "not mounted" if p.cgroup_v2_controllers is None else (" ".join(p.cgroup_v2_controllers) or "no controllers")
+    readable = f" (readable by the sandbox uids: {_yes(p.interpreter_readable_by_sandbox_uid)})"
+    return [
+        f"  cgroup v1           {' '.join(p.cgroup_v1_controllers) or 'none writable'}",
+        f"  cgroup v2           {v2}" + _suffix(" (cgroup.kill)", p.cgroup_v2_kill),
+        f"  per-run cgroups     {_yes(p.per_run_cgroups)}",
+        f"  tenant CPU shares   {_yes(p.tenant_cpu_shares)}",
+        f"  seccomp             {_yes(p.seccomp)}" + _suffix(f" ({p.seccomp_problem})", p.seccomp_problem),
+        f"  Landlock            {'ABI ' + str(p.landlock_abi) if p.landlock_abi else 'no'}",
+        f"  guest interpreter   {p.interpreter or p.interpreter_problem}" + _suffix(readable, p.interpreter),
+        f"  sandbox uids        {p.sandbox_uids} (one per tenant)"
+        + _suffix(f"; OVERLAPS {', '.join(p.sandbox_uid_conflicts)}", p.sandbox_uid_conflicts),
+    ]
+
+
 def format_probe(p: Probe) -> str:
     """Human-readable report for ``rh-host doctor``."""
-
-    def yes(flag: bool) -> str:
-        return "yes" if flag else "no"
-
-    v2 = "not mounted" if p.cgroup_v2_controllers is None else (" ".join(p.cgroup_v2_controllers) or "no controllers")
     lines = [
         "Isolation on this machine",
-        f"  bubblewrap          {p.bwrap or 'missing'}" + (f" (version {p.bwrap_version})" if p.bwrap_version else ""),
-        f"  setpriv             {p.setpriv or 'missing'}",
-        f"  running as root     {yes(p.running_as_root)}",
-        f"  user namespaces     {yes(p.user_namespaces)}",
-        f"  strict sandbox      {'works' if p.strict_sandbox_works else 'unavailable: ' + str(p.strict_problem)}",
-        f"  cgroup v1           {' '.join(p.cgroup_v1_controllers) or 'none writable'}",
-        f"  cgroup v2           {v2}" + (" (cgroup.kill)" if p.cgroup_v2_kill else ""),
-        f"  per-run cgroups     {yes(p.per_run_cgroups)}",
-        f"  tenant CPU shares   {yes(p.tenant_cpu_shares)}",
-        f"  seccomp             {yes(p.seccomp)}" + (f" ({p.seccomp_problem})" if p.seccomp_problem else ""),
-        f"  Landlock            {'ABI ' + str(p.landlock_abi) if p.landlock_abi else 'no'}",
-        f"  guest interpreter   {p.interpreter or p.interpreter_problem}"
-        + (f" (readable by the sandbox uids: {yes(p.interpreter_readable_by_sandbox_uid)})" if p.interpreter else ""),
-        f"  sandbox uids        {p.sandbox_uids} (one per tenant)"
-        + (f"; OVERLAPS {', '.join(p.sandbox_uid_conflicts)}" if p.sandbox_uid_conflicts else ""),
+        *_sandbox_lines(p),
+        *_limit_lines(p),
         "",
         f"Level used by --isolation auto: {p.level}",
     ]

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from rh_sandbox.types import SandboxError
+from rh_sandbox.errors import SandboxError
 
 __all__ = ["DEFAULT_UIDS", "SandboxUids", "UidRange", "default_uids", "processes_of_uid"]
 

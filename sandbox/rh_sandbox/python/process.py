@@ -24,10 +24,11 @@ import psutil
 
 from rh_sandbox._pump import exchange
 from rh_sandbox.classify import run_result
+from rh_sandbox.errors import SandboxError
 from rh_sandbox.linux.cgroups import CgroupV1, RunCgroup
 from rh_sandbox.linux.layout import sandbox_environment
 from rh_sandbox.python.runtime import GuestRuntime
-from rh_sandbox.types import IsolationLevel, Limits, RunResult, RunSpec, SandboxError
+from rh_sandbox.types import IsolationLevel, Limits, RunResult, RunSpec
 
 if TYPE_CHECKING:
     from rh_sandbox.egress.run import RunEgress

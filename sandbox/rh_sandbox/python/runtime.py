@@ -23,7 +23,7 @@ from pathlib import Path
 import msgspec
 
 import rh_sdk
-from rh_sandbox.types import SandboxError
+from rh_sandbox.errors import SandboxError
 
 __all__ = [
     "GuestRuntime",
