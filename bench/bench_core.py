@@ -26,7 +26,7 @@ from _batches import ROOT, synthetic_batch
 
 from rh_host.manifest import load_plugin
 from rh_host.pipeline import Pipeline
-from rh_sandbox.process import ProcessBackend
+from rh_sandbox import ProcessBackend
 from rh_sdk import HandlerRegistry
 from rh_sdk.protocol import Invocation, encode_invocation
 

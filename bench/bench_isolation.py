@@ -36,11 +36,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _batches import batch_lines, chat_line
+
+from rh_sandbox import Limits, ProcessBackend, RunSpec, RunStatus, StrictProcessBackend, probe
 from rh_sandbox.forkserver import ForkServerBackend
-from rh_sandbox.process import ProcessBackend
-from rh_sandbox.runtime import GuestRuntime
-from rh_sandbox.strict import StrictProcessBackend
-from rh_sandbox.types import Limits, RunSpec, RunStatus
 from rh_sdk import HandlerRegistry
 from rh_sdk.protocol import Invocation, encode_invocation
 
@@ -78,17 +79,6 @@ class Encode(ResultHandler):
         lines = [json.dumps(r, sort_keys=True) for r in results]
         return {"bytes": sum(len(line) for line in lines)}
 """
-
-
-def result_line(i: int) -> dict:
-    body = {
-        "id": f"chatcmpl-{i:06d}",
-        "object": "chat.completion",
-        "model": "gpt-4o-mini",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "word " * 60}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 120, "completion_tokens": 60, "total_tokens": 180},
-    }
-    return {"id": f"batch_req_{i}", "custom_id": f"req-{i}", "response": {"status_code": 200, "body": body}}
 
 
 def write_plugin(root: Path, name: str, source: str) -> Path:
@@ -213,7 +203,7 @@ print(cpu * 1000 / n)
 
 def bare_fork_ms(forks: int = 300) -> float:
     """CPU (parent and child) of a fork + exit + wait of the guest interpreter running nothing else."""
-    interpreter = GuestRuntime.prepare().interpreter
+    interpreter = probe().interpreter  # the guest runtime's
     out = subprocess.run([interpreter, "-I", "-S", "-c", _BARE_FORK, str(forks)], capture_output=True, text=True)
     return float(out.stdout)
 
@@ -246,8 +236,9 @@ def main() -> int:
     trivial = write_plugin(root, "trivial", TRIVIAL)
     realistic = write_plugin(root, "realistic", REALISTIC)
     bomb = write_plugin(root, "bomb", FORK_BOMB)
-    one = [result_line(0)]
-    thousand = [result_line(i) for i in range(1000)]
+    line = chat_line("word " * 60)
+    one = batch_lines(1, line)
+    thousand = batch_lines(1000, line)
     small = encode_invocation(Invocation(batch_id="b1", handler="t", results=one))  # type: ignore[arg-type]
     big = encode_invocation(Invocation(batch_id="b1", handler="r", results=thousand))  # type: ignore[arg-type]
 

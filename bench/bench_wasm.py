@@ -103,8 +103,8 @@ def measure_alternating(calls: dict[str, Callable[[], object]], runs: int, warmu
 
 def strict_workers(scratch: Path, cgroups: bool = True) -> object | None:
     """StrictWorkers with a cache the tenants' uids can reach, or None where the strict sandbox is unavailable."""
-    from rh_sandbox.cgroups import CgroupV1
-    from rh_sandbox.isolation import probe
+    from rh_sandbox import probe
+    from rh_sandbox.linux.cgroups import CgroupV1  # internals: this bench measures the wasm package's parts
     from rh_sandbox.wasm import StrictWorkers
 
     if not probe().strict_sandbox_works:
@@ -118,8 +118,7 @@ def strict_workers(scratch: Path, cgroups: bool = True) -> object | None:
 
 
 def bench_rh(runs: int, scratch: Path) -> dict[str, tuple[float, float]]:
-    from rh_sandbox.types import RunSpec, RunStatus
-    from rh_sandbox.wasm import WasmBackend
+    from rh_sandbox import RunSpec, RunStatus, WasmBackend
     from rh_sandbox.wasm._cache import ModuleCache
     from rh_sandbox.wasm._engine import make_engine
     from rh_sandbox.wasm._frames import Request

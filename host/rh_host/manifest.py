@@ -28,14 +28,13 @@ from typing import Any, Literal
 import msgspec
 
 from rh_host.errors import ManifestError
-from rh_sandbox.egress.grants import GrantError, parse_grants
-from rh_sandbox.types import Limits, RunSpec
+from rh_host.names import NAME
+from rh_sandbox import GrantError, Limits, RunSpec, parse_grants
 from rh_sdk.protocol import Encoding
 
 __all__ = ["MANIFEST_NAME", "Manifest", "Plugin", "load_plugin", "parse_manifest"]
 
 MANIFEST_NAME = "plugin.toml"
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _PY_ENTRY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -107,8 +106,8 @@ def parse_manifest(text: str, source: str = MANIFEST_NAME, plugin_dir: Path | No
 
 def _check(m: Manifest, plugin_dir: Path | None) -> list[str]:
     problems: list[str] = []
-    if not _NAME.match(m.name):
-        problems.append(f"field `name`: {m.name!r} must match {_NAME.pattern}")
+    if not NAME.match(m.name):
+        problems.append(f"field `name`: {m.name!r} must match {NAME.pattern}")
     if not m.version or len(m.version) > 64 or not m.version.isprintable():
         problems.append("field `version`: must be a non-empty printable string of at most 64 characters")
     if m.runtime == "python" and not _PY_ENTRY.match(m.entry):

@@ -19,7 +19,7 @@ import msgspec
 
 from rh_host.manifest import Plugin
 from rh_host.outcome import BatchOutcome, HandlerRun, merge_outcome
-from rh_sandbox.types import Backend, Limits, RunResult, SandboxError
+from rh_sandbox import Backend, Limits, RunResult, SandboxError
 from rh_sdk.protocol import Encoding, Invocation, ResultLine, RunStatus, encode_invocation
 
 __all__ = ["Pipeline", "RunEvent"]

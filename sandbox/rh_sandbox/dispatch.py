@@ -6,7 +6,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from rh_sandbox.types import Backend, RunResult, RunSpec, Runtime, SandboxError
+from rh_sandbox.errors import SandboxError
+from rh_sandbox.types import Backend, RunResult, RunSpec, Runtime
 
 __all__ = ["Dispatcher", "GrantedRunsApart"]
 
@@ -57,7 +58,7 @@ class GrantedRunsApart:
     """Runs with network grants go to ``granted`` (built on first use), every other run to ``warm``.
 
     The fork server's children share their zygote's network namespace, so it cannot give one run a
-    listener for its grants that another run of the tenant cannot reach; a cold strict sandbox per
+    listener for its grants that another run of the group cannot reach; a cold strict sandbox per
     granted run can, and its ~50 ms start is small next to the network round trips it is made for.
     """
 

@@ -33,16 +33,16 @@ from concurrent.futures import ThreadPoolExecutor
 import msgspec
 
 from rh_sandbox._pump import Exchange, exchange
-from rh_sandbox.bytecode import precompile
-from rh_sandbox.cgroups import CgroupV1, RunCgroup
 from rh_sandbox.classify import run_result
-from rh_sandbox.confinement import Confinement
-from rh_sandbox.layout import landlock_rules
-from rh_sandbox.process import guest_rlimits
-from rh_sandbox.runtime import GuestRuntime
-from rh_sandbox.strict import require_sandbox_readable
+from rh_sandbox.linux.cgroups import CgroupV1, RunCgroup
+from rh_sandbox.linux.confinement import Confinement
+from rh_sandbox.linux.layout import landlock_rules
+from rh_sandbox.linux.uids import SandboxUids, default_uids, processes_of_uid
+from rh_sandbox.python.bytecode import precompile
+from rh_sandbox.python.process import guest_rlimits
+from rh_sandbox.python.runtime import GuestRuntime
+from rh_sandbox.python.strict import require_sandbox_readable
 from rh_sandbox.types import IsolationLevel, Limits, RunResult, RunSpec, RunStatus, SandboxError
-from rh_sandbox.uids import SandboxUids, default_uids, processes_of_uid
 from rh_sandbox.zygote import Child, PluginDir, Preload, Zygote
 from rh_sdk.protocol import Encoding, Reply, decode_reply
 

@@ -11,6 +11,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
+from rh_sandbox.errors import SandboxError  # re-exported: its home is errors.py
 from rh_sdk.protocol import Encoding, LogRecord, Reply, RunStatus, Usage
 
 __all__ = [
@@ -28,19 +29,11 @@ __all__ = [
 Runtime = Literal["python", "wasm"]
 
 
-class SandboxError(Exception):
-    """A fault of the sandbox itself (cannot start a run), never a plugin's misbehaviour."""
-
-
 class IsolationLevel(enum.StrEnum):
     """How strongly a run was isolated; ordered from weakest to strongest."""
 
     BASIC = "basic"  # own process and session, clean env, scratch cwd, rlimits (+ cgroup when offered)
     STRICT = "strict"  # + namespaces (mount, pid, net, ipc, uts), unprivileged uid, seccomp, Landlock
-
-    @property
-    def rank(self) -> int:
-        return list(IsolationLevel).index(self)
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

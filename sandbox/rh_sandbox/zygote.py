@@ -26,11 +26,11 @@ from dataclasses import dataclass
 
 import msgspec
 
-from rh_sandbox.bwrap import start_sandboxed, strict_command
-from rh_sandbox.cgroups import RunCgroup
-from rh_sandbox.confinement import Confinement
-from rh_sandbox.layout import PLUGINS_MOUNT, RUNTIME_MOUNT, sandbox_environment
-from rh_sandbox.runtime import GuestRuntime
+from rh_sandbox.linux.bwrap import start_sandboxed, strict_command
+from rh_sandbox.linux.cgroups import RunCgroup
+from rh_sandbox.linux.confinement import Confinement
+from rh_sandbox.linux.layout import PLUGINS_MOUNT, RUNTIME_MOUNT, sandbox_environment
+from rh_sandbox.python.runtime import GuestRuntime
 from rh_sandbox.types import Limits, SandboxError
 
 __all__ = ["Child", "PluginDir", "Preload", "Zygote"]

@@ -8,7 +8,7 @@ import pytest
 
 from rh_host.errors import HostError, ManifestError
 from rh_host.manifest import load_plugin, parse_manifest
-from rh_sandbox.types import Limits
+from rh_sandbox import Limits
 
 VALID = """\
 name = "stats"

@@ -12,7 +12,7 @@ import pytest
 
 from rh_host.manifest import Manifest, Plugin
 from rh_host.pipeline import Pipeline, RunEvent
-from rh_sandbox.types import Limits, RunResult, RunSpec, SandboxError
+from rh_sandbox import Limits, RunResult, RunSpec, SandboxError
 from rh_sdk.protocol import Encoding, Invocation, Reply, ResultLine, RunStatus, encode_invocation
 
 RESULTS = [

@@ -18,8 +18,7 @@ from rh_host.manifest import load_plugin
 from rh_host.outcome import HandlerRun
 from rh_host.pipeline import Pipeline
 from rh_host.vendoring import vendor_plugin
-from rh_sandbox.egress import EgressSettings, OperatorPolicy
-from rh_sandbox.isolation import make_python_backend, probe
+from rh_sandbox import EgressSettings, OperatorPolicy, make_python_backend, probe
 from rh_sdk.protocol import ResultLine
 from tests.integrations.helpers import RunPlugin, grants_for
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rh_sandbox.isolation import Probe, probe
+from rh_sandbox.probe import Probe, probe
 from rh_sandbox.types import Limits, RunResult, RunSpec
 from rh_sdk.protocol import Invocation, encode_invocation
 

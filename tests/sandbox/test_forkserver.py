@@ -14,11 +14,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rh_sandbox.bytecode import precompile
-from rh_sandbox.cgroups import CgroupV1, RunCgroup
 from rh_sandbox.forkserver import ForkServerBackend, _heap_to_warm
-from rh_sandbox.runtime import GuestRuntime
-from rh_sandbox.strict import StrictProcessBackend
+from rh_sandbox.linux.cgroups import CgroupV1, RunCgroup
+from rh_sandbox.python.bytecode import precompile
+from rh_sandbox.python.runtime import GuestRuntime
+from rh_sandbox.python.strict import StrictProcessBackend
 from rh_sandbox.types import Limits, RunSpec, RunStatus, SandboxError
 from rh_sandbox.zygote import PluginDir
 from rh_sdk.protocol import Invocation, encode_invocation
@@ -619,7 +619,7 @@ def test_a_sweep_leaves_a_live_hosts_pooled_cgroups_alone(world_dir: Path) -> No
 @pytest.mark.usefixtures("needs_cgroups")
 def test_a_gone_hosts_empty_cgroups_are_swept() -> None:
     made = subprocess.run(
-        [sys.executable, "-c", "from rh_sandbox.cgroups import CgroupV1\n"
+        [sys.executable, "-c", "from rh_sandbox.linux.cgroups import CgroupV1\n"
          "print(*CgroupV1().create(memory_mb=64, max_processes=8).paths.values())"],
         capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip

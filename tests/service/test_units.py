@@ -17,7 +17,7 @@ from rh_host.service.limits import clamp_limits
 from rh_host.service.recording import redact_result
 from rh_host.service.settings import Quotas, UploadCaps
 from rh_host.service.vault import Vault
-from rh_sandbox.types import Limits, RunResult
+from rh_sandbox import Limits, RunResult
 from rh_sdk.protocol import LogRecord, Reply, RunStatus
 
 

@@ -10,9 +10,7 @@ from typing import Any, NoReturn
 
 import click
 
-from rh_host.sandboxes import ISOLATION_CHOICES
-from rh_sandbox.egress import EgressSettings, GrantError, OperatorPolicy
-from rh_sandbox.uids import DEFAULT_UIDS, UidRange
+from rh_sandbox import DEFAULT_UIDS, ISOLATION_CHOICES, EgressSettings, GrantError, OperatorPolicy, UidRange
 
 EXIT_OK = 0
 EXIT_FAILED = 1

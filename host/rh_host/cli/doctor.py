@@ -7,8 +7,7 @@ import json
 import click
 
 from rh_host.cli._common import sandbox_uids_option
-from rh_sandbox.isolation import format_probe, probe, probe_dict
-from rh_sandbox.uids import SandboxUids, UidRange
+from rh_sandbox import SandboxUids, UidRange, format_probe, probe, probe_dict
 
 
 @click.command("doctor")

@@ -28,10 +28,7 @@ from rh_host.cli.render import render_outcome
 from rh_host.errors import HostError
 from rh_host.manifest import load_plugin
 from rh_host.pipeline import Pipeline
-from rh_host.sandboxes import make_dispatcher
-from rh_sandbox.egress import EgressSettings
-from rh_sandbox.types import SandboxError
-from rh_sandbox.uids import UidRange
+from rh_sandbox import EgressSettings, SandboxError, UidRange, make_dispatcher
 
 __all__ = ["pack_directory", "plugin"]
 

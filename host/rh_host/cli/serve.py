@@ -9,10 +9,7 @@ import click
 
 from rh_host.cli._common import EXIT_FAILED, egress_options, fail, isolation_option, sandbox_uids_option
 from rh_host.errors import HostError
-from rh_host.sandboxes import check_python_sandbox
-from rh_sandbox.egress import EgressSettings
-from rh_sandbox.types import SandboxError
-from rh_sandbox.uids import UidRange
+from rh_sandbox import EgressSettings, SandboxError, SandboxUids, UidRange, check_isolation
 
 __all__ = ["serve"]
 
@@ -68,7 +65,7 @@ def serve(
     )
     if not migrate_only:
         try:
-            check_python_sandbox(isolation, sandbox_uids)
+            check_isolation(isolation, uids=SandboxUids.over(sandbox_uids))
         except SandboxError as exc:
             fail(f"cannot serve: {exc}", code=EXIT_FAILED)
     try:

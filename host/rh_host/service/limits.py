@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from rh_host.service.settings import Quotas
-from rh_sandbox.types import Limits
+from rh_sandbox import Limits
 
 __all__ = ["CEILINGS", "EffectiveLimits", "clamp_limits"]
 

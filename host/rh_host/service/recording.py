@@ -14,7 +14,7 @@ from collections.abc import Callable
 import msgspec
 
 from rh_host.service.store import Store
-from rh_sandbox.types import Backend, RunResult, RunSpec, SandboxError
+from rh_sandbox import Backend, RunResult, RunSpec, SandboxError
 
 __all__ = ["RecordingBackend", "ShuttingDown", "redact_result"]
 

@@ -17,7 +17,7 @@ from rh_host.service.errors import BadRequest, PayloadTooLarge, UploadRejected
 from rh_host.service.models import ConfigUpdate, ConfigView, PluginView
 from rh_host.service.vault import masked
 from rh_host.service.views import plugin_view
-from rh_sandbox.egress import GrantError, check_grants, parse_grants
+from rh_sandbox import GrantError, check_grants, parse_grants
 
 __all__ = ["plugins_router"]
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 from anyio import to_thread
 from litestar import Request, Router, delete, get, post, put
 from litestar.di import Provide
 
+from rh_host.names import NAME
 from rh_host.service.auth import Caller, operator_dependency, service_of, tenant_dependency
 from rh_host.service.errors import BadRequest
 from rh_host.service.keys import hash_key, new_tenant_id, new_tenant_key
@@ -16,8 +15,6 @@ from rh_host.service.settings import Quotas
 from rh_host.service.views import tenant_view
 
 __all__ = ["me_router", "tenants_router"]
-
-_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 
 
 def _check_quotas(quotas: Quotas) -> Quotas:
@@ -29,8 +26,8 @@ def _check_quotas(quotas: Quotas) -> Quotas:
 
 @post("/", summary="Create a tenant; the API key is in this response only")
 async def create_tenant(request: Request, data: TenantCreate, operator: bool) -> TenantCreated:
-    if not re.match(_NAME_PATTERN, data.name):
-        raise BadRequest(f"tenant name {data.name[:80]!r} must match {_NAME_PATTERN}")
+    if not NAME.match(data.name):
+        raise BadRequest(f"tenant name {data.name[:80]!r} must match {NAME.pattern}")
     service = service_of(request)
     quotas = _check_quotas(data.quotas or service.settings.default_quotas)
     key = new_tenant_key()

@@ -6,7 +6,6 @@ import logging
 import os
 from pathlib import Path
 
-from rh_host.sandboxes import make_dispatcher
 from rh_host.service.artifacts import ArtifactStore
 from rh_host.service.db import make_engine, migrate
 from rh_host.service.errors import Unavailable, UploadRejected
@@ -16,8 +15,7 @@ from rh_host.service.settings import ServiceSettings
 from rh_host.service.store import Store
 from rh_host.service.vault import Vault
 from rh_host.service.worker import BatchDispatch, LocalWorkerPool
-from rh_sandbox.dispatch import Dispatcher
-from rh_sandbox.types import SandboxError
+from rh_sandbox import Dispatcher, SandboxError, WasmModuleError, make_dispatcher
 
 __all__ = ["Service"]
 
@@ -66,7 +64,7 @@ class Service:
     def check_module(self, path: Path, name: str, *, tenant_id: str) -> None:
         """Check a tenant's uploaded WASM module with the backend its runs will have: at the strict
         level compiled, and its start function run, in a sandbox as the tenant's own uid."""
-        from rh_sandbox.wasm import WasmBackend, WasmModuleError  # wasmtime: only once a WASM plugin comes
+        from rh_sandbox import WasmBackend
 
         if self.dispatcher is None:
             raise Unavailable("the service is not running")

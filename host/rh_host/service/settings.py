@@ -6,8 +6,7 @@ from pathlib import Path
 
 import msgspec
 
-from rh_sandbox.egress import EgressSettings
-from rh_sandbox.uids import UidRange
+from rh_sandbox import EgressSettings, UidRange
 
 __all__ = ["Quotas", "ServiceSettings", "UploadCaps"]
 

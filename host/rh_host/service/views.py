@@ -10,7 +10,7 @@ from rh_host.service.limits import clamp_limits
 from rh_host.service.models import BatchView, PluginView, RunDetail, RunSummary, TenantView, VersionView
 from rh_host.service.settings import Quotas
 from rh_host.service.store import Row
-from rh_sandbox.types import RunResult
+from rh_sandbox import RunResult
 
 __all__ = ["batch_view", "plugin_view", "run_detail", "run_summary", "tenant_view", "version_view"]
 

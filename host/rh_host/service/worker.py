@@ -27,7 +27,7 @@ from rh_host.service.recording import RecordingBackend, ShuttingDown
 from rh_host.service.settings import Quotas
 from rh_host.service.store import Row, Store
 from rh_host.service.vault import Vault
-from rh_sandbox.types import Backend
+from rh_sandbox import Backend
 from rh_sdk.protocol import ResultLine
 
 __all__ = ["BatchDispatch", "LocalWorkerPool"]

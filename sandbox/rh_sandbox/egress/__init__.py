@@ -1,6 +1,6 @@
 """Egress mediation: a sandboxed plugin reaches exactly its granted ``host:port`` pairs, through the host.
 
-The sandbox's network namespace has only ``lo``. The guest forwarder (:mod:`.guest_forwarder`, stdlib
+The sandbox's network namespace has only ``lo``. The guest forwarder (:mod:`rh_sandbox.guest.forwarder`, stdlib
 only) listens on 127.0.0.N:port per grant and relays each connection over a unix socket to the run's
 :class:`EgressBroker`, which checks the grant, resolves the name, refuses internal addresses the
 operator did not allow, connects, splices under caps and records the connection.

@@ -23,8 +23,8 @@ from typing import Any
 import msgspec
 
 from rh_sandbox.egress.grants import Grant, GrantError, OperatorPolicy, check_grants, is_internal, parse_grant
-from rh_sandbox.egress.guest_forwarder import HEADER, splice
 from rh_sandbox.egress.plan import GUEST_SOCKET, plan_guest
+from rh_sandbox.guest.forwarder import HEADER, splice
 
 __all__ = ["ConnectionRecord", "EgressBroker", "EgressCaps", "EgressSetup", "Resolver", "system_resolver"]
 

@@ -1,4 +1,4 @@
-"""Network grants: what a plugin asks for (``host:port``) and what the operator lets tenants ask for.
+"""Network grants: what a plugin asks for (``host:port``) and what the operator lets plugins ask for.
 
 A plugin's ``allowed_hosts`` lists exact ``host:port`` pairs, no wildcards: ``hooks.example.com:443``.
 The operator's policy caps them with patterns (``*.example.com:443``, ``db.internal:*``) and, separately,
@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from rh_sandbox.errors import GrantError
+
 __all__ = [
     "Grant",
     "GrantError",
@@ -26,10 +28,6 @@ __all__ = [
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _MAX_GRANTS = 32
-
-
-class GrantError(ValueError):
-    """A grant or a policy entry is malformed, or a grant exceeds what the operator allows."""
 
 
 @dataclass(frozen=True, order=True)
@@ -148,7 +146,7 @@ class _Pattern:
 class OperatorPolicy:
     """The operator's cap on grants and the internal destinations it allows.
 
-    ``allowed``: patterns a tenant's grant must match (``*.example.com:443``, ``db.internal:*``, ``*:443``).
+    ``allowed``: patterns a plugin's grant must match (``*.example.com:443``, ``db.internal:*``, ``*:443``).
     ``internal_allowed``: resolved ``address:port`` patterns the broker may connect to although they are
     private, loopback, link-local or reserved (``127.0.0.1:*``, ``10.0.0.5:5432``). Empty by default.
     """

@@ -27,7 +27,7 @@ class GuestPlan:
     addresses: dict[str, str]  # host name (or literal) -> loopback address inside the sandbox
     hosts_text: str  # contents for /etc/hosts
     nsswitch_text: str  # contents for /etc/nsswitch.conf
-    forwarder_config: dict[str, Any]  # JSON-able argument of guest_forwarder.start()
+    forwarder_config: dict[str, Any]  # JSON-able argument of guest.forwarder.start()
 
 
 def plan_guest(grants: Sequence[Grant], guest_socket: str = GUEST_SOCKET) -> GuestPlan:

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import msgspec
 
 from rh_sandbox.egress.run import EgressSettings, RunEgress, run_with_egress
+from rh_sandbox.guest.wire import frame
 from rh_sandbox.types import IsolationLevel, RunResult, RunSpec, SandboxError
 from rh_sandbox.wasm._classify import classify, parse_logs
 from rh_sandbox.wasm._engine import fuel_for
@@ -196,7 +197,7 @@ class WasmBackend:
         healthy = False
         compiling = first
         try:
-            worker.send(len(body).to_bytes(4, "big") + body)
+            worker.send(frame(body))
             resp = None
             if first:  # the worker answers "loaded" (or "refused") before it starts the guest
                 resp = _response_decoder.decode(worker.receive(time.monotonic() + self._compile_seconds))

@@ -8,9 +8,11 @@ one ``Verdict``. Kept tiny because it is on the hot path of every dispatch.
 from __future__ import annotations
 
 import os
-import struct
 
 import msgspec
+
+from rh_sandbox.errors import SandboxError
+from rh_sandbox.guest.wire import HEADER as _HEADER
 
 __all__ = [
     "FrameError",
@@ -22,11 +24,10 @@ __all__ = [
     "write_frame",
 ]
 
-_HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 1 << 30
 
 
-class FrameError(Exception):
+class FrameError(SandboxError):
     """The other side closed the pipe or sent something that is not a frame."""
 
 

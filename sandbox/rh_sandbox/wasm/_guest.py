@@ -14,6 +14,7 @@ from pathlib import Path
 
 import wasmtime
 
+from rh_sandbox.errors import SandboxError
 from rh_sandbox.wasm._cache import ModuleCache
 from rh_sandbox.wasm._capi import set_stdin_bytes
 from rh_sandbox.wasm._engine import MAX_TABLE_ELEMENTS
@@ -26,7 +27,7 @@ WASI_MODULE = "wasi_snapshot_preview1"
 _PAGE = 65536
 
 
-class ModuleRefused(Exception):
+class ModuleRefused(SandboxError):
     """The module is not a WASI command module this host can run."""
 
 

@@ -6,13 +6,14 @@ import hashlib
 import os
 import threading
 
+from rh_sandbox.errors import SandboxError
 from rh_sandbox.wasm._engine import MAX_MODULE_BYTES
 
 __all__ = ["ModuleFiles", "ModuleTooLarge"]
 
 
-class ModuleTooLarge(ValueError):
-    pass
+class ModuleTooLarge(SandboxError, ValueError):
+    """A module file is larger than the backend accepts."""
 
 
 class ModuleFiles:

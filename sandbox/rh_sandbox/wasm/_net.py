@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import wasmtime
 
-from rh_sandbox.egress.guest_forwarder import EgressRefused, open_stream
+from rh_sandbox.guest.forwarder import EgressRefused, open_stream
 
 __all__ = ["HOST_MODULE", "NET_IMPORTS", "HttpBridge"]
 

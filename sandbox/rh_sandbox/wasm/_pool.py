@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from rh_sandbox.bwrap import bwrap_exit_code
-from rh_sandbox.cgroups import RunCgroup
+from rh_sandbox.guest.wire import HEADER
+from rh_sandbox.linux.bwrap import bwrap_exit_code
+from rh_sandbox.linux.cgroups import RunCgroup
+from rh_sandbox.linux.layout import worker_environment
 from rh_sandbox.types import IsolationLevel, SandboxError
 
 __all__ = [
@@ -40,10 +42,9 @@ __all__ = [
 
 STARTUP_SECONDS = 20.0
 _TMPFS = "/dev/shm"
-_HEADER_BYTES = 4
 _EXIT_SECONDS = 2.0  # after a sandboxed worker is killed, how long bwrap may take to exit
 # What a worker sees of the host's environment: nothing but a locale.
-CLEAN_ENV = {"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"}
+CLEAN_ENV = worker_environment()
 
 
 CommandWrapper = Callable[[list[str]], list[str]]
@@ -113,11 +114,11 @@ class PlainWorkers:
         """Nothing shared between launches."""
 
 
-class WorkerDied(Exception):
+class WorkerDied(SandboxError):
     """The worker exited or closed its pipe mid-request."""
 
 
-class WorkerTimeout(Exception):
+class WorkerTimeout(SandboxError):
     """The worker did not answer before the deadline (it is killed by the caller)."""
 
 
@@ -211,8 +212,8 @@ class WorkerProcess:
 
     def receive(self, deadline: float) -> bytes:
         """One frame's body, waiting until ``deadline`` (time.monotonic) at most."""
-        header = self._read(_HEADER_BYTES, deadline)
-        return self._read(int.from_bytes(header, "big"), deadline)
+        (size,) = HEADER.unpack(self._read(HEADER.size, deadline))
+        return self._read(size, deadline)
 
     def _read(self, size: int, deadline: float) -> bytes:
         chunks: list[bytes] = []

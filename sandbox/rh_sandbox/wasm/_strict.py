@@ -1,7 +1,7 @@
 """WASM workers at the strict level: each tenant's workers as its own uid, inside bubblewrap, confined.
 
 wasmtime is the guest's first wall; this is the second, for the day a guest gets out of it. A worker
-runs as its tenant's uid (the one its Python runs get, see :mod:`rh_sandbox.uids`) in a sandbox that
+runs as its tenant's uid (the one its Python runs get, see :mod:`rh_sandbox.linux.uids`) in a sandbox that
 holds: ``/usr`` and ``/rh`` (a runtime dir of Python, wasmtime, msgspec, the SDK and rh_sandbox
 itself, copied world-readable, as the Python guests' runtime is) read-only; the tenant's own
 compiled-module cache read-write at ``/cache``; the egress run root read-only (each run's broker
@@ -32,15 +32,14 @@ import wasmtime
 
 import rh_sandbox
 import rh_sdk
-from rh_sandbox._confine import READ, READ_EXEC, READ_WRITE_FILES
-from rh_sandbox.bwrap import strict_command
-from rh_sandbox.cgroups import CgroupV1, cgroup_v1_controllers
-from rh_sandbox.confinement import Confinement
 from rh_sandbox.egress.run import CA_CERTIFICATES, default_run_root
-from rh_sandbox.layout import RUNTIME_MOUNT, SCRATCH
-from rh_sandbox.runtime import build_site, default_runtime_root, find_interpreter, package_dir, site_digest
+from rh_sandbox.linux.bwrap import strict_command
+from rh_sandbox.linux.cgroups import CgroupV1, cgroup_v1_controllers
+from rh_sandbox.linux.confinement import Confinement
+from rh_sandbox.linux.layout import RUNTIME_MOUNT, SCRATCH, landlock_rules, worker_environment
+from rh_sandbox.linux.uids import SandboxUids, default_uids
+from rh_sandbox.python.runtime import build_site, default_runtime_root, find_interpreter, package_dir, site_digest
 from rh_sandbox.types import IsolationLevel, SandboxError
-from rh_sandbox.uids import SandboxUids, default_uids
 from rh_sandbox.wasm._pool import WorkerCommand
 
 __all__ = ["CACHE_MOUNT", "StrictWorkers", "WorkerRuntime"]
@@ -107,7 +106,7 @@ class StrictWorkers:
     egress_root: where runs' egress brokers put their sockets (bound read-only); None: the default.
     cgroups: where each worker gets a cgroup of its own, joined before it reads a byte from the host;
     None: the v1 memory, pids, freezer and cpu hierarchies, where the machine offers them (cpu: in the
-    tenant's dir, see :mod:`rh_sandbox.cgroups`).
+    tenant's dir, see :mod:`rh_sandbox.linux.cgroups`).
     """
 
     sandboxed = True
@@ -199,7 +198,7 @@ class StrictWorkers:
             ro_binds=ro_binds,
             binds=binds,
             scratch_mb=_SCRATCH_MB,
-            env={"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin", "HOME": SCRATCH, "TMPDIR": SCRATCH},
+            env=worker_environment(SCRATCH),
             interpreter=self.runtime.interpreter,
         )
         # bwrap's options, before its "--". The worker is pid 1 of its namespace, not the child of
@@ -210,16 +209,7 @@ class StrictWorkers:
         return argv
 
     def _confine_args(self, cached: bool) -> dict:
-        rules = [
-            ("/usr", READ_EXEC),
-            (RUNTIME_MOUNT, READ_EXEC),
-            (CA_CERTIFICATES, READ),
-            ("/proc", READ),
-            ("/dev", READ_WRITE_FILES),
-            (SCRATCH, -1),
-        ]
-        if cached:
-            rules.append((CACHE_MOUNT, -1))
+        rules = landlock_rules(read=(CA_CERTIFICATES,), full=(CACHE_MOUNT,) if cached else ())
         return self.confinement.boot_args(rules)
 
     def _tenant_cache(self, group: str, uid: int) -> Path:

@@ -13,6 +13,8 @@ import time
 
 import msgspec
 
+from rh_sandbox.errors import WasmModuleError
+from rh_sandbox.guest.wire import frame
 from rh_sandbox.wasm._engine import MAX_MODULE_BYTES
 from rh_sandbox.wasm._frames import Verdict
 from rh_sandbox.wasm._pool import PlainWorkers, WorkerDied, WorkerLauncher, WorkerProcess, WorkerTimeout
@@ -21,10 +23,6 @@ __all__ = ["WasmModuleError", "validate_module"]
 
 _verdict = msgspec.msgpack.Decoder(Verdict)
 _OUT_OF_MEMORY = ("memory allocation", "SIGABRT", "SIGKILL", "SIGSEGV")
-
-
-class WasmModuleError(ValueError):
-    """The module cannot be run here; the message says why in terms a plugin author can act on."""
 
 
 def validate_module(
@@ -59,7 +57,7 @@ def validate_module(
     deadline = time.monotonic() + timeout_seconds
     checker = WorkerProcess(launcher or PlainWorkers(), group, check_mb=memory_mb)
     try:
-        checker.send(len(wasm).to_bytes(4, "big") + wasm)
+        checker.send(frame(wasm))
         reason = _verdict.decode(checker.receive(deadline)).reason
     except WorkerTimeout:
         raise WasmModuleError(f"{label}: checking the module took longer than {timeout_seconds:g} s") from None

@@ -62,17 +62,17 @@ def confine_self(args: dict) -> None:
     """Join the worker's cgroup; apply Landlock and seccomp (the strict level's, see
     ``Confinement.boot_args``). Both bind the calling thread and the threads it starts later, so this
     runs before any: the wall clock's, wasmtime's compiler threads."""
-    from rh_sandbox import _confine
+    from rh_sandbox.guest import confine
 
     if threading.active_count() != 1 or len(os.listdir("/proc/self/task")) != 1:
         raise RuntimeError("the worker must confine itself before it starts a thread")
-    _confine.join_cgroups(args.get("cgroup_fds", []))  # before anything untrusted: all it starts is counted
+    confine.join_cgroups(args.get("cgroup_fds", []))  # before anything untrusted: all it starts is counted
     if args.get("landlock_abi"):
         rules = [(path, access) for path, access in args["landlock"]]
-        _confine.apply_landlock(rules, args["landlock_abi"], args.get("landlock_connect_ports"))
+        confine.apply_landlock(rules, args["landlock_abi"], args.get("landlock_connect_ports"))
     if args.get("seccomp"):
         with open(args["seccomp"], "rb") as f:
-            _confine.load_seccomp(f.read())
+            confine.load_seccomp(f.read())
 
 
 class WallClock:

@@ -21,7 +21,7 @@ from rh_sandbox.egress import EgressBroker, OperatorPolicy, parse_grants
 from rh_sandbox.egress.broker import system_resolver
 
 HERE = Path(__file__).parent
-FORWARDER = HERE.parents[2] / "sandbox/rh_sandbox/egress/guest_forwarder.py"
+FORWARDER = HERE.parents[2] / "sandbox/rh_sandbox/guest/forwarder.py"
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"),

@@ -96,7 +96,7 @@ def test_guest_forwarder_is_stdlib_only(repo_root) -> None:
     import ast
     import sys
 
-    source = (repo_root / "sandbox/rh_sandbox/egress/guest_forwarder.py").read_text()
+    source = (repo_root / "sandbox/rh_sandbox/guest/forwarder.py").read_text()
     modules = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from rh_sandbox.egress import EgressSettings, OperatorPolicy
-from rh_sandbox.isolation import Probe, make_python_backend
-from rh_sandbox.strict import StrictProcessBackend
+from rh_sandbox.factory import make_python_backend
+from rh_sandbox.probe import Probe
+from rh_sandbox.python.strict import StrictProcessBackend
 from rh_sandbox.types import Limits, RunResult, RunSpec, RunStatus
 from rh_sdk.protocol import Invocation, encode_invocation
 from tests.sandbox.conftest import copy_plugin

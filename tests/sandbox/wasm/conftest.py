@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from wasm_helpers import RunWat, wasm_backend, write_plugin
 
-from rh_sandbox.isolation import Probe
+from rh_sandbox.probe import Probe
 from rh_sandbox.types import Limits, RunResult, RunSpec
 from rh_sandbox.wasm import WasmBackend
 

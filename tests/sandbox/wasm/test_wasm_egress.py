@@ -16,7 +16,7 @@ import pytest
 from wasm_helpers import wasm_backend, write_plugin
 
 from rh_sandbox.egress import EgressSettings, OperatorPolicy
-from rh_sandbox.isolation import Probe
+from rh_sandbox.probe import Probe
 from rh_sandbox.types import Limits, RunResult, RunSpec, RunStatus
 from rh_sandbox.wasm import WasmBackend
 

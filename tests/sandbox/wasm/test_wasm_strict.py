@@ -24,10 +24,11 @@ import pytest
 import wasm_guests as g
 from wasm_helpers import write_plugin
 
-from rh_sandbox.cgroups import CgroupV1, tenant_dir_name
-from rh_sandbox.isolation import Probe, make_wasm_backend
+from rh_sandbox.factory import make_wasm_backend
+from rh_sandbox.linux.cgroups import CgroupV1, tenant_dir_name
+from rh_sandbox.linux.uids import SandboxUids, processes_of_uid
+from rh_sandbox.probe import Probe
 from rh_sandbox.types import IsolationLevel, Limits, RunSpec, RunStatus, SandboxError
-from rh_sandbox.uids import SandboxUids, processes_of_uid
 from rh_sandbox.wasm import StrictWorkers, WasmBackend, WasmModuleError
 from rh_sandbox.wasm._pool import WorkerProcess
 

@@ -14,7 +14,7 @@ import psutil
 import pytest
 import wasm_guests as g
 
-from rh_sandbox.isolation import Probe
+from rh_sandbox.probe import Probe
 from rh_sandbox.wasm import StrictWorkers, WasmBackend, WasmModuleError, validate_module
 
 Check = Callable[..., None]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from rh_sandbox.isolation import Probe
+from rh_sandbox.probe import Probe
 from rh_sandbox.types import RunResult
 from rh_sandbox.wasm import StrictWorkers, WasmBackend
 

@@ -20,34 +20,34 @@ import contextlib
 import logging
 import os
 import stat
-import struct
 import subprocess
 import uuid
 from collections.abc import Iterator
 
-from rh_sandbox.bwrap import drop_uid_prefix
+from rh_sandbox.guest.wire import HEADER, frame, split_frames
+from rh_sandbox.linux.bwrap import drop_uid_prefix
 
 __all__ = ["precompile"]
 
 _log = logging.getLogger("rh.sandbox")
 _CACHE = "__pycache__"
 _MAX_FILE_BYTES = 1 << 20
-_FRAME = struct.Struct("<I")
 
 # Runs in the guest interpreter as the sandbox uid: reads (name, source) frames on stdin, writes the
-# cache tag, then one frame per source: its checked-hash pyc, or empty when it does not compile.
+# cache tag, then one frame per source: its checked-hash pyc, or empty when it does not compile. Frames
+# as guest/wire.py makes them (its header format is passed in: the compiler cannot import it).
 _COMPILER = r"""
 import importlib.util, marshal, resource, struct, sys
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
 resource.setrlimit(resource.RLIMIT_CPU, (%(cpu)d, %(cpu)d))
 resource.setrlimit(resource.RLIMIT_NOFILE, (16, 16))
-frame, data, at, out = struct.Struct("<I"), sys.stdin.buffer.read(), 0, [sys.implementation.cache_tag.encode()]
+frame, data, at, out = struct.Struct(%(header)r), sys.stdin.buffer.read(), 0, [sys.implementation.cache_tag.encode()]
 while at < len(data):
     fields = []
     for _ in range(2):
         (size,) = frame.unpack_from(data, at)
-        fields.append(data[at + 4 : at + 4 + size])
-        at += 4 + size
+        fields.append(data[at + frame.size : at + frame.size + size])
+        at += frame.size + size
     try:
         code = compile(fields[1], fields[0].decode(), "exec", dont_inherit=True, optimize=0)
         pyc = importlib.util.MAGIC_NUMBER + struct.pack("<I", 0b11) + importlib.util.source_hash(fields[1])
@@ -82,22 +82,16 @@ def _sources(root: str, max_files: int, max_bytes: int) -> Iterator[tuple[str, s
 
 def _compile(interpreter: str, sources: list[tuple[str, str, bytes]], timeout_s: float) -> tuple[str, list[bytes]]:
     """The guest interpreter's cache tag and one pyc (or b"") per source; ("", []) when it failed."""
-    stdin = b"".join(
-        _FRAME.pack(len(dfile)) + dfile + _FRAME.pack(len(source)) + source
-        for dfile, source in ((os.path.join(d, n).encode(), s) for d, n, s in sources)
-    )
-    argv = [*drop_uid_prefix(), interpreter, "-I", "-S", "-B", "-c", _COMPILER % {"cpu": max(1, int(timeout_s))}]
+    stdin = b"".join(frame(os.path.join(d, n).encode()) + frame(source) for d, n, source in sources)
+    compiler = _COMPILER % {"cpu": max(1, int(timeout_s)), "header": HEADER.format}
+    argv = [*drop_uid_prefix(), interpreter, "-I", "-S", "-B", "-c", compiler]
     try:
         proc = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout_s, cwd="/", env={}, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         _log.info("precompiling plugin bytecode failed: %s", exc)
         return "", []
-    out, at, items = proc.stdout, 0, []
-    while at + 4 <= len(out) and len(items) <= len(sources):
-        (size,) = _FRAME.unpack_from(out, at)
-        items.append(out[at + 4 : at + 4 + size])
-        at += 4 + size
-    if proc.returncode != 0 or at != len(out) or len(items) != len(sources) + 1:
+    items, whole = split_frames(proc.stdout, len(sources) + 1)
+    if proc.returncode != 0 or not whole or len(items) != len(sources) + 1:
         _log.info("precompiling plugin bytecode failed: exit %s, %s", proc.returncode, proc.stderr[-300:])
         return "", []
     tag = items[0].decode("ascii", "replace")

@@ -7,7 +7,7 @@ The broker decides. A refusal is logged here (``rh.egress``), so it shows in the
 
 Config (JSON): ``{"socket": "/run/rh-egress/egress.sock",
 "listen": [{"address": "127.0.0.2", "port": 443, "grant": "hooks.example.com:443"}, ...]}``.
-Run in-process with ``start(config)`` or as a process: ``python guest_forwarder.py '<json>'``
+Run in-process with ``start(config)`` or as a process: ``python forwarder.py '<json>'``
 (prints ``ready`` once every listener is bound, stops on SIGTERM).
 """
 

@@ -2,7 +2,7 @@
 
 Why setpriv first: as root, ``bwrap --uid 65534`` maps the sandbox uid to real root outside, and
 the guest could read root-only files (measured on this kind of machine). With the real uid dropped
-before bwrap runs (to the tenant's own uid), the user namespace maps that uid to itself, so the
+before bwrap runs (to the group's own uid), the user namespace maps that uid to itself, so the
 kernel's ordinary permission checks hold even if every other wall fails.
 
 Layout seen inside: ``/usr`` (and the usual ``/lib`` ``/bin`` symlinks) read-only, ``/rh`` the guest
@@ -32,7 +32,7 @@ __all__ = [
     "strict_command",
 ]
 
-SANDBOX_UID = 65534  # nobody: runs no tenant's code (the bytecode compiler); each tenant has its own uid
+SANDBOX_UID = 65534  # nobody: runs no plugin's code (the bytecode compiler); each group has its own uid
 SANDBOX_GID = 65534  # nogroup
 _ROOT_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _DEVICES = ("null", "zero", "full", "random", "urandom")
@@ -121,7 +121,7 @@ def strict_command(
     disable_userns: bool = True,
 ) -> list[str]:
     """Wrap ``argv`` in the strict sandbox, run as real ``uid`` (and gid of the same number: one per
-    tenant, see :mod:`rh_sandbox.uids`). ``ro_binds`` and ``binds`` (read-write) are (host path,
+    group, see :mod:`rh_sandbox.linux.uids`). ``ro_binds`` and ``binds`` (read-write) are (host path,
     sandbox path) pairs.
 
     ``disable_userns=False`` keeps the guest in the user namespace that owns its network namespace, so

@@ -238,12 +238,3 @@ class SeccompProgram:
 def load_seccomp(bpf: bytes) -> None:
     """Install a classic-BPF seccomp filter the host compiled (8 bytes per instruction)."""
     SeccompProgram(bpf).install()
-
-
-def landlock_rules(*, read_exec: list[str], read: list[str], read_write_files: list[str], full: list[str]) -> list:
-    """The (path, access) list for :func:`apply_landlock`, from paths grouped by what they allow."""
-    rules = [(p, READ_EXEC) for p in read_exec]
-    rules += [(p, READ) for p in read]
-    rules += [(p, READ_WRITE_FILES) for p in read_write_files]
-    rules += [(p, -1) for p in full]
-    return rules

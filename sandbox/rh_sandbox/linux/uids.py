@@ -1,9 +1,9 @@
-"""A real uid (and gid of the same number) per group: tenants' sandboxes never share one.
+"""A real uid (and gid of the same number) per group: groups' sandboxes never share one.
 
-Namespaces already keep tenants apart; the uid is the wall under them. The kernel keys limits and
+Namespaces already keep groups apart; the uid is the wall under them. The kernel keys limits and
 rights to the real uid wherever namespaces do not reach: RLIMIT_NPROC, inotify instances and
 watches, pipe buffer pages, POSIX message queues, and the owner of the user namespace a sandbox
-runs in. With one uid for everybody, one tenant holding 128 inotify instances left none for any
+runs in. With one uid for everybody, one group holding 128 inotify instances left none for any
 other (measured on this kind of machine, where ``fs.inotify.max_user_instances`` is 128).
 
 The default range, 1879048192-1879113727 (65,536 uids), sits where systemd's uid table says
@@ -25,7 +25,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from rh_sandbox.types import SandboxError
+from rh_sandbox.errors import SandboxError
 
 __all__ = ["DEFAULT_UIDS", "SandboxUids", "UidRange", "default_uids", "processes_of_uid"]
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from rh_sandbox.bwrap import setpriv_path
 from rh_sandbox.forkserver import ForkServerBackend
-from rh_sandbox.strict import StrictProcessBackend
+from rh_sandbox.linux.bwrap import setpriv_path
+from rh_sandbox.linux.uids import DEFAULT_UIDS, SandboxUids, UidRange
+from rh_sandbox.python.strict import StrictProcessBackend
 from rh_sandbox.types import Limits, RunResult, RunStatus, SandboxError
-from rh_sandbox.uids import DEFAULT_UIDS, SandboxUids, UidRange
 from tests.sandbox.conftest import make_runner
 
 # ---- the range ------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def test_a_range_over_a_subordinate_range_is_reported_and_skipped(
 ) -> None:
     subuid = tmp_path / "subuid"
     subuid.write_text("alice:1900004010:20\nbroken line\nbob:100000:65536\n")
-    monkeypatch.setattr("rh_sandbox.uids._SUBID_FILES", (str(subuid),))
+    monkeypatch.setattr("rh_sandbox.linux.uids._SUBID_FILES", (str(subuid),))
     uids = SandboxUids(UidRange(1_900_004_000, 1_900_004_039))
     assert uids.conflicts() == [f"{subuid} range of 'alice' (1900004010-1900004029)"]
     handed = {uids.uid_for(f"g{n}") for n in range(20)}
@@ -124,11 +124,12 @@ def test_the_default_range_overlaps_nothing_here() -> None:
 
 def test_a_backend_refuses_a_range_that_overlaps_a_user(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A sandbox sharing a uid with a real user could be signalled or traced by that user: refused."""
-    from rh_sandbox.isolation import make_python_backend, probe
+    from rh_sandbox.factory import make_python_backend
+    from rh_sandbox.probe import probe
 
     subuid = tmp_path / "subuid"
     subuid.write_text("carol:1900005000:65536\n")
-    monkeypatch.setattr("rh_sandbox.uids._SUBID_FILES", (str(subuid),))
+    monkeypatch.setattr("rh_sandbox.linux.uids._SUBID_FILES", (str(subuid),))
     uids = SandboxUids(UidRange(1_900_005_000, 1_900_005_099))
     probed = probe(uids)
     if not probed.strict_sandbox_works or not probed.running_as_root:
@@ -143,11 +144,11 @@ def test_serve_refuses_to_start_with_an_overlapping_range(monkeypatch: pytest.Mo
     from click.testing import CliRunner
 
     from rh_host.cli import main
-    from rh_sandbox.isolation import probe
+    from rh_sandbox.probe import probe
 
     subuid = tmp_path / "subuid"
     subuid.write_text("dave:1900006000:65536\n")
-    monkeypatch.setattr("rh_sandbox.uids._SUBID_FILES", (str(subuid),))
+    monkeypatch.setattr("rh_sandbox.linux.uids._SUBID_FILES", (str(subuid),))
     probed = probe(SandboxUids(UidRange(1_900_006_000, 1_900_006_099)))
     if not probed.strict_sandbox_works or not probed.running_as_root:
         pytest.skip(f"the uid range is used only by the strict sandbox as root: {probed.strict_problem}")

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from rh_sandbox import forkserver
-from rh_sandbox.cgroups import CgroupV1, tenant_dir_name
 from rh_sandbox.forkserver import ForkServerBackend
-from rh_sandbox.process import ProcessBackend
-from rh_sandbox.strict import StrictProcessBackend
-from rh_sandbox.uids import default_uids
+from rh_sandbox.linux.cgroups import CgroupV1, tenant_dir_name
+from rh_sandbox.linux.uids import default_uids
+from rh_sandbox.python.process import ProcessBackend
+from rh_sandbox.python.strict import StrictProcessBackend
 from tests.sandbox.conftest import make_runner
 
 CPU = Path("/sys/fs/cgroup/cpu/rh-host")
@@ -105,7 +105,7 @@ def test_cold_runs_are_in_their_tenants_dir(
 @pytest.mark.usefixtures("needs_cpu_hierarchy")
 def test_a_sweep_removes_a_gone_hosts_runs_in_tenant_dirs_and_the_emptied_dirs() -> None:
     made = subprocess.run(
-        [sys.executable, "-c", "from rh_sandbox.cgroups import CgroupV1\n"
+        [sys.executable, "-c", "from rh_sandbox.linux.cgroups import CgroupV1\n"
          "print(CgroupV1().create(memory_mb=64, max_processes=8, tenant='swept').paths['cpu'])"],
         capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip

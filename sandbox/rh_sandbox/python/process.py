@@ -23,29 +23,19 @@ from typing import TYPE_CHECKING
 import psutil
 
 from rh_sandbox._pump import exchange
-from rh_sandbox.cgroups import CgroupV1, RunCgroup
 from rh_sandbox.classify import run_result
-from rh_sandbox.runtime import GuestRuntime
-from rh_sandbox.types import IsolationLevel, Limits, RunResult, RunSpec, SandboxError
+from rh_sandbox.errors import SandboxError
+from rh_sandbox.linux.cgroups import CgroupV1, RunCgroup
+from rh_sandbox.linux.layout import sandbox_environment
+from rh_sandbox.python.runtime import GuestRuntime
+from rh_sandbox.types import IsolationLevel, Limits, RunResult, RunSpec
 
 if TYPE_CHECKING:
     from rh_sandbox.egress.run import RunEgress
 
-__all__ = ["ProcessBackend", "clean_environment", "guest_rlimits"]
+__all__ = ["ProcessBackend", "guest_rlimits"]
 
 _MIB = 1024 * 1024
-
-
-def clean_environment(scratch: str) -> dict[str, str]:
-    """The child's whole environment: nothing of the host's, no secrets."""
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "HOME": scratch,
-        "TMPDIR": scratch,
-        "MALLOC_ARENA_MAX": "2",  # glibc reserves 64 MiB of address space per thread arena otherwise
-    }
 
 
 def guest_rlimits(limits: Limits, *, nproc: int | None = None) -> dict[str, tuple[int, int]]:
@@ -106,7 +96,7 @@ class ProcessBackend:
             shutil.rmtree(scratch, ignore_errors=True)
 
     def close(self) -> None:
-        """Nothing warm to stop: every run's processes are gone when ``run`` returns. The tenants'
+        """Nothing warm to stop: every run's processes are gone when ``run`` returns. The groups'
         dirs in the cpu hierarchy go, when no other backend's runs are in them."""
         self.cgroups.remove_tenant_dirs()
 
@@ -138,7 +128,7 @@ class ProcessBackend:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=scratch,
-            env=clean_environment(scratch),
+            env=sandbox_environment(scratch),
             start_new_session=True,
             close_fds=True,
         )

@@ -303,7 +303,7 @@ def main(args: dict) -> int:
 
     import _rh_confine as confine
 
-    confine.join_cgroups(args.get("cgroup_fds", []))  # its tenant's share of the CPU: first
+    confine.join_cgroups(args.get("cgroup_fds", []))  # its group's share of the CPU: first
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     os.environ.clear()  # once, here: every child inherits exactly the host's sandbox environment
     os.environ.update(args["env"])

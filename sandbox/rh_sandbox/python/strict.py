@@ -18,16 +18,17 @@ import subprocess
 import time
 from pathlib import Path
 
-from rh_sandbox._confine import READ
-from rh_sandbox.bwrap import bwrap_exit_code, start_sandboxed, strict_command
-from rh_sandbox.cgroups import CgroupV1, RunCgroup
-from rh_sandbox.confinement import Confinement
 from rh_sandbox.egress.run import EgressSettings, RunEgress, run_with_egress
-from rh_sandbox.layout import PLUGIN_MOUNT, RUNTIME_MOUNT, landlock_rules, sandbox_environment
-from rh_sandbox.process import ProcessBackend, _exited, guest_rlimits
-from rh_sandbox.runtime import GuestRuntime, readable_by_others
-from rh_sandbox.types import IsolationLevel, RunResult, RunSpec, SandboxError
-from rh_sandbox.uids import SandboxUids, default_uids, processes_of_uid
+from rh_sandbox.errors import SandboxError
+from rh_sandbox.guest.confine import READ
+from rh_sandbox.linux.bwrap import bwrap_exit_code, start_sandboxed, strict_command
+from rh_sandbox.linux.cgroups import CgroupV1, RunCgroup
+from rh_sandbox.linux.confinement import Confinement
+from rh_sandbox.linux.layout import PLUGIN_MOUNT, RUNTIME_MOUNT, landlock_rules, sandbox_environment
+from rh_sandbox.linux.uids import SandboxUids, default_uids, processes_of_uid
+from rh_sandbox.python.process import ProcessBackend, _exited, guest_rlimits
+from rh_sandbox.python.runtime import GuestRuntime, readable_by_others
+from rh_sandbox.types import IsolationLevel, RunResult, RunSpec
 
 __all__ = ["StrictProcessBackend", "bwrap_exit_code", "require_sandbox_readable"]
 

@@ -14,7 +14,6 @@ import os
 import shutil
 import stat
 import sys
-import sysconfig
 import tempfile
 import threading
 from collections.abc import Mapping
@@ -24,7 +23,7 @@ from pathlib import Path
 import msgspec
 
 import rh_sdk
-from rh_sandbox.types import SandboxError
+from rh_sandbox.errors import SandboxError
 
 __all__ = [
     "GuestRuntime",
@@ -36,13 +35,13 @@ __all__ = [
     "site_digest",
 ]
 
-_BOOT = Path(__file__).with_name("_boot.py")
-# guest-side modules (stdlib + SDK only), copied into the site dir under these names
+_GUEST = Path(__file__).resolve().parent.parent / "guest"
+# guest-side modules (rh_sandbox.guest: stdlib + SDK only), copied into the site dir under these names
 _GUEST_MODULES = {
-    "_rh_boot.py": _BOOT,
-    "_rh_confine.py": Path(__file__).with_name("_confine.py"),
-    "_rh_zygote.py": Path(__file__).with_name("_zygote.py"),
-    "_rh_egress.py": Path(__file__).parent / "egress" / "guest_forwarder.py",
+    "_rh_boot.py": _GUEST / "boot.py",
+    "_rh_confine.py": _GUEST / "confine.py",
+    "_rh_zygote.py": _GUEST / "zygote.py",
+    "_rh_egress.py": _GUEST / "forwarder.py",
 }
 _lock = threading.Lock()
 
@@ -135,12 +134,6 @@ class GuestRuntime:
     def root(self) -> Path:
         """The runtime dir (``site/`` and the compiled seccomp filter); bound read-only as ``/rh``."""
         return self.site.parent
-
-    @property
-    def stdlib_paths(self) -> list[str]:
-        """Interpreter directories a mount-namespaced child needs to see (read-only)."""
-        paths = {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]}
-        return sorted(paths)
 
 
 def build_site(target: Path, packages: list[Path], modules: Mapping[str, Path], *, bytecode: bool = False) -> None:

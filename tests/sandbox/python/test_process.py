@@ -23,8 +23,8 @@ from rh_host.manifest import Plugin, load_plugin
 from rh_host.outcome import BatchOutcome, HandlerRun
 from rh_host.pipeline import Pipeline
 from rh_sandbox._pump import Breach, exchange
-from rh_sandbox.cgroups import CgroupV1, RunCgroup
-from rh_sandbox.process import ProcessBackend
+from rh_sandbox.linux.cgroups import CgroupV1, RunCgroup
+from rh_sandbox.python.process import ProcessBackend
 from rh_sandbox.types import Limits, RunResult
 from rh_sdk.protocol import Invocation, ResultLine, ResultResponse, RunStatus, encode_invocation
 

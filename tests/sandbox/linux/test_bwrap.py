@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from rh_sandbox.bwrap import strict_command
-from rh_sandbox.seccomp import compile_filter, seccomp_available
+from rh_sandbox.linux.bwrap import strict_command
+from rh_sandbox.linux.seccomp import compile_filter, seccomp_available
 
 UID = 1_879_048_200
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from rh_sandbox import _confine
-from rh_sandbox.layout import RUNTIME_MOUNT
-from rh_sandbox.seccomp import seccomp_available, write_filter
+from rh_sandbox.guest import confine
+from rh_sandbox.linux.layout import RUNTIME_MOUNT
+from rh_sandbox.linux.seccomp import seccomp_available, write_filter
 
 __all__ = ["Confinement"]
 
@@ -40,7 +40,7 @@ class Confinement:
             seccomp_net_file = f"{RUNTIME_MOUNT}/{write_filter(runtime.root, allow_network=True).name}"
         else:
             _log.warning("seccomp disabled: %s", why_not)
-        return cls(seccomp_file=seccomp_file, landlock_abi=_confine.landlock_abi(), seccomp_net_file=seccomp_net_file)
+        return cls(seccomp_file=seccomp_file, landlock_abi=confine.landlock_abi(), seccomp_net_file=seccomp_net_file)
 
     def boot_args(self, rules: list[tuple[str, int]], connect_ports: list[int] | None = None) -> dict:
         """The confinement part of the guest's boot arguments. ``connect_ports``: a run with network

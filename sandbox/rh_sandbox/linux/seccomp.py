@@ -1,6 +1,6 @@
 """The seccomp policy of the strict level, compiled once on the host into classic BPF.
 
-The guest installs the bytes with one ``prctl`` (see ``_confine.load_seccomp``), so the sandbox needs
+The guest installs the bytes with one ``prctl`` (see ``rh_sandbox.guest.confine.load_seccomp``), so the sandbox needs
 neither libseccomp nor pyseccomp. A deny-list on top of the namespaces: the kernel interfaces that
 no result handler needs and that are the usual escape or snooping routes.
 """
