@@ -36,8 +36,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from rh_sandbox.forkserver import ForkServerBackend
 from rh_sandbox.process import ProcessBackend
+from rh_sandbox.python.forkserver import ForkServerBackend
 from rh_sandbox.runtime import GuestRuntime
 from rh_sandbox.strict import StrictProcessBackend
 from rh_sandbox.types import Limits, RunSpec, RunStatus

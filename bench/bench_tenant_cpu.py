@@ -27,7 +27,7 @@ import threading
 from pathlib import Path
 
 from rh_sandbox.cgroups import CgroupV1, RunCgroup
-from rh_sandbox.forkserver import ForkServerBackend
+from rh_sandbox.python.forkserver import ForkServerBackend
 from rh_sandbox.types import Limits, RunResult, RunSpec, RunStatus
 from rh_sdk.protocol import Invocation, encode_invocation
 

@@ -244,7 +244,7 @@ def make_python_backend(
 
     if warm:
         from rh_sandbox.dispatch import GrantedRunsApart
-        from rh_sandbox.forkserver import ForkServerBackend
+        from rh_sandbox.python.forkserver import ForkServerBackend
 
         return GrantedRunsApart(
             ForkServerBackend(prefork=prefork, uids=uids), lambda: StrictProcessBackend(egress=egress, uids=uids)

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rh_sandbox.forkserver import ForkServerBackend
+from rh_sandbox.python.forkserver import ForkServerBackend
 from rh_sandbox.strict import StrictProcessBackend
 from rh_sandbox.types import Limits, RunStatus
 from tests.sandbox.conftest import Run, copy_plugin, make_runner

@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from rh_sandbox.dispatch import GrantedRunsApart
-from rh_sandbox.forkserver import ForkServerBackend
 from rh_sandbox.isolation import Probe, _gaps, check_isolation, format_probe, make_python_backend
 from rh_sandbox.process import ProcessBackend
+from rh_sandbox.python.forkserver import ForkServerBackend
 from rh_sandbox.strict import StrictProcessBackend
 from rh_sandbox.types import SandboxError
 

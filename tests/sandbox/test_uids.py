@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rh_sandbox.bwrap import setpriv_path
-from rh_sandbox.forkserver import ForkServerBackend
+from rh_sandbox.python.forkserver import ForkServerBackend
 from rh_sandbox.strict import StrictProcessBackend
 from rh_sandbox.types import Limits, RunResult, RunStatus, SandboxError
 from rh_sandbox.uids import DEFAULT_UIDS, SandboxUids, UidRange
