@@ -10,7 +10,7 @@ from rh_sandbox._confine import READ, READ_EXEC, READ_WRITE_FILES
 
 __all__ = ["PLUGINS_MOUNT", "PLUGIN_MOUNT", "RUNTIME_MOUNT", "SCRATCH", "landlock_rules", "sandbox_environment"]
 
-RUNTIME_MOUNT = "/rh"  # the guest runtime dir: site/ (SDK, msgspec, boot scripts) and seccomp.bpf
+RUNTIME_MOUNT = "/rh"  # the guest runtime dir: site/ (SDK, msgspec, boot scripts) and the seccomp filters
 PLUGIN_MOUNT = "/plugin"  # the plugin of a cold strict run
 PLUGINS_MOUNT = "/plugins"  # the fork server's plugin dirs: /plugins/<n>
 SCRATCH = "/tmp"  # private, size-bounded tmpfs; cwd, HOME and TMPDIR

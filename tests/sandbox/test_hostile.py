@@ -189,6 +189,23 @@ def test_nothing_of_one_run_is_visible_to_the_next(run: Run, plugins: dict[str, 
     assert second.reply.output == {"file": False, "env": None, "module": None}
 
 
+def test_no_ipc_object_outlives_its_run(run: Run, plugins: dict[str, Path]) -> None:
+    """SysV shared memory, semaphores and message queues and POSIX message queues live in the IPC
+    namespace, which a tenant's fork-server runs share with its zygote: a 1 MiB segment one run left
+    was read by the next, and such segments held host memory beyond every run's limit. The sandbox
+    refuses those calls; /dev/shm is not writable and /tmp is the run's own."""
+    config = {"key": 0x52480000 + os.getpid() % 4096, "mb": 1}
+    first = run(plugins["hostile"], "hostile:LeaveIpc", config)
+    second = run(plugins["hostile"], "hostile:LeaveIpc", config)
+    assert first.status is RunStatus.OK and second.status is RunStatus.OK, (first.error, second.error)
+    for result in (first, second):
+        for name, observation in result.reply.output.items():
+            if name != "tmp_left":
+                assert refused(observation), f"{name}: {observation}"
+    assert second.reply.output["tmp_left"]["ok"]  # the run's own scratch is writable, and its own
+    assert_good_still_runs(run, plugins)
+
+
 def test_no_host_descriptor_is_left_open(run: Run, plugins: dict[str, Path]) -> None:
     """No control channel, cgroup file or other run's pipe: only the run's own stdio pipes."""
     result = run(plugins["hostile"], "hostile:OpenFds")
