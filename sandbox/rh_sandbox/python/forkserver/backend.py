@@ -14,7 +14,7 @@ from rh_sandbox.python.forkserver.child import Child, Preload
 from rh_sandbox.python.forkserver.plugin_dirs import PluginDir, PluginDirs, entry_signature
 from rh_sandbox.python.forkserver.pool import WaitingChildren
 from rh_sandbox.python.forkserver.run import ChildRun
-from rh_sandbox.python.forkserver.run_cgroups import RunCgroups
+from rh_sandbox.python.forkserver.run_cgroups import RunCgroups, thaw
 from rh_sandbox.python.forkserver.servers import Groups, Server
 from rh_sandbox.python.forkserver.upkeep import Upkeep
 from rh_sandbox.python.forkserver.zygote import Zygote
@@ -60,6 +60,7 @@ class ForkServerBackend:
         self.max_plugin_dirs = max_plugin_dirs
         self.preload = preload
         self.uids = uids or default_uids()  # each group's zygote and children run as the group's own uid
+        self._can_freeze = self.cgroups.available and "freezer" in self.cgroups.controllers
         self._plugin_dirs = PluginDirs(self.runtime.interpreter)
         self._run_cgroups = RunCgroups(self.cgroups, cpu_quota_cores)
         self._upkeep = Upkeep(self._run_cgroups)
@@ -142,7 +143,7 @@ class ForkServerBackend:
         inside = server.zygote.inside_path(plugin_dir)
         if inside is None:
             raise SandboxError("plugin dir is not bound in the fork server")  # acquire guarantees it
-        preload = self._preload_key(server, plugin_dir, inside, spec.entry)
+        preload = self._preload_key(server, plugin_dir, inside, spec)
         child = self._claim(server, spec.limits, preload)
         try:
             landlock = preload.landlock if preload is not None else self._landlock(inside)
@@ -166,7 +167,11 @@ class ForkServerBackend:
         child = claim.child
         if child is not None and child.cgroup is not None:
             try:
-                self._run_cgroups.fit(child.cgroup, limits, reset=not claim.was_ready)
+                if child.preload is not None:
+                    thaw(child.cgroup)  # it waited frozen; what its import used is this run's
+                # a child for any run that had not said it waits: its counters hold its cgroup's last run
+                reset = child.preload is None and not claim.was_ready
+                self._run_cgroups.fit(child.cgroup, limits, reset=reset)
             except OSError:  # e.g. its waiting child already uses more than this run's memory limit
                 self._upkeep.discard(server.zygote, child)
                 child = None
@@ -174,14 +179,18 @@ class ForkServerBackend:
             child = server.zygote.spawn(self._run_cgroups.for_run(server.group, limits), limits.scratch_mb)
         return child
 
-    def _preload_key(self, server: Server, plugin_dir: PluginDir, inside: str, entry: str) -> Preload | None:
-        """The run's plugin as children armed for it know it; None when it is not to be preloaded."""
-        if self.preload <= 0 or self.prefork <= 0 or not server.children.preloadable(inside, entry):
+    def _preload_key(self, server: Server, plugin_dir: PluginDir, inside: str, spec: RunSpec) -> Preload | None:
+        """The run's plugin as children armed for it know it; None when it is not to be preloaded:
+        plugin code runs in a waiting child only under its run's limits and frozen, so only where run
+        cgroups have a freezer."""
+        if self.preload <= 0 or self.prefork <= 0 or not self._can_freeze:
             return None
-        signature = entry_signature(plugin_dir.path, entry)
+        if not server.children.preloadable(inside, spec.entry):
+            return None
+        signature = entry_signature(plugin_dir.path, spec.entry)
         if signature is None:
             return None
-        return Preload(inside, entry, self._landlock(inside), signature)
+        return Preload(inside, spec.entry, self._landlock(inside), signature, spec.limits)
 
     def _landlock(self, inside: str) -> tuple[tuple[str, int], ...]:
         """A run's Landlock rules (none without Landlock), as its request and a Preload carry them."""

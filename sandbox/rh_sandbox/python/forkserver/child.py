@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass, field
 
 from rh_sandbox.cgroups import RunCgroup
+from rh_sandbox.types import Limits
 
 __all__ = ["READY_BYTE", "Child", "ChildState", "Preload"]
 
@@ -32,13 +33,16 @@ class ChildState(enum.Enum):
 @dataclass(frozen=True)
 class Preload:
     """A plugin an armed child imports before its request: where the zygote's children see it, its
-    entry, its Landlock rules, and the stat of its dir and entry module when it was armed (an edit in
-    place changes the signature, and the children armed before it are discarded unused)."""
+    entry, its Landlock rules, the stat of its dir and entry module when it was armed (an edit in
+    place changes the signature, and the children armed before it are discarded unused), and the
+    limits of the run it is armed for: its rlimits and cgroup hold from before the import, and
+    only a run with these limits takes it (rlimits can be lowered, never raised again)."""
 
     plugin_dir: str
     entry: str
     landlock: tuple[tuple[str, int], ...]
     signature: tuple[int, ...]
+    limits: Limits
 
     def same_plugin(self, other: Preload) -> bool:
         return (self.plugin_dir, self.entry) == (other.plugin_dir, other.entry)

@@ -10,13 +10,15 @@ import contextlib
 import os
 import signal
 import threading
+import time
 
 from rh_sandbox.cgroups import CgroupV1, RunCgroup
 from rh_sandbox.types import Limits
 
-__all__ = ["RunCgroups", "kill_members", "occupied"]
+__all__ = ["RunCgroups", "freeze", "kill_members", "occupied", "thaw"]
 
 _POOL_MAX = 64  # emptied run cgroups kept for reuse, at most
+_FREEZE_TIMEOUT_S = 0.5  # how long a waiting child's cgroup may take to freeze
 
 
 class RunCgroups:
@@ -118,3 +120,38 @@ def occupied(cgroup: RunCgroup) -> bool:
     """Whether any process is left in the run's cgroup (the usual answer is no: the child is pid 1 of
     its namespace, so its end took everything in it along); an unreadable cgroup counts as occupied."""
     return _members(cgroup) != []
+
+
+def _freezer_state(cgroup: RunCgroup, state: bytes | None = None) -> bytes:
+    """Write ``state`` to the cgroup's ``freezer.state`` (when given); return what it reads."""
+    path = cgroup.paths["freezer"] / "freezer.state"
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        if state is not None:
+            os.write(fd, state)
+        return os.pread(fd, 64, 0).strip()
+    finally:
+        os.close(fd)
+
+
+def freeze(cgroup: RunCgroup) -> bool:
+    """Freeze every process in the cgroup (a waiting child that ran plugin code: nothing of it runs
+    until its run thaws it). False, thawed again, when it did not freeze in ``_FREEZE_TIMEOUT_S``
+    or the cgroup has no freezer. Raises OSError when the cgroup is gone."""
+    if "freezer" not in cgroup.paths:
+        return False
+    deadline = time.monotonic() + _FREEZE_TIMEOUT_S
+    state = _freezer_state(cgroup, b"FROZEN")
+    while state != b"FROZEN":  # FREEZING: a task not yet at a point where it can stop
+        if time.monotonic() > deadline:
+            thaw(cgroup)
+            return False
+        time.sleep(0.001)
+        state = _freezer_state(cgroup)
+    return True
+
+
+def thaw(cgroup: RunCgroup) -> None:
+    """Let a frozen child run again (its run claimed it). Raises OSError when the cgroup is gone."""
+    if "freezer" in cgroup.paths:
+        _freezer_state(cgroup, b"THAWED")

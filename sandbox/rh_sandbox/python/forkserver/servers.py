@@ -6,6 +6,7 @@ and stops when the last one ends."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 from rh_sandbox.python.forkserver.plugin_dirs import PluginDir
 from rh_sandbox.python.forkserver.pool import WaitingChildren
+from rh_sandbox.python.forkserver.run_cgroups import thaw
 from rh_sandbox.python.forkserver.zygote import Zygote
 from rh_sandbox.types import SandboxError
 
@@ -31,9 +33,16 @@ class Server:
         return self.zygote.alive() and self.zygote.inside_path(plugin_dir) is not None
 
     def stop(self) -> None:
-        """Stop the zygote (its waiting children die with its sandbox) and remove their cgroups."""
+        """Stop the zygote (its waiting children die with its sandbox) and remove their cgroups. A
+        frozen child is thawed first: a frozen process cannot die, and its PID namespace's end (the
+        zygote's sandbox's) would wait for it."""
+        children = self.children.close()
+        for child in children:
+            if child.preload is not None and child.cgroup is not None:
+                with contextlib.suppress(OSError):
+                    thaw(child.cgroup)
         self.zygote.close()
-        for child in self.children.close():
+        for child in children:
             child.close()
             if child.cgroup is not None:
                 child.cgroup.close()

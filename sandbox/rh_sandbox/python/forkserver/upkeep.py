@@ -13,7 +13,7 @@ import time
 
 from rh_sandbox.python.forkserver.child import Child, ChildState
 from rh_sandbox.python.forkserver.run import EXIT_GRACE_S, readable
-from rh_sandbox.python.forkserver.run_cgroups import RunCgroups, occupied
+from rh_sandbox.python.forkserver.run_cgroups import RunCgroups, freeze, occupied
 from rh_sandbox.python.forkserver.servers import Server
 from rh_sandbox.python.forkserver.zygote import Zygote
 from rh_sandbox.types import SandboxError
@@ -56,7 +56,10 @@ class Upkeep:
             if order is None:
                 break
             try:
-                cgroup = self._cgroups.for_arming(server.group)
+                if order.preload is None:
+                    cgroup = self._cgroups.for_arming(server.group)
+                else:  # it will run plugin code: under its run's limits, counters reset, from the start
+                    cgroup = self._cgroups.for_run(server.group, order.preload.limits)
                 child = server.zygote.spawn(
                     cgroup, order.scratch_mb, preload=order.preload, heap_bytes=order.heap_bytes
                 )
@@ -73,16 +76,23 @@ class Upkeep:
         self._wake()  # the loop watches the new children
 
     def _promote(self, server: Server, child: Child) -> None:
-        """An arming child said it waits, or its time is up: reset its cgroup's counters (what its
-        set-up used is not the run's) and offer it to runs, or discard it."""
+        """An arming child said it waits, or its time is up: offer it to runs, or discard it. A child
+        for any run ran no plugin code: its cgroup's counters are reset (what its set-up used is not
+        the run's). A child armed for a plugin imported it: it is frozen until a run claims it, and
+        its counters are kept (the import is that run's, as if it had happened in the run)."""
         if not server.children.begin_promote(child):
             return  # a run took it meanwhile, or it was discarded
         ready = child.await_ready(0)
         if ready and child.cgroup is not None:
             try:
-                child.cgroup.reset_usage()
+                if child.preload is None:
+                    child.cgroup.reset_usage()
+                else:
+                    ready = freeze(child.cgroup)
             except OSError:
                 ready = False
+        elif child.preload is not None:
+            ready = False  # plugin code that no freezer could stop: never left waiting
         if not server.children.end_promote(child, ready=ready, zygote_alive=not server.zygote.dead):
             self.discard(server.zygote, child)
 

@@ -27,6 +27,7 @@ from rh_sandbox.bwrap import start_sandboxed, strict_command
 from rh_sandbox.cgroups import RunCgroup
 from rh_sandbox.confinement import Confinement
 from rh_sandbox.layout import PLUGINS_MOUNT, RUNTIME_MOUNT, sandbox_environment
+from rh_sandbox.process import guest_rlimits
 from rh_sandbox.python.forkserver.child import Child, Preload
 from rh_sandbox.python.forkserver.plugin_dirs import PluginDir
 from rh_sandbox.runtime import GuestRuntime
@@ -133,10 +134,11 @@ class Zygote:
         self, cgroup: RunCgroup | None, scratch_mb: int, *, preload: Preload | None = None, heap_bytes: int = 0
     ) -> Child:
         """Fork a child that joins ``cgroup`` at once, mounts a /tmp of ``scratch_mb``, confines itself
-        and waits for a request. ``preload``: it also confines itself to that plugin and imports it,
-        then faults in ``heap_bytes`` of Python heap for its run's objects (see ``_warm_heap`` in the
-        zygote). The cgroup goes with the child; when the fork fails it is removed, and this raises
-        OSError (BrokenPipeError when the zygote is gone)."""
+        and waits for a request. ``preload``: it also takes the rlimits of the run it is armed for,
+        confines itself to that plugin and imports it, then faults in ``heap_bytes`` of Python heap
+        for its run's objects (see ``_warm_heap`` in the zygote). The cgroup goes with the child;
+        when the fork fails it is removed, and this raises OSError (BrokenPipeError when the zygote
+        is gone)."""
         try:
             cgroup_fds = cgroup.open_procs() if cgroup is not None else []
         except OSError:
@@ -172,6 +174,7 @@ class Zygote:
                 "entry": preload.entry,
                 "plugin_dir": preload.plugin_dir,
                 "landlock": [list(rule) for rule in preload.landlock],
+                "rlimits": guest_rlimits(preload.limits),  # before the import: it is the run's
                 "heap_bytes": heap_bytes,
             },
         }
