@@ -66,13 +66,13 @@ class Upkeep:
             except OSError:
                 break
             child.deadline = time.monotonic() + (_ARM_TIMEOUT_S if order.preload is None else _PRELOAD_TIMEOUT_S)
-            with self._lock:
-                kept = not self._closed and server.children.add(child)
-                if kept:
-                    self._watched[child] = server
-            if not kept:
+            if not server.children.add(child):  # retired meanwhile
                 self.discard(server.zygote, child)
                 break
+            with self._lock:
+                if self._closed:
+                    break  # the backend is closing: stopping the server kills the child
+                self._watched[child] = server
         self._wake()  # the loop watches the new children
 
     def _promote(self, server: Server, child: Child) -> None:
