@@ -34,7 +34,8 @@ class ForkServerBackend:
     migration can wait for an RCU grace period). For each of the ``preload`` plugins of a group
     most recently run with success, ``prefork`` more children wait with that plugin imported and
     its Landlock rules applied (``preload=0``: none), and with heap warmed for a run the size of
-    that plugin's last one."""
+    that plugin's last one: under that run's rlimits and cgroup limits from before the import,
+    frozen while they wait, charged to the run that takes them (only where cgroups have a freezer)."""
 
     isolation = IsolationLevel.STRICT
 
