@@ -243,7 +243,7 @@ def _read_shm(key):
 
 class LeaveIpc(ResultHandler):
     """Leave an object in every IPC mechanism a run could reach (SysV shm, semaphores and message
-    queues, POSIX message queues, /dev/shm, /tmp) and report what an earlier run left there."""
+    queues, POSIX message queues, /dev/shm, /dev, /tmp) and report what an earlier run left there."""
 
     def handle(self, batch_id, results, metadata):
         key = int(self.config.get("key", 0x52480001))
@@ -251,6 +251,7 @@ class LeaveIpc(ResultHandler):
         return {
             "shm_found": attempt(lambda: _read_shm(key)),
             "dev_shm_found": attempt(lambda: _read("/dev/shm/rh-trace")),
+            "dev_found": attempt(lambda: _read("/dev/rh-trace")),
             "tmp_found": attempt(lambda: _read("/tmp/rh-trace")),
             "mqueue_found": attempt(lambda: _libc_call("mq_open", b"/rh-trace", os.O_RDONLY)),
             "shm_left": attempt(lambda: _leave_shm(key, size)),
@@ -258,5 +259,6 @@ class LeaveIpc(ResultHandler):
             "msg_left": attempt(lambda: _libc_call("msgget", key, _IPC_CREAT | 0o600)),
             "mqueue_left": attempt(lambda: _libc_call("mq_open", b"/rh-trace", os.O_CREAT | os.O_RDWR, 0o600, None)),
             "dev_shm_left": attempt(lambda: _write("/dev/shm/rh-trace", "trace")),
+            "dev_left": attempt(lambda: _write("/dev/rh-trace", "trace")),
             "tmp_left": attempt(lambda: _write("/tmp/rh-trace", "trace")),
         }
