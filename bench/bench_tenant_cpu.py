@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 
 from rh_sandbox import Limits, RunResult, RunSpec, RunStatus, probe
-from rh_sandbox.forkserver import ForkServerBackend
+from rh_sandbox.python.forkserver import ForkServerBackend
 from rh_sdk.protocol import Invocation, encode_invocation
 
 BURN = """

@@ -17,9 +17,9 @@ from typing import Literal
 from rh_sandbox.dispatch import Dispatcher, GrantedRunsApart
 from rh_sandbox.egress.run import EgressSettings
 from rh_sandbox.errors import SandboxError
-from rh_sandbox.forkserver import ForkServerBackend
 from rh_sandbox.linux.uids import SandboxUids, UidRange, default_uids
 from rh_sandbox.probe import Probe, probe
+from rh_sandbox.python.forkserver import ForkServerBackend
 from rh_sandbox.python.process import ProcessBackend
 from rh_sandbox.python.strict import StrictProcessBackend
 from rh_sandbox.types import Backend

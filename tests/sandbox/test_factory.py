@@ -14,9 +14,9 @@ import pytest
 
 from rh_sandbox.dispatch import GrantedRunsApart
 from rh_sandbox.factory import check_isolation, make_dispatcher, make_python_backend
-from rh_sandbox.forkserver import ForkServerBackend
 from rh_sandbox.linux.uids import UidRange
 from rh_sandbox.probe import Probe, probe
+from rh_sandbox.python.forkserver import ForkServerBackend
 from rh_sandbox.python.process import ProcessBackend
 from rh_sandbox.python.strict import StrictProcessBackend
 from rh_sandbox.types import RunSpec, RunStatus, SandboxError

@@ -14,13 +14,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rh_sandbox.forkserver import ForkServerBackend, _heap_to_warm
 from rh_sandbox.linux.cgroups import CgroupV1, RunCgroup
 from rh_sandbox.python.bytecode import precompile
+from rh_sandbox.python.forkserver import ChildState, ForkServerBackend, PluginDir
+from rh_sandbox.python.forkserver.pool import heap_to_warm
 from rh_sandbox.python.runtime import GuestRuntime
 from rh_sandbox.python.strict import StrictProcessBackend
 from rh_sandbox.types import Limits, RunSpec, RunStatus, SandboxError
-from rh_sandbox.zygote import PluginDir
 from rh_sdk.protocol import Invocation, encode_invocation
 from tests.sandbox.conftest import copy_plugin, make_runner
 
@@ -79,13 +79,13 @@ def test_dead_zygote_is_restarted(world_dir: Path) -> None:
     with ForkServerBackend(prefork=1) as backend:
         run = make_runner(backend)
         assert run(plugin, "good:Good").status is RunStatus.OK
-        zygote = backend._groups["tenant-a"].zygote
+        zygote = backend._groups.current("tenant-a").zygote
         bwrap_init = psutil.Process(zygote._proc.pid).children()[0]
         bwrap_init.children()[0].kill()  # the zygote itself; its sandbox then ends
         zygote._proc.wait(timeout=5)
         result = run(plugin, "good:Good")
         assert result.status is RunStatus.OK, (result.error, result.logs)
-        assert backend._groups["tenant-a"].zygote is not zygote
+        assert backend._groups.current("tenant-a").zygote is not zygote
 
 
 CASES = [
@@ -148,11 +148,11 @@ def test_zygote_outlives_the_thread_that_started_it(world_dir: Path) -> None:
         worker.start()
         worker.join()
         assert first[0].status is RunStatus.OK
-        zygote = backend._groups["tenant-a"].zygote
+        zygote = backend._groups.current("tenant-a").zygote
         time.sleep(0.3)  # PR_SET_PDEATHSIG would have fired by now
         assert zygote.alive()
         assert run(plugin, "good:Good").status is RunStatus.OK
-        assert backend._groups["tenant-a"].zygote is zygote
+        assert backend._groups.current("tenant-a").zygote is zygote
 
 
 # What a plugin sees at import time, before any of its code could have undone a wall.
@@ -312,8 +312,9 @@ def _await_preloaded(backend: ForkServerBackend, group: str = "tenant-a", timeou
     """Wait until a child armed with a plugin imported is waiting in ``group``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        zygote = backend._groups[group].zygote
-        if zygote is not None and any(c.preload is not None and c.ready for c in list(zygote.armed)):
+        server = backend._groups.current(group)
+        states = server.children.states() if server is not None else []
+        if any(c.preload is not None and state is ChildState.READY for c, state in states):
             return
         time.sleep(0.02)
     raise AssertionError("no child was armed with the plugin imported")
@@ -355,13 +356,14 @@ def test_a_plugin_whose_import_raises_is_not_preloaded(world_dir: Path) -> None:
         run = make_runner(backend)
         first = run(plugin, "probe:Probe")
         assert first.status is RunStatus.FAILED
-        zygote = backend._groups["tenant-a"].zygote
+        server = backend._groups.current("tenant-a")
         deadline = time.monotonic() + 10
-        while not zygote.unpreloadable and time.monotonic() < deadline:
+        while not server.children.unpreloadable() and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert zygote.unpreloadable == {(zygote.inside_path(PluginDir.of(str(plugin))), "probe:Probe")}
+        inside = server.zygote.inside_path(PluginDir.of(str(plugin)))
+        assert server.children.unpreloadable() == {(inside, "probe:Probe")}
         second = run(plugin, "probe:Probe")
-        assert not any(c.preload is not None for c in zygote.armed)
+        assert not any(c.preload is not None for c, _ in server.children.states())
     assert second.status is RunStatus.FAILED
     assert second.error == first.error == "loading probe:Probe raised ValueError: helper says bad"
     assert any("helper says bad" in (record.exc or "") for record in second.logs), second.logs
@@ -406,7 +408,7 @@ def test_a_child_stuck_arming_holds_up_no_other_group(world_dir: Path, monkeypat
     """One tenant's child armed for its plugin hangs in the import (and is given 60 s to say it
     waits): another tenant's children are still armed and offered to its runs meanwhile, and its
     runs take them. The upkeep watches every arming child at once instead of waiting for each."""
-    monkeypatch.setattr("rh_sandbox.forkserver._PRELOAD_TIMEOUT_S", 60.0)
+    monkeypatch.setattr("rh_sandbox.python.forkserver.upkeep._PRELOAD_TIMEOUT_S", 60.0)
     slow = copy_plugin("good", world_dir / "slow")
     (slow / "slow.py").write_text(HANGS_WHEN_PRELOADED)
     (slow / "slow.py").chmod(0o644)
@@ -414,20 +416,20 @@ def test_a_child_stuck_arming_holds_up_no_other_group(world_dir: Path, monkeypat
     with ForkServerBackend(prefork=1) as backend:
         run = make_runner(backend)
         assert run(slow, "slow:Slow", group="tenant-a").status is RunStatus.OK  # its import in the run
-        a = backend._groups["tenant-a"].zygote
+        a = backend._groups.current("tenant-a").children
         deadline = time.monotonic() + 10
-        while not any(c.preload is not None for c in list(a.armed)) and time.monotonic() < deadline:
+        while not any(c.preload is not None for c, _ in a.states()) and time.monotonic() < deadline:
             time.sleep(0.01)
-        stuck = [c for c in list(a.armed) if c.preload is not None]
-        assert stuck and not stuck[0].ready  # hanging in its import
+        stuck = [c for c, _ in a.states() if c.preload is not None]
+        assert stuck and a.state(stuck[0]) is ChildState.ARMING  # hanging in its import
         for _ in range(3):
             assert run(other, "good:Good", group="tenant-b").status is RunStatus.OK
-            b = backend._groups["tenant-b"].zygote
+            b = backend._groups.current("tenant-b").children
             deadline = time.monotonic() + 5
-            while not any(c.ready for c in list(b.armed)) and time.monotonic() < deadline:
+            while not any(state is ChildState.READY for _, state in b.states()) and time.monotonic() < deadline:
                 time.sleep(0.01)
-            assert any(c.ready for c in list(b.armed)), "tenant-b's children were not armed"
-        assert not stuck[0].ready and stuck[0] in a.armed  # still hanging: nothing waited for it
+            assert any(state is ChildState.READY for _, state in b.states()), "tenant-b's children were not armed"
+        assert a.state(stuck[0]) is ChildState.ARMING  # still hanging: nothing waited for it
 
 
 THREADS_AND_FORK = """
@@ -541,9 +543,9 @@ def test_children_armed_after_a_big_run_have_warm_heap(world_dir: Path) -> None:
 
 
 def test_the_heap_a_child_warms_is_bounded() -> None:
-    assert _heap_to_warm(100_000) == 0  # a small invocation: nothing held by an idle child
-    assert _heap_to_warm(1_000_000) == 4_000_000
-    assert _heap_to_warm(1 << 30) == 16 << 20
+    assert heap_to_warm(100_000) == 0  # a small invocation: nothing held by an idle child
+    assert heap_to_warm(1_000_000) == 4_000_000
+    assert heap_to_warm(1 << 30) == 16 << 20
 
 
 def test_a_steady_load_reuses_run_cgroups_instead_of_making_new_ones(
@@ -598,18 +600,19 @@ def test_a_sweep_leaves_a_live_hosts_pooled_cgroups_alone(world_dir: Path) -> No
         for _ in range(3):
             assert run(good, "good:Good").status is RunStatus.OK
         deadline = time.monotonic() + 10
-        while not any(backend._pool.values()) and time.monotonic() < deadline:  # recycled in the background
+        pool = backend._run_cgroups._pool
+        while not any(pool.values()) and time.monotonic() < deadline:  # recycled in the background
             time.sleep(0.01)
-        pooled = [path for cgroups in backend._pool.values() for cgroup in cgroups for path in cgroup.paths.values()]
+        pooled = [path for cgroups in pool.values() for cgroup in cgroups for path in cgroup.paths.values()]
         assert pooled
         CgroupV1().sweep_stale(min_age_s=0)  # as if they had waited for longer than any age limit
         assert all(path.is_dir() for path in pooled)
         for _ in range(3):
             result = run(good, "good:Good")
             assert result.status is RunStatus.OK, result.error
-        while not any(backend._pool.values()) and time.monotonic() < deadline:
+        while not any(pool.values()) and time.monotonic() < deadline:
             time.sleep(0.01)
-        for cgroup in backend._pool["tenant-a"]:  # removed from outside (an operator's clean-up): new ones
+        for cgroup in pool["tenant-a"]:  # removed from outside (an operator's clean-up): new ones
             for path in cgroup.paths.values():
                 path.rmdir()
         result = run(good, "good:Good")
@@ -627,3 +630,24 @@ def test_a_gone_hosts_empty_cgroups_are_swept() -> None:
     assert left and all(path.is_dir() for path in left)
     CgroupV1().sweep_stale(min_age_s=3600)  # their maker is gone: their age does not matter
     assert not [path for path in left if path.exists()]
+
+
+def test_close_is_idempotent(world_dir: Path) -> None:
+    """A second close() does nothing: it closed the wake-up pipe's fd numbers again, which by then
+    belonged to whatever the process opened next."""
+    plugin = copy_plugin("good", world_dir / "good")
+    backend = ForkServerBackend(prefork=1)
+    assert make_runner(backend)(plugin, "good:Good").status is RunStatus.OK
+    backend.close()
+    pipes = [os.pipe() for _ in range(4)]  # take the lowest free fd numbers: those close() freed
+    try:
+        backend.close()
+        for read_end, write_end in pipes:
+            os.write(write_end, b"x")
+            assert os.read(read_end, 1) == b"x"
+    finally:
+        for fd in (fd for pipe in pipes for fd in pipe):
+            os.close(fd)
+    assert backend.zygote_count() == 0
+    with pytest.raises(SandboxError, match="closed"):
+        make_runner(backend)(plugin, "good:Good")

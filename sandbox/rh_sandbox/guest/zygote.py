@@ -9,8 +9,10 @@ plugin code, and on the host's ``spawn`` message forks one child straight into a
           unshares a mount namespace, mounts /proc and a /tmp of the spawn's scratch size (its
           environment is the zygote's, set once from the host's), drops every capability, installs seccomp, then
           waits for the run's request on the socket the host gave it. A child armed for one plugin
-          also applies that plugin's Landlock rules and imports it (fully confined), and warms the
-          heap the host asks for (the size of that plugin's last run), before it waits.
+          also takes the rlimits of the run it is armed for (its cgroup has that run's limits too),
+          applies that plugin's Landlock rules and imports it (fully confined), and warms the heap
+          the host asks for (the size of that plugin's last run), before it waits; the host then
+          freezes it until a run claims it, and charges what it used to that run.
           After the request: takes
           stdin/stdout/stderr, applies the run's rlimits and Landlock (its own plugin dir only), runs
           the handler, closes its stdio (the host sees EOF before the exit is torn down), exits.
@@ -223,6 +225,7 @@ class Zygote:
         self.seccomp.install()
         preload = setup.get("preload")  # armed for one plugin: confined to it and its import done now
         if preload is not None:
+            confine.set_rlimits(preload["rlimits"])  # the run's, before any plugin code
             confine.apply_landlock([tuple(rule) for rule in preload["landlock"]], self.landlock_abi)
             if not guest.preload(preload["entry"], preload["plugin_dir"], "/tmp"):
                 return 0  # the import raised: never "ready" (the host stops preloading that plugin)

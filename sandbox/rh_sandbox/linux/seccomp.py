@@ -8,6 +8,8 @@ no result handler needs and that are the usual escape or snooping routes.
 from __future__ import annotations
 
 import errno
+import functools
+import hashlib
 import os
 import socket
 import tempfile
@@ -26,6 +28,11 @@ DENIED_SYSCALLS = (
     # kernel extension and tracing surfaces
     "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter", "io_uring_register",
     "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
+    # SysV IPC and POSIX message queues: their objects live in the IPC namespace, which a tenant's
+    # runs share with its zygote, not in a run (a segment outlived its run, readable by the next)
+    "shmget", "shmat", "shmctl", "shmdt", "semget", "semop", "semtimedop", "semctl",
+    "msgget", "msgsnd", "msgrcv", "msgctl",
+    "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
     # the machine's state
     "reboot", "swapon", "swapoff", "acct", "quotactl", "syslog", "settimeofday", "clock_settime",
     "adjtimex", "clock_adjtime", "iopl", "ioperm", "vhangup", "personality",
@@ -44,6 +51,7 @@ def seccomp_available() -> str | None:
     return None
 
 
+@functools.cache
 def compile_filter(*, allow_network: bool = False) -> bytes:
     """The strict policy as BPF bytes for this machine's architecture.
 
@@ -77,11 +85,12 @@ def compile_filter(*, allow_network: bool = False) -> bytes:
 
 
 def write_filter(directory: Path, *, allow_network: bool = False) -> Path:
-    """Compile the filter into ``directory`` (world-readable) once; return its path."""
-    name = "seccomp-net.bpf" if allow_network else "seccomp.bpf"
+    """Compile the filter into ``directory`` (world-readable); return its path. The file is named by
+    its content: a runtime dir built before the policy changed gets the new filter beside the old."""
+    data = compile_filter(allow_network=allow_network)
+    name = f"seccomp-{'net-' if allow_network else ''}{hashlib.sha256(data).hexdigest()[:16]}.bpf"
     path = directory / name
     if not path.exists():
-        data = compile_filter(allow_network=allow_network)
         fd, tmp = tempfile.mkstemp(dir=directory)
         with os.fdopen(fd, "wb") as out:
             out.write(data)

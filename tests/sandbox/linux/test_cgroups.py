@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from rh_sandbox import forkserver
-from rh_sandbox.forkserver import ForkServerBackend
 from rh_sandbox.linux.cgroups import CgroupV1, tenant_dir_name
 from rh_sandbox.linux.uids import default_uids
+from rh_sandbox.python.forkserver import ForkServerBackend, run_cgroups
 from rh_sandbox.python.process import ProcessBackend
 from rh_sandbox.python.strict import StrictProcessBackend
 from tests.sandbox.conftest import make_runner
@@ -136,20 +135,20 @@ def test_emptied_cgroups_are_pooled_per_tenant_and_the_fullest_pool_gives_way(
     """A fork server reuses emptied run cgroups, now each in its tenant's dir: a pooled cgroup goes to
     its own tenant's next run, and a full pool drops from the tenant with the most (one that stopped
     running must not keep the others making cgroups)."""
-    monkeypatch.setattr(forkserver, "_POOL_MAX", 3)
+    monkeypatch.setattr(run_cgroups, "_POOL_MAX", 3)
     with ForkServerBackend(prefork=0) as backend:
         made = {
             group: [backend.cgroups.create(memory_mb=64, max_processes=8, tenant=group) for _ in range(n)]
             for group, n in (("quiet", 3), ("busy", 2))
         }
         for cgroup in made["quiet"] + made["busy"]:
-            backend._recycle(cgroup)
+            backend._run_cgroups.recycle(cgroup)
         q1, q2, q3 = made["quiet"]
         assert not q1.paths["cpu"].exists() and not q2.paths["cpu"].exists()  # the oldest of the fullest
-        taken = [backend._pooled("busy"), backend._pooled("busy")]
+        taken = [backend._run_cgroups.pooled("busy"), backend._run_cgroups.pooled("busy")]
         assert set(map(id, taken)) == set(map(id, made["busy"]))
-        assert backend._pooled("busy") is None  # never another tenant's
-        assert backend._pooled("quiet") is q3 and q3.paths["cpu"].parent.name == "tenant-quiet"
+        assert backend._run_cgroups.pooled("busy") is None  # never another tenant's
+        assert backend._run_cgroups.pooled("quiet") is q3 and q3.paths["cpu"].parent.name == "tenant-quiet"
         for cgroup in [*taken, q3]:
             cgroup.close()
     assert not (CPU / "tenant-quiet").exists() and not (CPU / "tenant-busy").exists()

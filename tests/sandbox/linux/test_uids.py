@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from rh_sandbox.forkserver import ForkServerBackend
 from rh_sandbox.linux.bwrap import setpriv_path
 from rh_sandbox.linux.uids import DEFAULT_UIDS, SandboxUids, UidRange
+from rh_sandbox.python.forkserver import ForkServerBackend
 from rh_sandbox.python.strict import StrictProcessBackend
 from rh_sandbox.types import Limits, RunResult, RunStatus, SandboxError
 from tests.sandbox.conftest import make_runner

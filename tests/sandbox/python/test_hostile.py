@@ -5,6 +5,7 @@ Run against the warm fork server (pre-forked and fork-on-demand) and the cold st
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rh_sandbox.forkserver import ForkServerBackend
+from rh_sandbox.python.forkserver import ChildState, ForkServerBackend
 from rh_sandbox.python.strict import StrictProcessBackend
 from rh_sandbox.types import Limits, RunStatus
 from tests.sandbox.conftest import Run, copy_plugin, make_runner
@@ -187,6 +188,69 @@ def test_nothing_of_one_run_is_visible_to_the_next(run: Run, plugins: dict[str, 
     second = run(plugins["hostile"], "hostile:Remember")
     assert first.status is RunStatus.OK and second.status is RunStatus.OK, (first.error, second.error)
     assert second.reply.output == {"file": False, "env": None, "module": None}
+
+
+def test_no_ipc_object_outlives_its_run(run: Run, plugins: dict[str, Path]) -> None:
+    """SysV shared memory, semaphores and message queues and POSIX message queues live in the IPC
+    namespace, which a tenant's fork-server runs share with its zygote: a 1 MiB segment one run left
+    was read by the next, and such segments held host memory beyond every run's limit. The sandbox
+    refuses those calls; /dev/shm is not writable and /tmp is the run's own."""
+    config = {"key": 0x52480000 + os.getpid() % 4096, "mb": 1}
+    first = run(plugins["hostile"], "hostile:LeaveIpc", config)
+    second = run(plugins["hostile"], "hostile:LeaveIpc", config)
+    assert first.status is RunStatus.OK and second.status is RunStatus.OK, (first.error, second.error)
+    for result in (first, second):
+        for name, observation in result.reply.output.items():
+            if name != "tmp_left":
+                assert refused(observation), f"{name}: {observation}"
+    assert second.reply.output["tmp_left"]["ok"]  # the run's own scratch is writable, and its own
+    assert_good_still_runs(run, plugins)
+
+
+def _cpu_seconds_of_uid(uid: int) -> float:
+    total = 0.0
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if process.uids().real == uid:
+                times = process.cpu_times()
+                total += times.user + times.system
+    return total
+
+
+@pytest.mark.usefixtures("needs_cgroups")
+def test_plugin_code_never_runs_outside_a_run(world_dir: Path) -> None:
+    """A child armed for a plugin imports it before its request; a plugin that starts a spinning
+    thread at import (and holds 32 MiB) kept running between runs with no rlimits and no accounting.
+    Now such a child takes its run's rlimits and cgroup before the import and is frozen once it
+    waits, until the run that claims it thaws it: idle, the tenant uses no CPU."""
+    hostile = copy_plugin("hostile", world_dir / "hostile")
+    good = copy_plugin("good", world_dir / "good")
+    limits = Limits(wall_seconds=20, memory_mb=200, cpu_seconds=5)
+    with ForkServerBackend(prefork=1) as backend:
+        run = make_runner(backend)
+        first = run(hostile, "busy_at_import:BusyAtImport", limits=limits)  # imported in the run
+        assert first.status is RunStatus.OK, (first.error, first.logs)
+        assert first.reply.output["by_a_waiting_child"] is False
+        server = backend._groups.current("tenant-a")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(
+            c.preload is not None and state is ChildState.READY for c, state in server.children.states()
+        ):
+            time.sleep(0.02)
+        uid = backend.uids.uid_for("tenant-a")
+        before = _cpu_seconds_of_uid(uid)
+        time.sleep(2)
+        idle = _cpu_seconds_of_uid(uid) - before
+        assert idle < 0.3, f"the tenant's processes used {idle:.2f} CPU-s between runs"
+        second = run(hostile, "busy_at_import:BusyAtImport", limits=limits)
+        assert second.status is RunStatus.OK, (second.error, second.logs)
+        seen = second.reply.output
+        assert seen["by_a_waiting_child"] is True  # the premise: imported while it waited
+        assert seen["rlimit_as"] == 200 << 20 and seen["rlimit_cpu"] == 5  # the run's, at the import
+        assert second.usage.peak_rss_kb >= 32 * 1024  # what the import holds counts as the run's
+        assert_good_still_runs(make_runner(backend), {"good": good})
+        other = make_runner(backend)(good, "good:Good", group="tenant-b")
+        assert other.status is RunStatus.OK, other.error
 
 
 def test_no_host_descriptor_is_left_open(run: Run, plugins: dict[str, Path]) -> None:

@@ -4,9 +4,9 @@ The control channel is a SOCK_SEQPACKET socketpair that carries two messages: ``
 new child's request socket, its status pipe and the ``cgroup.procs`` files to join, as SCM_RIGHTS)
 and ``kill``. A child says it is confined and waiting with one byte on its request socket. Runs never
 go through the zygote: the host sends a run's request and stdio straight to its child and reads the
-end from the status pipe (the zygote writes it when it reaps the child). Plugin dirs are bound read-only at start, each
-as ``/plugins/<n>``; a run for a dir the zygote does not have gets a new zygote (see
-:mod:`rh_sandbox.forkserver`).
+end from the status pipe (the zygote writes it when it reaps the child). Plugin dirs are bound
+read-only at start, each as ``/plugins/<n>``; a run for a dir the zygote does not have gets a new
+zygote (see :mod:`rh_sandbox.python.forkserver.servers`).
 """
 
 from __future__ import annotations
@@ -14,15 +14,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import signal
 import socket
 import subprocess
 import tempfile
 import threading
 import uuid
-from collections import OrderedDict, deque
-from dataclasses import dataclass
 
 import msgspec
 
@@ -30,84 +27,21 @@ from rh_sandbox.linux.bwrap import start_sandboxed, strict_command
 from rh_sandbox.linux.cgroups import RunCgroup
 from rh_sandbox.linux.confinement import Confinement
 from rh_sandbox.linux.layout import PLUGINS_MOUNT, RUNTIME_MOUNT, sandbox_environment
+from rh_sandbox.python.forkserver.child import Child, Preload
+from rh_sandbox.python.forkserver.plugin_dirs import PluginDir
+from rh_sandbox.python.process import guest_rlimits
 from rh_sandbox.python.runtime import GuestRuntime
-from rh_sandbox.types import Limits, SandboxError
+from rh_sandbox.types import SandboxError
 
-__all__ = ["Child", "PluginDir", "Preload", "Zygote"]
+__all__ = ["Zygote"]
 
 _START_TIMEOUT_S = 15.0
 _ZYGOTE_TMP_MB = 1
-_READY = b"r"  # what a child sends on its request socket once it is confined and waiting
-
-
-@dataclass(frozen=True)
-class PluginDir:
-    """A plugin dir as the zygote binds it: a replaced dir (new inode) needs a new bind."""
-
-    path: str
-    device: int
-    inode: int
-
-    @classmethod
-    def of(cls, path: str) -> PluginDir:
-        real = os.path.realpath(path)
-        st = os.stat(real)
-        return cls(real, st.st_dev, st.st_ino)
-
-    def still_there(self) -> bool:
-        try:
-            return PluginDir.of(self.path) == self
-        except OSError:
-            return False
-
-
-@dataclass(frozen=True)
-class Preload:
-    """A plugin an armed child imports before its request: where the zygote's children see it, its
-    entry, its Landlock rules, and the stat of its dir and entry module when it was armed (an edit in
-    place changes the signature, and the children armed before it are discarded unused)."""
-
-    plugin_dir: str
-    entry: str
-    landlock: tuple[tuple[str, int], ...]
-    signature: tuple[int, ...]
-
-    def same_plugin(self, other: Preload) -> bool:
-        return (self.plugin_dir, self.entry) == (other.plugin_dir, other.entry)
-
-
-@dataclass(eq=False)
-class Child:
-    """One forked, waiting child: the host's ends of its request socket and of its status pipe."""
-
-    slot: str
-    request: socket.socket  # send the run's request and stdio here (SCM_RIGHTS), once
-    status_fd: int  # the zygote writes "<exit code> <maxrss kB>" here when it has reaped the child
-    cgroup: RunCgroup | None
-    scratch_mb: int  # the size of the /tmp it mounted before its request
-    ready: bool = False  # it said it is confined and waiting (its cgroup's counters were reset then)
-    answered: bool = False  # its run ended at its reply; the host killed it and awaits its end later
-    preload: Preload | None = None  # the plugin it imported while it waited (None: any plugin's run)
-    deadline: float = 0.0  # (monotonic) by when an armed child must have said it waits, or be discarded
-
-    def await_ready(self, timeout_s: float) -> bool:
-        """Wait for the child's "confined and waiting" byte; False when it died or took too long."""
-        if not self.ready:
-            try:
-                if select.select([self.request], [], [], timeout_s)[0]:
-                    self.ready = self.request.recv(16) == _READY
-            except (OSError, ValueError):
-                self.ready = False
-        return self.ready
-
-    def close(self) -> None:
-        self.request.close()
-        with contextlib.suppress(OSError):
-            os.close(self.status_fd)
 
 
 class Zygote:
-    """One running fork server. Thread-safe ``submit``; ``close`` stops it and every run inside."""
+    """One running fork server. Thread-safe ``spawn`` and ``kill``; ``close`` (idempotent) stops it
+    and every child inside."""
 
     def __init__(
         self,
@@ -125,19 +59,13 @@ class Zygote:
         self.group = group
         self.uid = uid  # real uid (and gid) of the zygote and its children: its group's own
         self._inside = {d: f"{PLUGINS_MOUNT}/{n}" for n, d in enumerate(self.plugin_dirs)}
-        self._lock = threading.Lock()
-        self.active = 0  # runs in flight (managed by the backend)
-        self.armed: deque[Child] = deque()  # waiting children nobody claimed yet (managed by the backend)
-        self.scratch_mb = Limits().scratch_mb  # the /tmp size new armed children mount: the last run's
-        # plugins recently run with success, least recent first: each gets children armed for it, which
-        # warm this many bytes of heap for the next run (sized from its last invocation)
-        self.warm: OrderedDict[Preload, int] = OrderedDict()
-        self.unpreloadable: set[tuple[str, str]] = set()  # (plugin dir, entry) whose early import failed
-        self.retired = False
+        self._lock = threading.Lock()  # guards the control channel (and ``dead``)
         self.dead = False
+        self._closed = False
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         host_end, guest_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._control = host_end
+        self._proc: subprocess.Popen[bytes] | None = None
         try:
             self._proc = self._start(runtime, confinement, guest_end.fileno(), cgroup_fd)
         finally:
@@ -192,7 +120,7 @@ class Zygote:
             raise SandboxError(f"fork server failed to start; stderr: {self.stderr_tail()}")
 
     def stderr_tail(self, limit: int = 2000) -> str:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):
             self._stderr.seek(0)
             return self._stderr.read()[-limit:].decode("utf-8", "replace").strip()
         return ""
@@ -206,39 +134,26 @@ class Zygote:
         self, cgroup: RunCgroup | None, scratch_mb: int, *, preload: Preload | None = None, heap_bytes: int = 0
     ) -> Child:
         """Fork a child that joins ``cgroup`` at once, mounts a /tmp of ``scratch_mb``, confines itself
-        and waits for a request. ``preload``: it also confines itself to that plugin and imports it,
-        then faults in ``heap_bytes`` of Python heap for its run's objects (see ``_warm_heap`` in the
-        zygote). Raises OSError (BrokenPipeError) when the zygote is gone."""
+        and waits for a request. ``preload``: it also takes the rlimits of the run it is armed for,
+        confines itself to that plugin and imports it, then faults in ``heap_bytes`` of Python heap
+        for its run's objects (see ``_warm_heap`` in the zygote). The cgroup goes with the child;
+        when the fork fails it is removed, and this raises OSError (BrokenPipeError when the zygote
+        is gone)."""
+        try:
+            cgroup_fds = cgroup.open_procs() if cgroup is not None else []
+        except OSError:
+            if cgroup is not None:
+                cgroup.close()
+            raise
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         child = Child(uuid.uuid4().hex, host_end, status_r, cgroup, scratch_mb, preload=preload)
-        cgroup_fds = cgroup.open_procs() if cgroup is not None else []
         try:
-            with self._lock:
-                if self.dead:
-                    raise BrokenPipeError("fork server has exited")
-                try:
-                    message = msgspec.json.encode(
-                        {
-                            "op": "spawn",
-                            "slot": child.slot,
-                            "scratch_bytes": scratch_mb * 1024 * 1024,
-                            "preload": None
-                            if preload is None
-                            else {
-                                "entry": preload.entry,
-                                "plugin_dir": preload.plugin_dir,
-                                "landlock": [list(rule) for rule in preload.landlock],
-                                "heap_bytes": heap_bytes,
-                            },
-                        }
-                    )
-                    socket.send_fds(self._control, [message], [child_end.fileno(), status_w, *cgroup_fds])
-                except OSError:
-                    self.dead = True
-                    raise
+            self._send_spawn(child, heap_bytes, [child_end.fileno(), status_w, *cgroup_fds])
         except BaseException:
             child.close()
+            if cgroup is not None:
+                cgroup.close()
             raise
         finally:
             child_end.close()
@@ -246,6 +161,31 @@ class Zygote:
             for fd in cgroup_fds:
                 os.close(fd)
         return child
+
+    def _send_spawn(self, child: Child, heap_bytes: int, fds: list[int]) -> None:
+        preload = child.preload
+        message = {
+            "op": "spawn",
+            "slot": child.slot,
+            "scratch_bytes": child.scratch_mb * 1024 * 1024,
+            "preload": None
+            if preload is None
+            else {
+                "entry": preload.entry,
+                "plugin_dir": preload.plugin_dir,
+                "landlock": [list(rule) for rule in preload.landlock],
+                "rlimits": guest_rlimits(preload.limits),  # before the import: it is the run's
+                "heap_bytes": heap_bytes,
+            },
+        }
+        with self._lock:
+            if self.dead:
+                raise BrokenPipeError("fork server has exited")
+            try:
+                socket.send_fds(self._control, [msgspec.json.encode(message)], fds)
+            except OSError:
+                self.dead = True
+                raise
 
     def kill(self, child: Child) -> None:
         """SIGKILL the child, pid 1 of its PID namespace: everything in that namespace dies with it."""
@@ -255,14 +195,18 @@ class Zygote:
 
     # ---- stop -----------------------------------------------------------------------------
     def alive(self) -> bool:
-        return not self.dead and self._proc.poll() is None
+        return not self.dead and self._proc is not None and self._proc.poll() is None
 
     def close(self) -> None:
-        """Close the channel (the zygote exits), kill its sandbox, reap it."""
-        self.dead = True
-        with contextlib.suppress(OSError):
-            self._control.shutdown(socket.SHUT_RDWR)
-        proc = getattr(self, "_proc", None)
+        """Close the channel (the zygote exits), kill its sandbox, reap it. A second call does nothing."""
+        with self._lock:
+            self.dead = True
+            if self._closed:
+                return
+            self._closed = True
+            with contextlib.suppress(OSError):
+                self._control.shutdown(socket.SHUT_RDWR)
+        proc = self._proc
         if proc is not None:
             try:
                 proc.wait(timeout=2)
@@ -271,5 +215,6 @@ class Zygote:
                     os.killpg(proc.pid, signal.SIGKILL)  # bwrap --die-with-parent takes the sandbox down
                 proc.kill()
                 proc.wait()
-        self._control.close()
+        with self._lock:
+            self._control.close()
         self._stderr.close()

@@ -1,0 +1,157 @@
+"""Run cgroups for a fork server's children: made per tenant, and emptied ones kept for reuse.
+
+A cgroup is made only when none is pooled, so the pool settles at the most that were in use at once
+and a steady load makes none (cgroup v1: making and removing one costs ~0.65 ms of CPU here, a
+seventh of a whole pre-forked run)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+
+from rh_sandbox.linux.cgroups import CgroupV1, RunCgroup
+from rh_sandbox.types import Limits
+
+__all__ = ["RunCgroups", "freeze", "kill_members", "occupied", "thaw"]
+
+_POOL_MAX = 64  # emptied run cgroups kept for reuse, at most
+_FREEZE_TIMEOUT_S = 0.5  # how long a waiting child's cgroup may take to freeze
+
+
+class RunCgroups:
+    """Takes and recycles the run cgroups of every tenant. Its lock guards the pool of emptied ones."""
+
+    def __init__(self, cgroups: CgroupV1, cpu_quota_cores: float | None) -> None:
+        self.cgroups = cgroups
+        self.cpu_quota_cores = cpu_quota_cores
+        self._lock = threading.Lock()
+        self._pool: dict[str | None, list[RunCgroup]] = {}  # per tenant (its dir of the cpu hierarchy)
+        self._closed = False
+
+    def for_arming(self, tenant: str) -> RunCgroup | None:
+        """A cgroup for a child armed ahead of its run (its run's limits are set at claim)."""
+        return self.pooled(tenant) or self.cgroups.for_run(Limits(), self.cpu_quota_cores, tenant=tenant)
+
+    def for_run(self, tenant: str, limits: Limits) -> RunCgroup | None:
+        """A cgroup set to ``limits`` with its counters reset, pooled or made now (None: no cgroups)."""
+        cgroup = self.pooled(tenant)
+        if cgroup is not None:
+            try:
+                self.fit(cgroup, limits, reset=True)
+                return cgroup
+            except OSError:  # removed from outside while pooled: the run gets a new one
+                cgroup.close()
+        return self.cgroups.for_run(limits, self.cpu_quota_cores, tenant=tenant)
+
+    def fit(self, cgroup: RunCgroup, limits: Limits, *, reset: bool) -> None:
+        """Set a claimed child's cgroup to its run's limits (raises OSError: e.g. its waiting child
+        already uses more than this run's memory limit); ``reset``: its counters still hold its
+        previous run's."""
+        cgroup.set_limits(
+            memory_mb=limits.memory_mb, max_processes=limits.max_processes, cpu_quota_cores=self.cpu_quota_cores
+        )
+        if reset:
+            cgroup.reset_usage()
+
+    def pooled(self, tenant: str) -> RunCgroup | None:
+        with self._lock:
+            pooled = self._pool.get(tenant)
+            return pooled.pop() if pooled else None
+
+    def recycle(self, cgroup: RunCgroup) -> None:
+        """Pool an emptied cgroup for the next armed child of its tenant, unless it carries events a
+        reset cannot clear (an OOM kill, a refused fork): those are removed. Beyond ``_POOL_MAX`` in
+        all, the oldest of the tenant with the most pooled goes (a tenant that stopped running does
+        not keep the others' runs making cgroups). Once closed, every cgroup is removed."""
+        if occupied(cgroup) or cgroup.oom_killed() or cgroup.pids_limited():
+            cgroup.close()
+            return
+        with self._lock:
+            if self._closed:
+                evicted: RunCgroup | None = cgroup
+            else:
+                self._pool.setdefault(cgroup.tenant, []).append(cgroup)
+                evicted = None
+                if sum(map(len, self._pool.values())) > _POOL_MAX:
+                    evicted = max(self._pool.values(), key=len).pop(0)
+        if evicted is not None:
+            evicted.close()
+
+    def close(self) -> None:
+        """Remove the pooled cgroups and the tenant dirs (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            pooled = [c for cgroups in self._pool.values() for c in cgroups]
+            self._pool = {}
+        for cgroup in pooled:
+            cgroup.close()
+        self.cgroups.remove_tenant_dirs()
+
+    def pooled_count(self) -> int:
+        """Emptied cgroups waiting for reuse (for tests and metrics)."""
+        with self._lock:
+            return sum(map(len, self._pool.values()))
+
+
+def _members(cgroup: RunCgroup) -> list[int] | None:
+    """The processes in the run's cgroup, from one ``cgroup.procs`` (None: unreadable). One file is
+    enough: the child joins all of the run's hierarchies before anything else, its descendants
+    inherit them, and nothing else is ever put there."""
+    try:
+        with open(next(iter(cgroup.paths.values())) / "cgroup.procs", "rb") as procs:
+            return [int(pid) for pid in procs.read().split()]
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def kill_members(cgroup: RunCgroup) -> None:
+    """SIGKILL every process in the run's cgroup."""
+    for pid in _members(cgroup) or []:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def occupied(cgroup: RunCgroup) -> bool:
+    """Whether any process is left in the run's cgroup (the usual answer is no: the child is pid 1 of
+    its namespace, so its end took everything in it along); an unreadable cgroup counts as occupied."""
+    return _members(cgroup) != []
+
+
+def _freezer_state(cgroup: RunCgroup, state: bytes | None = None) -> bytes:
+    """Write ``state`` to the cgroup's ``freezer.state`` (when given); return what it reads."""
+    path = cgroup.paths["freezer"] / "freezer.state"
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        if state is not None:
+            os.write(fd, state)
+        return os.pread(fd, 64, 0).strip()
+    finally:
+        os.close(fd)
+
+
+def freeze(cgroup: RunCgroup) -> bool:
+    """Freeze every process in the cgroup (a waiting child that ran plugin code: nothing of it runs
+    until its run thaws it). False, thawed again, when it did not freeze in ``_FREEZE_TIMEOUT_S``
+    or the cgroup has no freezer. Raises OSError when the cgroup is gone."""
+    if "freezer" not in cgroup.paths:
+        return False
+    deadline = time.monotonic() + _FREEZE_TIMEOUT_S
+    state = _freezer_state(cgroup, b"FROZEN")
+    while state != b"FROZEN":  # FREEZING: a task not yet at a point where it can stop
+        if time.monotonic() > deadline:
+            thaw(cgroup)
+            return False
+        time.sleep(0.001)
+        state = _freezer_state(cgroup)
+    return True
+
+
+def thaw(cgroup: RunCgroup) -> None:
+    """Let a frozen child run again (its run claimed it). Raises OSError when the cgroup is gone."""
+    if "freezer" in cgroup.paths:
+        _freezer_state(cgroup, b"THAWED")
