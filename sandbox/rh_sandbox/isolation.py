@@ -224,6 +224,7 @@ def make_python_backend(
     probed: Probe | None = None,
     egress: EgressSettings | None = None,
     uids: SandboxUids | None = None,
+    tenant_max_tasks: int | None = None,
 ) -> Backend:
     """The Python backend for an isolation setting.
 
@@ -234,12 +235,14 @@ def make_python_backend(
     ``egress`` (the operator's policy; by default no grant is permitted). The ``basic`` level has
     the host's network and enforces no grant. ``uids``: where each tenant's own uid comes from (a
     range that overlaps a user, group or subordinate-id range is refused wherever strict would run).
+    ``tenant_max_tasks``: the most tasks one tenant's runs hold together (its dir's ``pids.max``;
+    None: :func:`~rh_sandbox.cgroups.default_tenant_max_tasks`).
     """
     uids = uids or default_uids()
     if check_isolation(isolation, probed, uids) is None:
         from rh_sandbox.process import ProcessBackend
 
-        return ProcessBackend()
+        return ProcessBackend(tenant_max_tasks=tenant_max_tasks)
     from rh_sandbox.strict import StrictProcessBackend
 
     if warm:
@@ -247,9 +250,10 @@ def make_python_backend(
         from rh_sandbox.forkserver import ForkServerBackend
 
         return GrantedRunsApart(
-            ForkServerBackend(prefork=prefork, uids=uids), lambda: StrictProcessBackend(egress=egress, uids=uids)
+            ForkServerBackend(prefork=prefork, uids=uids, tenant_max_tasks=tenant_max_tasks),
+            lambda: StrictProcessBackend(egress=egress, uids=uids, tenant_max_tasks=tenant_max_tasks),
         )
-    return StrictProcessBackend(egress=egress, uids=uids)
+    return StrictProcessBackend(egress=egress, uids=uids, tenant_max_tasks=tenant_max_tasks)
 
 
 def make_wasm_backend(
@@ -259,11 +263,12 @@ def make_wasm_backend(
     probed: Probe | None = None,
     egress: EgressSettings | None = None,
     uids: SandboxUids | None = None,
+    tenant_max_tasks: int | None = None,
 ) -> Backend:
     """The WASM backend for an isolation setting, as :func:`make_python_backend` decides it: at the
     strict level each tenant's workers run in a strict sandbox as the tenant's own uid (give both
     backends the same ``uids``: a tenant has one uid), with a compiled-module cache of their own
-    under ``cache_dir``."""
+    under ``cache_dir``; their tasks count against ``tenant_max_tasks`` as the Python runs' do."""
     from rh_sandbox.wasm import WasmBackend
 
     uids = uids or default_uids()
@@ -272,4 +277,5 @@ def make_wasm_backend(
     from rh_sandbox.wasm import StrictWorkers
 
     egress_root = egress.run_root if egress is not None else None
-    return WasmBackend(sandbox=StrictWorkers(uids=uids, cache_dir=cache_dir, egress_root=egress_root), egress=egress)
+    workers = StrictWorkers(uids=uids, cache_dir=cache_dir, egress_root=egress_root, tenant_max_tasks=tenant_max_tasks)
+    return WasmBackend(sandbox=workers, egress=egress)
