@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -75,6 +76,28 @@ def test_another_allocator_picks_the_same_uid_for_the_same_group() -> None:
     one, two = SandboxUids(uid_range), SandboxUids(uid_range)
     first = {g: one.uid_for(g) for g in ("a", "b", "c")}
     assert first == {g: two.uid_for(g) for g in ("c", "b", "a")}  # whatever the order groups come in
+
+
+def test_a_uid_another_host_process_claimed_goes_to_its_group_only() -> None:
+    """Another host process's uid for a group is that group's, here too, before any sandbox of it
+    runs (no process of the uid shows the claim): handing it to another group would make two tenants
+    one uid. Its claim ends with that process."""
+    uid_range = UidRange(1_900_007_000, 1_900_007_000)  # one uid: both groups want it
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom rh_sandbox.uids import SandboxUids, UidRange\n"
+         f"uids = SandboxUids(UidRange({uid_range.first}, {uid_range.last}))\n"
+         "print(uids.uid_for('a'), flush=True)\n"
+         "sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert other.stdout is not None and int(other.stdout.readline()) == uid_range.first
+        with pytest.raises(SandboxError, match="no free sandbox uid"):
+            SandboxUids(uid_range).uid_for("b")
+        assert SandboxUids(uid_range).uid_for("a") == uid_range.first  # the same tenant: the same uid
+    finally:
+        other.communicate("", timeout=30)
+    assert SandboxUids(uid_range).uid_for("b") == uid_range.first
 
 
 def test_a_full_range_is_a_clear_error() -> None:
