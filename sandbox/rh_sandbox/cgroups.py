@@ -364,17 +364,28 @@ class CgroupV1:
         :meth:`remove_tenant_dirs`. In the pids hierarchy, pinning also sets the tenant's task total."""
         path = _ROOT / controller / _PARENT / tenant_dir_name(tenant)
         with self._pin_lock:
-            if path not in self._pins:
-                pin = path / f"{_owner_of(os.getpid())}-{_PIN}-{uuid.uuid4().hex[:12]}"
-                _in_made_dir(path, pin.mkdir)
-                if controller == "pids":
-                    try:
-                        _write(path / "pids.max", str(self.tenant_max_tasks))
-                    except OSError:
-                        pin.rmdir()
+            for attempt in range(2):
+                if path not in self._pins:
+                    self._pins[path] = self._pin(controller, path)
+                try:
+                    return act(path)
+                except FileNotFoundError:
+                    if attempt:
                         raise
-                self._pins[path] = pin
-            return act(path)
+                    del self._pins[path]  # the pin was removed from outside (an operator): pin again
+        raise AssertionError("unreachable")
+
+    def _pin(self, controller: str, path: Path) -> Path:
+        """Make this object's pin in the tenant dir ``path`` (and the dir if need be)."""
+        pin = path / f"{_owner_of(os.getpid())}-{_PIN}-{uuid.uuid4().hex[:12]}"
+        _in_made_dir(path, pin.mkdir)
+        if controller == "pids":
+            try:
+                _write(path / "pids.max", str(self.tenant_max_tasks))
+            except OSError:
+                pin.rmdir()
+                raise
+        return pin
 
     def _mkdir(self, controller: str, name: str, tenant: str | None) -> Path:
         """Make ``name`` under ``rh-host/`` (under its tenant's dir in the cpu and pids hierarchies)."""

@@ -202,3 +202,26 @@ def test_a_tenants_runs_together_stop_at_its_task_total_while_another_tenant_for
         assert int((pids / "pids.peak").read_text()) <= 40
         refused = [r for r in results if r.status is RunStatus.CRASHED and "process limit" in (r.error or "")]
         assert refused, [(r.status, r.error) for r in results]  # the total, not any run's own limit, refused
+
+
+@pytest.mark.usefixtures("needs_cpu_hierarchy")
+def test_a_tenant_dir_removed_from_outside_is_made_and_pinned_again() -> None:
+    """An operator's clean-up removed a tenant's dirs, pin and all: the next run's cgroup makes them
+    again, with a pin, instead of failing."""
+    cgroups = CgroupV1()
+    cgroups.create(memory_mb=64, max_processes=8, tenant="cleaned").close()
+    dirs = [Path("/sys/fs/cgroup", controller, "rh-host", "tenant-cleaned") for controller in ("cpu", "pids")]
+    for tenant in dirs:
+        pins = [entry for entry in tenant.iterdir() if entry.is_dir()]
+        assert [pin.name.split("-")[1] for pin in pins] == ["pin"]
+        pins[0].rmdir()
+        tenant.rmdir()
+    run = cgroups.create(memory_mb=64, max_processes=8, tenant="cleaned")
+    try:
+        for controller, tenant in zip(("cpu", "pids"), dirs, strict=True):
+            assert run.paths[controller].parent == tenant
+            assert sum(1 for entry in tenant.iterdir() if entry.is_dir() and "-pin-" in entry.name) == 1
+    finally:
+        run.close()
+        cgroups.remove_tenant_dirs()
+    assert not any(tenant.exists() for tenant in dirs)
