@@ -14,6 +14,7 @@ import pytest
 
 from rh_sandbox.bwrap import setpriv_path
 from rh_sandbox.forkserver import ForkServerBackend
+from rh_sandbox.isolation import probe
 from rh_sandbox.strict import StrictProcessBackend
 from rh_sandbox.types import Limits, RunResult, RunStatus, SandboxError
 from rh_sandbox.uids import DEFAULT_UIDS, SandboxUids, UidRange
@@ -98,6 +99,29 @@ def test_a_uid_another_host_process_claimed_goes_to_its_group_only() -> None:
     finally:
         other.communicate("", timeout=30)
     assert SandboxUids(uid_range).uid_for("b") == uid_range.first
+
+
+@pytest.mark.usefixtures("needs_strict")
+def test_the_probes_sandbox_never_runs_as_a_tenants_uid() -> None:
+    """``doctor`` (or ``serve``'s check) beside a host: the probe claims a uid of its own like a
+    tenant does, never the uid another process gave a tenant (it used to run as the range's first
+    uid, whoever had it). In a range with no uid left, it checks the sandbox as ``nobody``."""
+    uid_range = UidRange(1_900_008_000, 1_900_008_001)
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom rh_sandbox.uids import SandboxUids, UidRange\n"
+         f"uids = SandboxUids(UidRange({uid_range.first}, {uid_range.first}))\n"
+         "print(uids.uid_for('tenant-a'), flush=True)\nsys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert other.stdout is not None and int(other.stdout.readline()) == uid_range.first
+        probed = probe(SandboxUids(uid_range))
+        assert probed.strict_sandbox_works, probed.strict_problem
+        assert probed.probe_uid == uid_range.last  # the one no tenant has
+        full = probe(SandboxUids(UidRange(uid_range.first, uid_range.first)))
+        assert full.strict_sandbox_works and full.probe_uid == 65534
+    finally:
+        other.communicate("", timeout=30)
 
 
 def test_a_full_range_is_a_clear_error() -> None:
