@@ -66,7 +66,11 @@ def classify(end: Ending, encoding: Encoding) -> tuple[RunStatus, Reply | None, 
         return RunStatus.TIMEOUT, None, f"wall-clock limit of {end.wall_limit_s:g} s reached"
     if end.breach is Breach.PROCESSES:
         # no status of its own in the protocol: the run was killed for what it did, like a crash
-        return RunStatus.CRASHED, None, f"process limit of {end.process_limit} reached (fork or thread bomb)"
+        return (
+            RunStatus.CRASHED,
+            None,
+            f"process limit of {end.process_limit} (or its tenant's task total) reached (fork or thread bomb)",
+        )
     signum = -end.returncode if end.returncode is not None and end.returncode < 0 else None
     cpu_hit = end.breach is Breach.CPU or signum == signal.SIGXCPU
     if signum == signal.SIGKILL and end.cpu_ms >= end.cpu_limit_ms * 0.95:

@@ -36,6 +36,7 @@ class Probe:
     user_namespaces: bool = False  # max_user_namespaces > 0
     strict_sandbox_works: bool = False  # a real setpriv + bwrap run came back as the sandbox uid
     strict_problem: str | None = None
+    probe_uid: int | None = None  # the uid the probe's sandbox ran as: its own, never a tenant's
     cgroup_v1_controllers: list[str] = field(default_factory=list)
     cgroup_v2_controllers: list[str] | None = None  # None: no unified hierarchy mounted
     cgroup_v2_kill: bool = False
@@ -72,6 +73,20 @@ def _has_kill(root: Path) -> bool:
     return any((d / "cgroup.kill").exists() for d in [root, *list(root.iterdir())[:50]] if d.is_dir())
 
 
+_PROBE_GROUP = "\x00rh-host probe"  # a group no tenant has (see _probe_uid)
+_NOBODY = 65534
+
+
+def _probe_uid(uids: SandboxUids) -> int:
+    """The probe's sandbox runs as a uid of the range claimed like a tenant's, for a group of its own:
+    never as a uid some tenant's sandboxes run as, in this host process or another. With none free
+    (the range's problems are reported on their own), as ``nobody``: the probe checks the sandbox."""
+    try:
+        return uids.uid_for(_PROBE_GROUP)
+    except SandboxError:
+        return _NOBODY
+
+
 def _try_strict(interpreter: str, uid: int) -> str | None:
     """Run the real strict sandbox once as ``uid``; None when the guest came back as that uid."""
     code = "import os; print(os.getuid())"
@@ -88,7 +103,7 @@ def _try_strict(interpreter: str, uid: int) -> str | None:
 
 
 def probe(uids: SandboxUids | None = None) -> Probe:
-    """Inspect this machine (runs the strict sandbox once, ~30 ms, as the first uid of ``uids``)."""
+    """Inspect this machine (runs the strict sandbox once, ~30 ms, as the uid ``uids`` gives the probe)."""
     uids = uids or default_uids()
     p = Probe(running_as_root=os.geteuid() == 0, user_namespaces=_user_namespaces())
     p.sandbox_uids = str(uids.range)
@@ -106,14 +121,14 @@ def probe(uids: SandboxUids | None = None) -> Probe:
         p.interpreter_readable_by_sandbox_uid = readable_by_others(Path(p.interpreter))
     except SandboxError as exc:
         p.interpreter_problem = str(exc)
-    p.strict_problem = _strict_problem(p, uids.range.first)
+    p.strict_problem = _strict_problem(p, uids)
     p.strict_sandbox_works = p.strict_problem is None
     p.level = IsolationLevel.STRICT.value if p.strict_sandbox_works else IsolationLevel.BASIC.value
     p.gaps = _gaps(p)
     return p
 
 
-def _strict_problem(p: Probe, uid: int) -> str | None:
+def _strict_problem(p: Probe, uids: SandboxUids) -> str | None:
     if p.bwrap is None:
         return "bubblewrap (bwrap) is not installed"
     if p.running_as_root and p.setpriv is None:
@@ -122,7 +137,8 @@ def _strict_problem(p: Probe, uid: int) -> str | None:
         return "user namespaces are disabled (/proc/sys/user/max_user_namespaces is 0)"
     if p.interpreter is None or not p.interpreter_readable_by_sandbox_uid:
         return p.interpreter_problem or f"interpreter {p.interpreter} is not readable by unprivileged uids"
-    return _try_strict(p.interpreter, uid)
+    p.probe_uid = _probe_uid(uids)
+    return _try_strict(p.interpreter, p.probe_uid)
 
 
 def _gaps(p: Probe) -> list[str]:

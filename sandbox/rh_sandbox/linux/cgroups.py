@@ -5,9 +5,17 @@ cgroup. Each run gets one cgroup in each of the memory, pids, cpuacct and freeze
 when a CPU quota or a tenant is given). Killing is freeze, SIGKILL every member, lift the CPU quota,
 thaw: a frozen fork bomb cannot fork while it is being killed.
 
-In the cpu hierarchy a run's cgroup sits in its tenant's (``rh-host/tenant-<group>/``), which holds
-that tenant's fork server too: the scheduler shares the CPU between tenants by weight first, then
-between each tenant's runs, so a tenant with many runs in flight does not starve one with few.
+In the cpu and pids hierarchies a run's cgroup sits in its tenant's (``rh-host/tenant-<group>/``). In
+the cpu hierarchy, which holds that tenant's fork server too, the scheduler shares the CPU between
+tenants by weight first, then between each tenant's runs, so a tenant with many runs in flight does
+not starve one with few. In the pids hierarchy the tenant's dir has a ``pids.max`` of its own (the
+tenant's task total), so a tenant's runs together cannot take the host's last pids.
+
+Several rh-host processes share these dirs. What each owns: the run cgroups it made (their names
+start with its pid and start time), and one *pin* per tenant dir it uses (an empty cgroup named the
+same way). A tenant's dir holding a pin cannot be removed (the kernel refuses ``rmdir`` of a cgroup
+with children), so a process that joins or creates in a dir it has pinned never finds it gone; a
+process removes only its own cgroups and pins, and a sweep those of processes that are gone.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import hashlib
 import os
 import re
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -27,12 +36,16 @@ from typing import TypeVar
 
 from rh_sandbox.types import Limits, SandboxError
 
-__all__ = ["CgroupV1", "RunCgroup", "cgroup_v1_controllers", "tenant_dir_name"]
+__all__ = ["CgroupV1", "RunCgroup", "cgroup_v1_controllers", "default_tenant_max_tasks", "tenant_dir_name"]
 
 _ROOT = Path("/sys/fs/cgroup")
 _WANTED = ("memory", "pids", "cpuacct", "freezer", "cpu")
 _PARENT = "rh-host"
-_TENANT_CONTROLLER = "cpu"  # the hierarchy with a level per tenant: its weight (cpu.shares) is the tenant's
+_TENANT_CONTROLLER = "cpu"  # the hierarchy whose tenant dir a fork server's zygote joins (its forks: its weight)
+# the hierarchies with a level per tenant: cpu (its weight, cpu.shares) and pids (its task total, pids.max)
+_TENANT_CONTROLLERS = ("cpu", "pids")
+_PIN = "pin"  # a pin's name: <pid>.<start>-pin-<random>
+_TENANT_MAX_TASKS = 4096  # the default task total of one tenant, at most a quarter of the host's pid_max
 _TENANT_PREFIXES = ("tenant-", "tenant=")  # a group's own name; the digest of one that is not a safe name
 _SAFE_GROUP = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _T = TypeVar("_T")
@@ -55,6 +68,16 @@ def tenant_dir_name(group: str) -> str:
     if _SAFE_GROUP.fullmatch(group) and group not in (".", ".."):
         return f"tenant-{group}"
     return f"tenant={hashlib.sha256(group.encode()).hexdigest()[:32]}"
+
+
+def default_tenant_max_tasks() -> int:
+    """The default task total of one tenant: 4096, or a quarter of ``kernel.pid_max`` if that is less,
+    so that a few tenants at their totals still leave the host pids to fork."""
+    try:
+        pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    except (OSError, ValueError):
+        return _TENANT_MAX_TASKS
+    return max(1, min(_TENANT_MAX_TASKS, pid_max // 4))
 
 
 def _start_time(pid: int) -> str | None:
@@ -96,6 +119,11 @@ def _in_made_dir(parent: Path, act: Callable[[], _T]) -> _T:
         with contextlib.suppress(FileNotFoundError):
             return act()
     raise FileNotFoundError(f"{parent} keeps disappearing")
+
+
+def _made(path: Path) -> Path:
+    path.mkdir()
+    return path
 
 
 def _write(path: Path, value: str) -> None:
@@ -274,9 +302,19 @@ class RunCgroup:
 class CgroupV1:
     """Creates per-run cgroups under ``/sys/fs/cgroup/<controller>/rh-host/``."""
 
-    def __init__(self, controllers: list[str] | None = None) -> None:
+    def __init__(self, controllers: list[str] | None = None, *, tenant_max_tasks: int | None = None) -> None:
+        """``tenant_max_tasks``: the ``pids.max`` of each tenant's dir in the pids hierarchy, the most
+        tasks all of one tenant's runs may hold together (default :func:`default_tenant_max_tasks`).
+        Written whenever this object first uses a tenant's dir: processes sharing a machine should
+        be given the same value (the last one written holds)."""
         self.controllers = cgroup_v1_controllers() if controllers is None else controllers
-        self._tenant_dirs: set[Path] = set()  # made or used here: removed by remove_tenant_dirs once empty
+        if tenant_max_tasks is None:
+            tenant_max_tasks = default_tenant_max_tasks()
+        if tenant_max_tasks < 1:
+            raise ValueError(f"tenant_max_tasks must be at least 1, not {tenant_max_tasks}")
+        self.tenant_max_tasks = tenant_max_tasks
+        self._pins: dict[Path, Path] = {}  # tenant dir: this object's pin in it (see the module docstring)
+        self._pin_lock = threading.Lock()
 
     @property
     def available(self) -> bool:
@@ -288,7 +326,8 @@ class CgroupV1:
         A cgroup's name starts with its maker's pid and start time; one whose maker still runs is
         never touched, however long it has been empty (a fork server keeps emptied cgroups for reuse).
         A name without a maker (an older rh-host's) goes once empty for ``min_age_s``. A tenant's dir
-        goes once it holds neither cgroups nor processes (:meth:`create` makes it again when needed).
+        goes once it holds neither cgroups nor processes: a live process's pin is a cgroup, so a dir
+        some process uses stays (:meth:`create` makes it again when needed).
         """
         removed = 0
         for controller in self.controllers:
@@ -318,16 +357,41 @@ class CgroupV1:
                     removed += 1
         return removed
 
-    def _tenant_dir(self, tenant: str) -> Path:
-        path = _ROOT / _TENANT_CONTROLLER / _PARENT / tenant_dir_name(tenant)
-        self._tenant_dirs.add(path)
-        return path
+    def _in_tenant_dir(self, controller: str, tenant: str, act: Callable[[Path], _T]) -> _T:
+        """``act(dir)`` on ``tenant``'s dir in ``controller``'s hierarchy, pinned first: made if need
+        be, with an empty cgroup of this object's in it that keeps any other process's sweep or
+        close from removing it (``rmdir`` of a cgroup with children fails) until
+        :meth:`remove_tenant_dirs`. In the pids hierarchy, pinning also sets the tenant's task total."""
+        path = _ROOT / controller / _PARENT / tenant_dir_name(tenant)
+        with self._pin_lock:
+            for attempt in range(2):
+                if path not in self._pins:
+                    self._pins[path] = self._pin(controller, path)
+                try:
+                    return act(path)
+                except FileNotFoundError:
+                    if attempt:
+                        raise
+                    del self._pins[path]  # the pin was removed from outside (an operator): pin again
+        raise AssertionError("unreachable")
+
+    def _pin(self, controller: str, path: Path) -> Path:
+        """Make this object's pin in the tenant dir ``path`` (and the dir if need be)."""
+        pin = path / f"{_owner_of(os.getpid())}-{_PIN}-{uuid.uuid4().hex[:12]}"
+        _in_made_dir(path, pin.mkdir)
+        if controller == "pids":
+            try:
+                _write(path / "pids.max", str(self.tenant_max_tasks))
+            except OSError:
+                pin.rmdir()
+                raise
+        return pin
 
     def _mkdir(self, controller: str, name: str, tenant: str | None) -> Path:
-        """Make ``name`` under ``rh-host/`` (under its tenant's dir in the cpu hierarchy)."""
+        """Make ``name`` under ``rh-host/`` (under its tenant's dir in the cpu and pids hierarchies)."""
+        if tenant is not None and controller in _TENANT_CONTROLLERS:
+            return self._in_tenant_dir(controller, tenant, lambda parent: _made(parent / name))
         parent = _ROOT / controller / _PARENT
-        if tenant is not None and controller == _TENANT_CONTROLLER:
-            parent = self._tenant_dir(tenant)
         path = parent / name
         _in_made_dir(parent, path.mkdir)
         return path
@@ -335,17 +399,23 @@ class CgroupV1:
     def tenant_procs(self, tenant: str) -> int | None:
         """A write-only fd of the ``cgroup.procs`` of ``tenant``'s dir in the cpu hierarchy, which a
         process of that tenant's sandbox joins by writing "0" (as run cgroups are joined: see
-        :meth:`RunCgroup.open_procs`); None where this machine offers no cpu hierarchy."""
+        :meth:`RunCgroup.open_procs`); None where this machine offers no cpu hierarchy. The dir stays
+        pinned until :meth:`remove_tenant_dirs`, so a join through the fd never meets a removed dir."""
         if _TENANT_CONTROLLER not in self.controllers:
             return None
-        path = self._tenant_dir(tenant)
-        return _in_made_dir(path, lambda: os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC))
+        return self._in_tenant_dir(
+            _TENANT_CONTROLLER, tenant, lambda path: os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+        )
 
     def remove_tenant_dirs(self, timeout_s: float = 1.0) -> None:
-        """Remove the tenant dirs this object used, once they are empty: a closing backend's zygotes
-        may take a moment to exit. One that holds cgroups (another backend's runs) stays."""
-        pending = sorted(self._tenant_dirs)
-        self._tenant_dirs.clear()
+        """Unpin the tenant dirs this object used and remove those left empty: a closing backend's
+        zygotes may take a moment to exit. One that holds cgroups (another backend's runs or pin) stays."""
+        with self._pin_lock:
+            pins, self._pins = self._pins, {}
+        for pin in pins.values():
+            with contextlib.suppress(OSError):
+                os.rmdir(pin)  # empty: nothing ever joins a pin
+        pending = sorted(pins)
         deadline = time.monotonic() + timeout_s
         while pending:
             exiting = []
@@ -369,8 +439,9 @@ class CgroupV1:
         owner_uid: int | None = None,
         tenant: str | None = None,
     ) -> RunCgroup:
-        """A run's cgroups; with ``tenant``, in the cpu hierarchy under that tenant's dir (made even
-        without a CPU quota, so that the run counts against its tenant's weight)."""
+        """A run's cgroups; with ``tenant``, in the cpu and pids hierarchies under that tenant's dirs
+        (in cpu even without a CPU quota, so that the run counts against its tenant's weight; in pids
+        its tasks count against the tenant's total as well as against ``max_processes``)."""
         name = f"{_owner_of(os.getpid())}-{uuid.uuid4().hex[:12]}"
         paths: dict[str, Path] = {}
         try:

@@ -11,11 +11,19 @@ The default range, 1879048192-1879113727 (65,536 uids), sits where systemd's uid
 reaches. A group's uid is stable within a host process (the slot its name hashes to, so another
 host process picks the same one for the same group) and never one that a user in the user
 database, an ``/etc/subuid`` / ``/etc/subgid`` range or a running process already holds.
+
+Host processes on one machine share the range. A uid handed out is *claimed*: a lock file per uid
+(``/run/rh-host/uids/<uid>``, holding the digest of its group) that the allocator keeps a shared
+``flock`` on for its life. Another process hands that uid to the same group (joining the claim) and
+to no other, even before the first sandbox of the uid has started; a claim ends when its holders
+close it or exit (the kernel drops their locks). Allocations take an exclusive lock on
+``/run/rh-host/uids/.allocate``, so two processes never claim one free uid for two groups at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import grp
 import hashlib
@@ -24,6 +32,8 @@ import pwd
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 from rh_sandbox.errors import SandboxError
 
@@ -80,6 +90,7 @@ class SandboxUids:
         self._lock = threading.Lock()
         self._by_group: dict[str, int] = {}
         self._taken: set[int] = set()
+        self._claims: list[BinaryIO] = []  # this object's claims (see the module docstring): held while it lives
 
     @staticmethod
     def over(uid_range: UidRange | None) -> SandboxUids:
@@ -87,24 +98,31 @@ class SandboxUids:
         return SandboxUids(uid_range) if uid_range is not None else default_uids()
 
     def uid_for(self, group: str) -> int:
-        """``group``'s uid: the slot its name hashes to, or the next one free of users, subordinate
-        ranges and running processes. SandboxError once every uid of the range is held."""
+        """``group``'s uid: the uid another host process claimed for it, else the slot its name hashes
+        to or the next one free of claims, users, subordinate ranges and running processes.
+        SandboxError once every uid of the range is held."""
         with self._lock:
             uid = self._by_group.get(group)
             if uid is not None:
                 return uid
-            busy = self._taken | _uids_running() | self._reserved
+            digest = hashlib.sha256(group.encode()).digest()
+            running = _uids_running()
             size = len(self.range)
-            start = int.from_bytes(hashlib.sha256(group.encode()).digest()[:8], "big") % size
-            for step in range(size):
-                uid = self.range.first + (start + step) % size
-                if uid not in busy:
-                    self._by_group[group] = uid
-                    self._taken.add(uid)
-                    return uid
+            start = int.from_bytes(digest[:8], "big") % size
+            with _allocating() as claims_dir:
+                for step in range(size):
+                    uid = self.range.first + (start + step) % size
+                    if uid in self._taken or uid in self._reserved:
+                        continue
+                    claim = _claim(claims_dir, uid, digest.hex().encode(), running=uid in running)
+                    if claim is not None:
+                        self._claims.append(claim)
+                        self._by_group[group] = uid
+                        self._taken.add(uid)
+                        return uid
         raise SandboxError(
-            f"no free sandbox uid in {self.range}: {len(self._by_group)} groups hold one and the rest "
-            "belong to users or running processes; widen --sandbox-uids"
+            f"no free sandbox uid in {self.range}: {len(self._by_group)} groups here hold one and the rest "
+            "belong to other host processes' groups, users or running processes; widen --sandbox-uids"
         )
 
     def conflicts(self) -> list[str]:
@@ -123,6 +141,50 @@ class SandboxUids:
         for _path, _owner, first, count in _subordinate_ranges():
             ids.update(range(max(first, self.range.first), min(first + count, self.range.last + 1)))
         return frozenset(i for i in ids if i in self.range)
+
+
+def claims_dir() -> Path:
+    """Where the uids' claims are: shared by every host process of this user on the machine."""
+    if os.geteuid() == 0:
+        return Path("/run/rh-host/uids")
+    return Path(os.path.expanduser("~/.cache/rh-host/uids"))  # no uid changes without root: bookkeeping only
+
+
+@contextlib.contextmanager
+def _allocating() -> Iterator[Path]:
+    """The claims dir, with every other process's allocation held off until the block ends."""
+    path = claims_dir()
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path / ".allocate", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield path
+    finally:
+        os.close(fd)
+
+
+def _claim(path: Path, uid: int, group: bytes, *, running: bool) -> BinaryIO | None:
+    """A claim of ``uid`` for ``group`` (its digest), or None when a live claim is another group's,
+    or none is and a process runs as the uid. Called holding the allocation lock: only allocations
+    take the exclusive lock of a uid's file, so the shared locks of live claims are all it can meet."""
+    claim = open(path / str(uid), "a+b")  # noqa: SIM115 (held for the allocator's life)
+    try:
+        fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # a live claim: whose?
+        claim.seek(0)
+        if claim.read() != group:
+            claim.close()
+            return None
+        fcntl.flock(claim, fcntl.LOCK_SH)  # the same group's in another process: share it
+        return claim
+    if running:  # no claim, but a process (a user's, or a sandbox a gone host left) runs as it
+        claim.close()
+        return None
+    claim.truncate(0)
+    claim.write(group)
+    claim.flush()
+    fcntl.flock(claim, fcntl.LOCK_SH)  # from exclusive: nobody can take it between (allocation lock)
+    return claim
 
 
 @functools.cache

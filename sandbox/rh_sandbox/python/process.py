@@ -77,10 +77,14 @@ class ProcessBackend:
         runtime: GuestRuntime | None = None,
         scratch_root: Path | None = None,
         cgroups: CgroupV1 | None = None,
+        *,
+        tenant_max_tasks: int | None = None,
     ) -> None:
+        """``tenant_max_tasks``: the most tasks one tenant's runs may hold together, when no
+        ``cgroups`` is given (see :class:`~rh_sandbox.linux.cgroups.CgroupV1`)."""
         self.runtime = runtime or GuestRuntime.prepare()
         self.scratch_root = scratch_root
-        self.cgroups = cgroups if cgroups is not None else CgroupV1()
+        self.cgroups = cgroups if cgroups is not None else CgroupV1(tenant_max_tasks=tenant_max_tasks)
 
     def run(self, spec: RunSpec, payload: bytes) -> RunResult:
         if spec.runtime != "python":

@@ -105,8 +105,10 @@ class StrictWorkers:
     owned by its tenant's uid, mode 0700); None: every worker compiles its modules itself.
     egress_root: where runs' egress brokers put their sockets (bound read-only); None: the default.
     cgroups: where each worker gets a cgroup of its own, joined before it reads a byte from the host;
-    None: the v1 memory, pids, freezer and cpu hierarchies, where the machine offers them (cpu: in the
-    tenant's dir, see :mod:`rh_sandbox.linux.cgroups`).
+    None: the v1 memory, pids, freezer and cpu hierarchies, where the machine offers them (cpu and
+    pids: in the tenant's dir, see :mod:`rh_sandbox.linux.cgroups`).
+    tenant_max_tasks: without ``cgroups``, the task total of each tenant's dir in the pids hierarchy
+    (None: :func:`~rh_sandbox.linux.cgroups.default_tenant_max_tasks`); a worker's tasks count against it.
     """
 
     sandboxed = True
@@ -121,10 +123,12 @@ class StrictWorkers:
         data_mb: int = 4096,
         confinement: Confinement | None = None,
         cgroups: CgroupV1 | None = None,
+        tenant_max_tasks: int | None = None,
     ) -> None:
         self.runtime = runtime or WorkerRuntime.prepare()
         if cgroups is None:
-            cgroups = CgroupV1([c for c in cgroup_v1_controllers() if c in _WORKER_CONTROLLERS])
+            controllers = [c for c in cgroup_v1_controllers() if c in _WORKER_CONTROLLERS]
+            cgroups = CgroupV1(controllers, tenant_max_tasks=tenant_max_tasks)
         self.cgroups = cgroups if cgroups.available else None
         if self.cgroups is not None:
             self.cgroups.sweep_stale()  # what a host killed by SIGKILL left

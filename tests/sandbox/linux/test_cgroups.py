@@ -1,4 +1,5 @@
-"""A level per tenant in the cpu hierarchy: every sandboxed process of a tenant counts against its weight.
+"""A level per tenant in the cpu and pids hierarchies: every sandboxed process of a tenant counts
+against its weight, every run's task against its task total.
 
 The fairness this buys (a tenant with three runs in flight no longer gets three times the CPU of one
 with one) is measured by bench/bench_tenant_cpu.py; these tests check where each process is.
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from rh_sandbox.linux.uids import default_uids
 from rh_sandbox.python.forkserver import ForkServerBackend, run_cgroups
 from rh_sandbox.python.process import ProcessBackend
 from rh_sandbox.python.strict import StrictProcessBackend
+from rh_sandbox.types import Limits, RunStatus
 from tests.sandbox.conftest import make_runner
 
 CPU = Path("/sys/fs/cgroup/cpu/rh-host")
@@ -66,8 +69,9 @@ def _check_runs_in_tenant_dirs(run: Callable, plugin: Path) -> None:
         assert result.status.value == "ok", result.error
         where = result.reply.output
         run_name = where["pids"].rpartition("/")[2]
-        assert where["pids"].endswith(f"/rh-host/{run_name}")  # the other hierarchies stay flat
-        assert where["cpu"].endswith(f"/rh-host/{tenant_dir_name(group)}/{run_name}")
+        assert where["memory"].endswith(f"/rh-host/{run_name}")  # the other hierarchies stay flat
+        for controller in ("cpu", "pids"):
+            assert where[controller].endswith(f"/rh-host/{tenant_dir_name(group)}/{run_name}")
 
 
 @pytest.mark.usefixtures("needs_strict", "needs_cpu_hierarchy")
@@ -152,3 +156,71 @@ def test_emptied_cgroups_are_pooled_per_tenant_and_the_fullest_pool_gives_way(
         for cgroup in [*taken, q3]:
             cgroup.close()
     assert not (CPU / "tenant-quiet").exists() and not (CPU / "tenant-busy").exists()
+
+
+STORM = """
+import os
+import time
+
+from rh_sdk import ResultHandler
+
+
+class Storm(ResultHandler):
+    def handle(self, batch_id, results, metadata):
+        for _ in range(self.config["forks"]):
+            if os.fork() == 0:
+                time.sleep(60)
+                os._exit(0)
+            time.sleep(self.config["pause"])
+        time.sleep(self.config["hold"])
+        return {"forked": self.config["forks"]}
+"""
+
+
+@pytest.mark.usefixtures("needs_strict", "needs_cpu_hierarchy")
+def test_a_tenants_runs_together_stop_at_its_task_total_while_another_tenant_forks(world_dir: Path) -> None:
+    """Three runs of one tenant, each forking 24 tasks (within its own max_processes of 32), hold 75
+    together without a total; with a total of 40 they stop there, and another tenant's run, forking
+    too, succeeds meanwhile."""
+    plugin = world_dir / "storm"
+    plugin.mkdir(mode=0o755)
+    (plugin / "storm.py").write_text(STORM)
+    os.chmod(plugin / "storm.py", 0o644)
+    limits = Limits(wall_seconds=30, max_processes=32)
+    storm = {"forks": 24, "pause": 0.02, "hold": 1.0}
+    pids = Path("/sys/fs/cgroup/pids/rh-host") / tenant_dir_name("stormer")
+    with ForkServerBackend(prefork=3, tenant_max_tasks=40) as backend:
+        run = make_runner(backend)
+        with ThreadPoolExecutor(4) as pool:
+            storms = [pool.submit(run, plugin, "storm:Storm", storm, limits=limits, group="stormer") for _ in range(3)]
+            time.sleep(0.3)  # the storm is on
+            quiet = run(plugin, "storm:Storm", {"forks": 5, "pause": 0, "hold": 0}, limits=limits, group="quiet")
+            results = [future.result(timeout=60) for future in storms]
+        assert quiet.status is RunStatus.OK, quiet.error
+        assert (pids / "pids.max").read_text().strip() == "40"
+        assert int((pids / "pids.peak").read_text()) <= 40
+        refused = [r for r in results if r.status is RunStatus.CRASHED and "process limit" in (r.error or "")]
+        assert refused, [(r.status, r.error) for r in results]  # the total, not any run's own limit, refused
+
+
+@pytest.mark.usefixtures("needs_cpu_hierarchy")
+def test_a_tenant_dir_removed_from_outside_is_made_and_pinned_again() -> None:
+    """An operator's clean-up removed a tenant's dirs, pin and all: the next run's cgroup makes them
+    again, with a pin, instead of failing."""
+    cgroups = CgroupV1()
+    cgroups.create(memory_mb=64, max_processes=8, tenant="cleaned").close()
+    dirs = [Path("/sys/fs/cgroup", controller, "rh-host", "tenant-cleaned") for controller in ("cpu", "pids")]
+    for tenant in dirs:
+        pins = [entry for entry in tenant.iterdir() if entry.is_dir()]
+        assert [pin.name.split("-")[1] for pin in pins] == ["pin"]
+        pins[0].rmdir()
+        tenant.rmdir()
+    run = cgroups.create(memory_mb=64, max_processes=8, tenant="cleaned")
+    try:
+        for controller, tenant in zip(("cpu", "pids"), dirs, strict=True):
+            assert run.paths[controller].parent == tenant
+            assert sum(1 for entry in tenant.iterdir() if entry.is_dir() and "-pin-" in entry.name) == 1
+    finally:
+        run.close()
+        cgroups.remove_tenant_dirs()
+    assert not any(tenant.exists() for tenant in dirs)

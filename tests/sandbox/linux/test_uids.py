@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pytest
 
 from rh_sandbox.linux.bwrap import setpriv_path
 from rh_sandbox.linux.uids import DEFAULT_UIDS, SandboxUids, UidRange
+from rh_sandbox.probe import probe
 from rh_sandbox.python.forkserver import ForkServerBackend
 from rh_sandbox.python.strict import StrictProcessBackend
 from rh_sandbox.types import Limits, RunResult, RunStatus, SandboxError
@@ -75,6 +77,51 @@ def test_another_allocator_picks_the_same_uid_for_the_same_group() -> None:
     one, two = SandboxUids(uid_range), SandboxUids(uid_range)
     first = {g: one.uid_for(g) for g in ("a", "b", "c")}
     assert first == {g: two.uid_for(g) for g in ("c", "b", "a")}  # whatever the order groups come in
+
+
+def test_a_uid_another_host_process_claimed_goes_to_its_group_only() -> None:
+    """Another host process's uid for a group is that group's, here too, before any sandbox of it
+    runs (no process of the uid shows the claim): handing it to another group would make two tenants
+    one uid. Its claim ends with that process."""
+    uid_range = UidRange(1_900_007_000, 1_900_007_000)  # one uid: both groups want it
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom rh_sandbox.linux.uids import SandboxUids, UidRange\n"
+         f"uids = SandboxUids(UidRange({uid_range.first}, {uid_range.last}))\n"
+         "print(uids.uid_for('a'), flush=True)\n"
+         "sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert other.stdout is not None and int(other.stdout.readline()) == uid_range.first
+        with pytest.raises(SandboxError, match="no free sandbox uid"):
+            SandboxUids(uid_range).uid_for("b")
+        assert SandboxUids(uid_range).uid_for("a") == uid_range.first  # the same tenant: the same uid
+    finally:
+        other.communicate("", timeout=30)
+    assert SandboxUids(uid_range).uid_for("b") == uid_range.first
+
+
+@pytest.mark.usefixtures("needs_strict")
+def test_the_probes_sandbox_never_runs_as_a_tenants_uid() -> None:
+    """``doctor`` (or ``serve``'s check) beside a host: the probe claims a uid of its own like a
+    tenant does, never the uid another process gave a tenant (it used to run as the range's first
+    uid, whoever had it). In a range with no uid left, it checks the sandbox as ``nobody``."""
+    uid_range = UidRange(1_900_008_000, 1_900_008_001)
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom rh_sandbox.linux.uids import SandboxUids, UidRange\n"
+         f"uids = SandboxUids(UidRange({uid_range.first}, {uid_range.first}))\n"
+         "print(uids.uid_for('tenant-a'), flush=True)\nsys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert other.stdout is not None and int(other.stdout.readline()) == uid_range.first
+        probed = probe(SandboxUids(uid_range))
+        assert probed.strict_sandbox_works, probed.strict_problem
+        assert probed.probe_uid == uid_range.last  # the one no tenant has
+        full = probe(SandboxUids(UidRange(uid_range.first, uid_range.first)))
+        assert full.strict_sandbox_works and full.probe_uid == 65534
+    finally:
+        other.communicate("", timeout=30)
 
 
 def test_a_full_range_is_a_clear_error() -> None:

@@ -100,9 +100,10 @@ def test_each_tenants_worker_runs_as_its_own_uid_in_its_own_namespaces(
             if machine.per_run_cgroups:  # a cgroup of its own, joined before it read a byte from the host
                 joined = dict(line.split(":", 2)[1:] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines())
                 pids_dir = Path("/sys/fs/cgroup/pids") / joined["pids"].lstrip("/")
-                assert joined["pids"].startswith("/rh-host/") and joined["freezer"] == joined["pids"]
+                run_name = joined["freezer"].rpartition("/")[2]
+                assert joined["freezer"] == f"/rh-host/{run_name}"
+                assert joined["pids"] == f"/rh-host/{tenant_dir_name(group)}/{run_name}"  # the tenant's task total
                 if "cpu" in CgroupV1().controllers:  # no quota: there to count against its tenant's weight
-                    run_name = joined["pids"].rpartition("/")[2]
                     assert joined["cpu"] == f"/rh-host/{tenant_dir_name(group)}/{run_name}"
                 assert 4 <= int(pids_dir.joinpath("pids.max").read_text()) <= 16 + 2 * (os.cpu_count() or 1)
                 assert pids_dir.joinpath("cgroup.procs").read_text().split() == [str(pid)]

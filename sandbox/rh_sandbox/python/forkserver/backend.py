@@ -50,9 +50,10 @@ class ForkServerBackend:
         max_plugin_dirs: int = 64,
         preload: int = 4,
         uids: SandboxUids | None = None,
+        tenant_max_tasks: int | None = None,  # pids.max of each group's dir (None: CgroupV1's default)
     ) -> None:
         self.runtime = runtime or GuestRuntime.prepare()
-        self.cgroups = cgroups if cgroups is not None else CgroupV1()
+        self.cgroups = cgroups if cgroups is not None else CgroupV1(tenant_max_tasks=tenant_max_tasks)
         if self.cgroups.available:
             self.cgroups.sweep_stale()
         self.confinement = confinement or Confinement.detect(self.runtime)

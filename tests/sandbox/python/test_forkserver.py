@@ -105,7 +105,11 @@ def test_statuses_match_the_cold_strict_path(
 ) -> None:
     plugin = copy_plugin("limits", world_dir / "limits")
     warm_result = make_runner(warm)(plugin, entry, limits=limits)
-    cold_result = make_runner(StrictProcessBackend())(plugin, entry, limits=limits)
+    cold = StrictProcessBackend()
+    try:
+        cold_result = make_runner(cold)(plugin, entry, limits=limits)
+    finally:
+        cold.close()  # unpins its group's dirs: a later test checks they are gone
     assert warm_result.status is expected, (warm_result.error, warm_result.logs[-3:])
     assert cold_result.status is expected, (cold_result.error, cold_result.logs[-3:])
     if expected in (RunStatus.FAILED, RunStatus.SKIPPED):  # ended by itself, not killed by the host
