@@ -35,8 +35,9 @@ import msgspec
 from rh_sandbox._pump import Exchange, exchange
 from rh_sandbox.bytecode import precompile
 from rh_sandbox.cgroups import CgroupV1, RunCgroup
-from rh_sandbox.classify import run_result
+from rh_sandbox.classify import bounded_reply, run_result
 from rh_sandbox.confinement import Confinement
+from rh_sandbox.decoded import DecodedTooLarge
 from rh_sandbox.layout import landlock_rules
 from rh_sandbox.process import guest_rlimits
 from rh_sandbox.runtime import GuestRuntime
@@ -44,7 +45,7 @@ from rh_sandbox.strict import require_sandbox_readable
 from rh_sandbox.types import IsolationLevel, Limits, RunResult, RunSpec, RunStatus, SandboxError
 from rh_sandbox.uids import SandboxUids, default_uids, processes_of_uid
 from rh_sandbox.zygote import Child, PluginDir, Preload, Zygote
-from rh_sdk.protocol import Encoding, Reply, decode_reply
+from rh_sdk.protocol import Encoding, Reply
 
 __all__ = ["ForkServerBackend"]
 
@@ -648,7 +649,7 @@ class ForkServerBackend:
                     ),
                     started=started,
                 )
-            reply = self._answered(child, io, spec.encoding)
+            reply = self._answered(child, io, spec.encoding, limits.max_output_kb)
             if reply is not None:
                 result = self._result(spec, io, 0, 0, child.cgroup, reply)
             else:
@@ -659,7 +660,7 @@ class ForkServerBackend:
         self._ran(zygote, preload, result.status, len(payload))
         return result
 
-    def _answered(self, child: Child, io: Exchange, encoding: Encoding) -> Reply | None:
+    def _answered(self, child: Child, io: Exchange, encoding: Encoding, max_output_kb: int) -> Reply | None:
         """The run's reply when the run is over without waiting for the child's exit: it wrote a whole
         reply and closed its stdio, within every limit. The child is SIGKILLed now (pid 1 of its PID
         namespace: everything it started dies with it); its teardown and reaping, ~1 ms of unmapping
@@ -669,9 +670,9 @@ class ForkServerBackend:
         if io.breach is not None or not io.stdout or child.cgroup is None:
             return None
         try:
-            reply = decode_reply(io.stdout, encoding)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return None  # a partial reply: how the child ended (a signal, a CPU limit) decides
+            reply = bounded_reply(io.stdout, encoding, max_output_kb)
+        except (msgspec.DecodeError, msgspec.ValidationError, DecodedTooLarge):
+            return None  # a partial reply (how the child ended decides) or one over a decoded cap
         _kill_members(child.cgroup)  # synchronous: nothing of the run executes once we return
         child.answered = True
         return reply
