@@ -83,7 +83,7 @@ def classify(end: Ending, encoding: Encoding) -> tuple[RunStatus, Reply | None, 
             return RunStatus.FAILED, None, f"exited with status {end.returncode} without a reply"
         return RunStatus.PROTOCOL_ERROR, None, "exited without writing a reply"
     if end.reply is not None:
-        return classify_reply(end.reply)
+        return classify_reply(end.reply, memory_measured=end.memory_measured)
     try:
         reply = bounded_reply(end.stdout, encoding, end.output_limit_kb)
     except DecodedTooLarge as exc:

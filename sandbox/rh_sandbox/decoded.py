@@ -102,6 +102,8 @@ def _header_table() -> list[tuple[int, int]]:
 
 
 _HEADERS = _header_table()
+_ONE_BYTE_VALUES = re.compile(rb"[\x00-\x80\x90\xc0\xc2\xc3\xe0-\xff]+")
+_NOT_NEGATIVE = bytes(range(0xE0))  # deleting these leaves the negative fixints
 
 
 def msgpack_cost(data: bytes, budget: int) -> int:
@@ -117,11 +119,22 @@ def msgpack_cost(data: bytes, budget: int) -> int:
         if pending[-1] == 0:
             pending.pop()
             continue
-        pending[-1] -= 1
         if pos >= size:
             break
         first = data[pos]
         kind, width = headers[first]
+        if (kind == _FREE or first in (0x80, 0x90)) and len(pending) <= MAX_DEPTH:
+            # a run of one-byte values (small ints, nil, bools, empty maps and arrays) at C speed
+            end = _ONE_BYTE_VALUES.match(data, pos, min(size, pos + pending[-1])).end()  # type: ignore[union-attr]
+            empties = data.count(b"\x80", pos, end) + data.count(b"\x90", pos, end)
+            negatives = data[pos:end].translate(None, _NOT_NEGATIVE) if first >= 0xE0 or empties < end - pos else b""
+            cost += _EMPTY_DICT * empties + _NUMBER * len(negatives)
+            pending[-1] -= end - pos
+            pos = end
+            if cost > budget:
+                raise _too_big(budget)
+            continue
+        pending[-1] -= 1
         if kind == _FREE:
             pos += 1
             continue
