@@ -9,8 +9,10 @@ nesting passes :data:`MAX_DEPTH`. A decode that the scan admitted allocates at m
 charged (plus :data:`DECODE_TRANSIENT` while it runs), so host memory per run is O(limit): at most
 :data:`DECODED_PER_BYTE` times the byte cap.
 
-MessagePack is walked header by header in Python (strings and binaries are skipped by their length);
-JSON is measured with C-speed regex and counting passes over the bytes.
+MessagePack is walked header by header in Python (strings and binaries are skipped by their length,
+runs of one-byte values counted at C speed); JSON is measured with regex and counting passes over the
+bytes. A reply small enough that no shape could pass the budget (:data:`MAX_CHARGE_PER_BYTE`) is not
+scanned: it is decoded, and only its nesting is checked (:func:`nested_deeper`).
 """
 
 from __future__ import annotations
@@ -18,11 +20,24 @@ from __future__ import annotations
 import re
 from itertools import accumulate
 
-__all__ = ["DECODED_PER_BYTE", "DECODE_TRANSIENT", "MAX_DEPTH", "DecodedTooLarge", "json_cost", "msgpack_cost"]
+__all__ = [
+    "DECODED_PER_BYTE",
+    "DECODE_TRANSIENT",
+    "MAX_CHARGE_PER_BYTE",
+    "MAX_DEPTH",
+    "DecodedTooLarge",
+    "json_cost",
+    "msgpack_cost",
+    "nested_deeper",
+]
 
 DECODED_PER_BYTE = 24  # decoded size charged per byte of the cap (dicts of short strings: ~6x real, ~15x charged)
 MAX_DEPTH = 64  # containers inside containers, the outermost one included
 DECODE_TRANSIENT = 64 * 1024  # msgspec's own buffers during one decode, freed when it returns
+# The most any byte is charged, whatever the shape (a chain of one-entry maps 64 deep, for MessagePack;
+# tests/sandbox/test_decoded.py holds every shape to it): bytes that fit the budget at this rate need
+# no scan, only the nesting check after decoding.
+MAX_CHARGE_PER_BYTE = {"msgpack": 160, "json": 80}
 
 # What one value costs once decoded, in bytes: upper bounds of CPython 3.11 + msgspec, measured.
 _STR = 64  # str header (49) rounded up to the allocator's 16; plus its characters
@@ -218,3 +233,16 @@ def json_cost(data: bytes, budget: int) -> int:
         if max(accumulate(map(_BRACKET_STEP.__getitem__, brackets))) > MAX_DEPTH:
             raise _too_deep()
     return cost
+
+
+def nested_deeper(value: object, limit: int) -> bool:
+    """Whether containers nest more than ``limit`` deep in a decoded ``value`` (itself level 1).
+    Walks containers only, without recursion; for values small enough to be decoded unscanned."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        container, level = stack.pop()
+        if level > limit:
+            return True
+        items = container.values() if isinstance(container, dict) else container
+        stack.extend((item, level + 1) for item in items if type(item) in (dict, list))  # type: ignore[union-attr]
+    return False

@@ -10,10 +10,33 @@ import msgspec
 import pytest
 
 from rh_sandbox.classify import Ending, bounded_reply, classify, classify_reply
-from rh_sandbox.decoded import DECODE_TRANSIENT, MAX_DEPTH, DecodedTooLarge, json_cost, msgpack_cost
+from rh_sandbox.decoded import (
+    DECODE_TRANSIENT,
+    MAX_CHARGE_PER_BYTE,
+    MAX_DEPTH,
+    DecodedTooLarge,
+    json_cost,
+    msgpack_cost,
+)
 from rh_sdk.protocol import Encoding, Reply, RunStatus, decode_reply, encode_reply
 
 N = 20_000
+
+
+def _chain(depth: int) -> Any:
+    value: Any = {}
+    for _ in range(depth):
+        value = {"": value}
+    return value
+
+
+def _nested_lists(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 SHAPES: dict[str, Any] = {
     "empty maps": [{}] * N,
     "empty lists": [[]] * N,
@@ -30,6 +53,7 @@ SHAPES: dict[str, Any] = {
     "astral strings": ["a" * 20 + "\U0001f600"] * N,
     "one-item lists": [[0]] * N,
     "realistic": [{"custom_id": f"req-{i:05}", "label": "positive", "score": 0.93} for i in range(N)],
+    "chains of one-entry maps": [_chain(60)] * (N // 60),
 }
 COSTS: dict[Encoding, Callable[[bytes, int], int]] = {"msgpack": msgpack_cost, "json": json_cost}
 
@@ -54,6 +78,7 @@ def test_the_charge_bounds_what_decoding_allocates(shape: str, encoding: Encodin
     charged = COSTS[encoding](data, 1 << 40)
     allocated = _peak(lambda: decode_reply(data, encoding))
     assert allocated <= charged + DECODE_TRANSIENT, f"{shape}: charged {charged}, allocated {allocated}"
+    assert charged <= MAX_CHARGE_PER_BYTE[encoding] * len(data)  # what lets small replies skip the scan
 
 
 @pytest.mark.parametrize("encoding", ["msgpack", "json"])
@@ -78,25 +103,30 @@ def test_a_well_behaved_reply_near_the_cap_decodes_unchanged(encoding: Encoding)
 
 
 @pytest.mark.parametrize("encoding", ["msgpack", "json"])
-def test_nesting_is_capped_and_never_a_recursion_error(encoding: Encoding) -> None:
-    def nested(depth: int) -> Any:
-        value: Any = []
-        for _ in range(depth):
-            value = [value]
-        return value
+@pytest.mark.parametrize("path", ["scanned", "decoded, then walked"])
+def test_nesting_is_capped_and_never_a_recursion_error(encoding: Encoding, path: str) -> None:
+    def check(data: bytes) -> None:
+        if path == "scanned":
+            COSTS[encoding](data, 1 << 40)
+        else:
+            assert len(data) * MAX_CHARGE_PER_BYTE[encoding] < 24 * 1024 * 1024  # small: not scanned
+            bounded_reply(data, encoding, 1024)
 
-    at_cap = _encode(nested(MAX_DEPTH - 3), encoding)  # reply map, output map, "o" list: 3 more levels
-    assert bounded_reply(at_cap, encoding, 1024).output["o"] == nested(MAX_DEPTH - 3)
+    check(_encode(_nested_lists(MAX_DEPTH - 3), encoding))  # reply, output, "o": three levels more
+    check(_encode([_chain(MAX_DEPTH - 4)], encoding))
     with pytest.raises(DecodedTooLarge, match=f"deeper than {MAX_DEPTH}"):
-        bounded_reply(_encode(nested(MAX_DEPTH - 2), encoding), encoding, 1024)
-    prefix = (
-        b'{"ran":true,"ok":true,"output":{"o":'
-        if encoding == "json"
-        else b"\x83\xa3ran\xc3\xa2ok\xc3\xa6output\x81\xa1o"
-    )
-    hostile = prefix + (b"[" if encoding == "json" else b"\x91") * 5000
-    with pytest.raises(DecodedTooLarge, match="deeper"):
-        bounded_reply(hostile, encoding, 1024)
+        check(_encode(_nested_lists(MAX_DEPTH - 2), encoding))
+    with pytest.raises(DecodedTooLarge, match=f"deeper than {MAX_DEPTH}"):
+        check(_encode([_chain(MAX_DEPTH - 3)], encoding))
+    json_prefix = b'{"ran":true,"ok":true,"output":{"o":'
+    prefix = json_prefix if encoding == "json" else b"\x83\xa3ran\xc3\xa2ok\xc3\xa6output\x81\xa1o"
+    with pytest.raises(DecodedTooLarge, match=f"deeper than {MAX_DEPTH}"):
+        check(prefix + (b"[" if encoding == "json" else b"\x91") * 50_000)
+
+
+def test_a_small_well_behaved_reply_is_decoded_unchanged() -> None:
+    data = _encode(SHAPES["realistic"][:100], "msgpack")
+    assert bounded_reply(data, "msgpack", 1024) == decode_reply(data, "msgpack")
 
 
 def _ending(stdout: bytes, memory_measured: str | None = None) -> Ending:
