@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -97,15 +98,17 @@ def handle(name: str, shape: str, data: bytes) -> str:
 
 
 def measure_one(name: str, shape: str) -> dict[str, object]:
+    """Timed and RSS-measured on a first pass, the Python allocation peak (tracemalloc) on a second."""
     data = case_bytes(name)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    tracemalloc.start()
     started = time.perf_counter()
     outcome = handle(name, shape, data)
     elapsed = time.perf_counter() - started
+    rss_growth_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
+    tracemalloc.start()
+    handle(name, shape, data)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    rss_growth_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
     return {"bytes": len(data), "peak": peak, "rss_kb": rss_growth_kb, "ms": elapsed * 1000, "outcome": outcome}
 
 
@@ -131,7 +134,12 @@ def sandbox_runs() -> None:
         for entry, config, limits in runs:
             payload = encode_invocation(Invocation(batch_id="b", handler=entry, config=config, results=[]))
             spec = RunSpec(
-                name=entry, runtime="python", plugin_dir=str(plugin), entry=f"hostile:{entry}", limits=limits
+                name=entry,
+                runtime="python",
+                plugin_dir=str(plugin),
+                entry=f"hostile:{entry}",
+                limits=limits,
+                group=f"bench-amplification-{os.getpid()}",  # a tenant cgroup of its own
             )
             before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             result = backend.run(spec, payload)
