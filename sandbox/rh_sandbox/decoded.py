@@ -117,6 +117,7 @@ def _header_table() -> list[tuple[int, int]]:
 
 
 _HEADERS = _header_table()
+_SMALL_DICTS = [_dict_bytes(n) for n in range(16)]
 _ONE_BYTE_VALUES = re.compile(rb"[\x00-\x80\x90\xc0\xc2\xc3\xe0-\xff]+")
 _NOT_NEGATIVE = bytes(range(0xE0))  # deleting these leaves the negative fixints
 
@@ -129,7 +130,9 @@ def msgpack_cost(data: bytes, budget: int) -> int:
     pos = 0
     cost = 0
     pending = [1]  # values still to read in each open container; the bottom one is the top level
-    headers = _HEADERS
+    streak = 0  # one-byte values in a row
+    headers, small_dicts, search_wide = _HEADERS, _SMALL_DICTS, _NON_ASCII.search  # locals: the hot loop
+    free, string, fixed, map_, array = _FREE, _STRING, _FIXED, _MAP, _ARRAY
     while pending:
         if pending[-1] == 0:
             pending.pop()
@@ -138,8 +141,13 @@ def msgpack_cost(data: bytes, budget: int) -> int:
             break
         first = data[pos]
         kind, width = headers[first]
-        if (kind == _FREE or first in (0x80, 0x90)) and len(pending) <= MAX_DEPTH:
-            # a run of one-byte values (small ints, nil, bools, empty maps and arrays) at C speed
+        if kind != free and first not in (0x80, 0x90):
+            streak = 0
+        elif streak < 3 or len(pending) > MAX_DEPTH:
+            streak += 1
+        else:
+            # the fourth one-byte value (small int, nil, bool, empty map or array) in a row: count the
+            # rest of the run at C speed
             end = _ONE_BYTE_VALUES.match(data, pos, min(size, pos + pending[-1])).end()  # type: ignore[union-attr]
             empties = data.count(b"\x80", pos, end) + data.count(b"\x90", pos, end)
             negatives = data[pos:end].translate(None, _NOT_NEGATIVE) if first >= 0xE0 or empties < end - pos else b""
@@ -150,26 +158,28 @@ def msgpack_cost(data: bytes, budget: int) -> int:
                 raise _too_big(budget)
             continue
         pending[-1] -= 1
-        if kind == _FREE:
+        if kind == free:
             pos += 1
             continue
-        if kind == _STRING:
+        if kind == string:
             if width == 0:
                 length, pos = first & 0x1F, pos + 1
             else:
                 length = int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
                 pos += 1 + width
-            wide = _NON_ASCII.search(data, pos, pos + length) is not None
+            length = min(length, size - pos)  # a truncated one is refused by msgspec before it is built
+            wide = search_wide(data, pos, pos + length) is not None
             cost += _STR + (4 * length if wide else length)  # UCS-4 at worst
             pos += length
-        elif kind in (_MAP, _ARRAY):
+        elif kind in (map_, array):
             if width == 0:
                 count, pos = first & 0x0F, pos + 1
             else:
                 count = int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
                 pos += 1 + width
-            if kind == _MAP:
-                cost += _dict_bytes(count)
+                count = min(count, size - pos)  # every value takes a byte: msgspec refuses a short one
+            if kind == map_:
+                cost += small_dicts[count] if count < 16 else _dict_bytes(count)
                 count *= 2
             else:
                 cost += _LIST + _SLOT * count
@@ -177,7 +187,7 @@ def msgpack_cost(data: bytes, budget: int) -> int:
                 raise _too_deep()
             if count:
                 pending.append(count)
-        elif kind == _FIXED:
+        elif kind == fixed:
             cost += _NUMBER
             pos += width
         elif kind in (_BINARY, _EXTENSION):
@@ -186,7 +196,7 @@ def msgpack_cost(data: bytes, budget: int) -> int:
             else:
                 length = int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
                 pos += 1 + width + (kind == _EXTENSION) + length
-            cost += (_BYTES if kind == _BINARY else _EXT) + length
+            cost += (_BYTES if kind == _BINARY else _EXT) + min(length, size)
         else:
             break  # 0xC1, never used: msgspec refuses it
         if cost > budget:

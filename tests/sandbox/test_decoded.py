@@ -146,3 +146,11 @@ def test_a_reply_cannot_claim_the_memory_limit() -> None:
     assert status is RunStatus.FAILED and error == claim.error
     status, _, error = classify_reply(claim, memory_measured="a measured peak of 120 MiB of the 128 MiB limit")
     assert status is RunStatus.MEMORY_LIMIT and error is not None and "measured peak of 120 MiB" in error
+
+
+@pytest.mark.parametrize("header", [b"\xdb\xff\xff\xff\xf0", b"\xdd\xff\xff\xff\xf0", b"\xdf\xff\xff\xff\xf0"])
+def test_a_truncated_header_claiming_billions_is_undecodable_not_over_a_cap(header: bytes) -> None:
+    data = b"\x83\xa3ran\xc3\xa2ok\xc3\xa6output\x81\xa1o" + header + b"abc"
+    status, _, error = classify(_ending(data), "msgpack")
+    assert status is RunStatus.PROTOCOL_ERROR and error is not None and "truncated" in error
+    assert msgpack_cost(data, 4096) < 4096  # the scan charges what is there, not what the header claims
