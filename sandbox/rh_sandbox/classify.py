@@ -8,18 +8,10 @@ from dataclasses import dataclass
 import msgspec
 
 from rh_sandbox._pump import Breach, Exchange
-from rh_sandbox.decoded import (
-    DECODED_PER_BYTE,
-    MAX_CHARGE_PER_BYTE,
-    MAX_DEPTH,
-    DecodedTooLarge,
-    json_cost,
-    msgpack_cost,
-    nested_deeper,
-)
+from rh_sandbox.decoded import DECODED_PER_BYTE, DecodedTooLarge, decode_within
 from rh_sandbox.guest_logs import parse_logs
 from rh_sandbox.types import RunResult, RunSpec
-from rh_sdk.protocol import Encoding, Reply, RunStatus, Usage, decode_reply
+from rh_sdk.protocol import Encoding, Reply, RunStatus, Usage
 
 __all__ = ["Ending", "bounded_reply", "classify", "classify_reply", "parse_logs", "run_result", "too_large"]
 
@@ -29,23 +21,16 @@ MEMORY_REPORT_SHARE = 0.5
 
 
 def bounded_reply(data: bytes, encoding: Encoding, max_output_kb: int) -> Reply:
-    """The reply in ``data``, decoded only once its decoded size and nesting are known to be within
-    the caps. Raises :class:`DecodedTooLarge` (naming the cap) or msgspec's decode errors."""
-    budget = DECODED_PER_BYTE * max_output_kb * 1024
-    if len(data) * MAX_CHARGE_PER_BYTE[encoding] > budget:  # could pass the budget: scan first
-        (json_cost if encoding == "json" else msgpack_cost)(data, budget)
-        return decode_reply(data, encoding)
-    try:
-        reply = decode_reply(data, encoding)  # within the budget whatever its shape
-    except RecursionError:
-        raise DecodedTooLarge(f"nests deeper than {MAX_DEPTH} levels") from None
-    if nested_deeper(reply.output, MAX_DEPTH - 1):  # the reply itself is the first level
-        raise DecodedTooLarge(f"nests deeper than {MAX_DEPTH} levels")
-    return reply
+    """The reply in ``data``, decoded within the caps on decoded size and nesting
+    (:func:`~rh_sandbox.decoded.decode_within`); raises ``DecodedTooLarge`` or msgspec's errors."""
+    return decode_within(data, encoding, DECODED_PER_BYTE * max_output_kb * 1024)
 
 
 def too_large(exc: DecodedTooLarge, max_output_kb: int) -> str:
-    return f"reply {exc} (caps: {DECODED_PER_BYTE} x max_output_kb={max_output_kb} decoded, nesting)"
+    """The error of a reply over a decoded cap, naming the cap."""
+    if exc.too_deep:
+        return f"reply {exc} (the cap on nesting)"
+    return f"reply {exc} (the cap: {DECODED_PER_BYTE} x max_output_kb={max_output_kb})"
 
 
 @dataclass

@@ -20,12 +20,15 @@ from __future__ import annotations
 import re
 from itertools import accumulate
 
+from rh_sdk.protocol import Encoding, Reply, decode_reply
+
 __all__ = [
     "DECODED_PER_BYTE",
     "DECODE_TRANSIENT",
     "MAX_CHARGE_PER_BYTE",
     "MAX_DEPTH",
     "DecodedTooLarge",
+    "decode_within",
     "json_cost",
     "msgpack_cost",
     "nested_deeper",
@@ -56,7 +59,11 @@ _JSON_SLOT = 16
 
 
 class DecodedTooLarge(Exception):
-    """What a guest wrote would pass a cap once decoded; ``str(exc)`` names the cap."""
+    """What a guest wrote would pass a cap once decoded; ``str(exc)`` says which, ``too_deep`` too."""
+
+    def __init__(self, message: str, *, too_deep: bool = False) -> None:
+        super().__init__(message)
+        self.too_deep = too_deep
 
 
 def _dict_bytes(entries: int) -> int:
@@ -71,7 +78,7 @@ def _dict_bytes(entries: int) -> int:
 
 
 def _too_deep() -> DecodedTooLarge:
-    return DecodedTooLarge(f"nests deeper than {MAX_DEPTH} levels")
+    return DecodedTooLarge(f"nests deeper than {MAX_DEPTH} levels", too_deep=True)
 
 
 def _too_big(budget: int) -> DecodedTooLarge:
@@ -243,6 +250,21 @@ def json_cost(data: bytes, budget: int) -> int:
         if max(accumulate(map(_BRACKET_STEP.__getitem__, brackets))) > MAX_DEPTH:
             raise _too_deep()
     return cost
+
+
+def decode_within(data: bytes, encoding: Encoding, budget: int) -> Reply:
+    """The reply in ``data``, decoded only when its decoded size is known to be within ``budget`` and
+    its nesting within :data:`MAX_DEPTH`. Raises :class:`DecodedTooLarge` or msgspec's decode errors."""
+    if len(data) * MAX_CHARGE_PER_BYTE[encoding] > budget:  # could pass the budget: scan first
+        (json_cost if encoding == "json" else msgpack_cost)(data, budget)
+        return decode_reply(data, encoding)
+    try:
+        reply = decode_reply(data, encoding)  # within the budget whatever its shape
+    except RecursionError:
+        raise _too_deep() from None
+    if nested_deeper(reply.output, MAX_DEPTH - 1):  # the reply itself is the first level
+        raise _too_deep()
+    return reply
 
 
 def nested_deeper(value: object, limit: int) -> bool:

@@ -137,7 +137,9 @@ def test_an_over_cap_reply_is_output_limit_naming_the_cap() -> None:
     data = _encode([{}] * 1_000_000, "msgpack")
     status, reply, error = classify(_ending(data), "msgpack")
     assert (status, reply) == (RunStatus.OUTPUT_LIMIT, None)
-    assert error is not None and "24 x max_output_kb=1024" in error and "once decoded" in error
+    assert error is not None and "the cap: 24 x max_output_kb=1024" in error and "once decoded" in error
+    status, _, error = classify(_ending(_encode(_nested_lists(100), "msgpack")), "msgpack")
+    assert (status, error) == (RunStatus.OUTPUT_LIMIT, "reply nests deeper than 64 levels (the cap on nesting)")
 
 
 def test_a_reply_cannot_claim_the_memory_limit() -> None:
