@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from itertools import accumulate
+from typing import Any
 
 from rh_sdk.protocol import Encoding, Reply, decode_reply
 
@@ -155,7 +156,8 @@ def msgpack_cost(data: bytes, budget: int) -> int:
         else:
             # the fourth one-byte value (small int, nil, bool, empty map or array) in a row: count the
             # rest of the run at C speed
-            end = _ONE_BYTE_VALUES.match(data, pos, min(size, pos + pending[-1])).end()  # type: ignore[union-attr]
+            run = _ONE_BYTE_VALUES.match(data, pos, min(size, pos + pending[-1]))
+            end = run.end() if run is not None else pos + 1  # it matches: data[pos] is such a value
             empties = data.count(b"\x80", pos, end) + data.count(b"\x90", pos, end)
             negatives = data[pos:end].translate(None, _NOT_NEGATIVE) if first >= 0xE0 or empties < end - pos else b""
             cost += _EMPTY_DICT * empties + _NUMBER * len(negatives)
@@ -267,14 +269,14 @@ def decode_within(data: bytes, encoding: Encoding, budget: int) -> Reply:
     return reply
 
 
-def nested_deeper(value: object, limit: int) -> bool:
+def nested_deeper(value: dict[str, Any] | list[Any], limit: int) -> bool:
     """Whether containers nest more than ``limit`` deep in a decoded ``value`` (itself level 1).
     Walks containers only, without recursion; for values small enough to be decoded unscanned."""
-    stack: list[tuple[object, int]] = [(value, 1)]
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(value, 1)]
     while stack:
         container, level = stack.pop()
         if level > limit:
             return True
         items = container.values() if isinstance(container, dict) else container
-        stack.extend((item, level + 1) for item in items if type(item) in (dict, list))  # type: ignore[union-attr]
+        stack.extend((item, level + 1) for item in items if type(item) in (dict, list))
     return False
