@@ -86,8 +86,6 @@ def _too_big(budget: int) -> DecodedTooLarge:
     return DecodedTooLarge(f"would take more than {budget} bytes of host memory once decoded")
 
 
-_NON_ASCII = re.compile(rb"[\x80-\xff]")
-
 # Header byte -> (kind, fixed size or length-field width). Kinds below.
 _FREE, _FIXED, _STRING, _BINARY, _EXTENSION, _ARRAY, _MAP, _BAD = range(8)
 
@@ -139,7 +137,7 @@ def msgpack_cost(data: bytes, budget: int) -> int:
     cost = 0
     pending = [1]  # values still to read in each open container; the bottom one is the top level
     streak = 0  # one-byte values in a row
-    headers, small_dicts, search_wide = _HEADERS, _SMALL_DICTS, _NON_ASCII.search  # locals: the hot loop
+    headers, small_dicts = _HEADERS, _SMALL_DICTS  # locals: the hot loop
     free, string, fixed, map_, array = _FREE, _STRING, _FIXED, _MAP, _ARRAY
     while pending:
         if pending[-1] == 0:
@@ -177,7 +175,7 @@ def msgpack_cost(data: bytes, budget: int) -> int:
                 length = int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
                 pos += 1 + width
             length = min(length, size - pos)  # a truncated one is refused by msgspec before it is built
-            wide = search_wide(data, pos, pos + length) is not None
+            wide = not data[pos : pos + length].isascii()
             cost += _STR + (4 * length if wide else length)  # UCS-4 at worst
             pos += length
         elif kind in (map_, array):
