@@ -8,28 +8,29 @@ from dataclasses import dataclass
 import msgspec
 
 from rh_sandbox._pump import Breach, Exchange
+from rh_sandbox.decoded import DECODED_PER_BYTE, DecodedTooLarge, decode_within
+from rh_sandbox.guest_logs import parse_logs
 from rh_sandbox.types import RunResult, RunSpec
-from rh_sdk.protocol import Encoding, LogRecord, Reply, RunStatus, Usage, decode_reply
+from rh_sdk.protocol import Encoding, Reply, RunStatus, Usage
 
-__all__ = ["Ending", "classify", "classify_reply", "parse_logs", "run_result"]
+__all__ = ["Ending", "bounded_reply", "classify", "classify_reply", "parse_logs", "run_result", "too_large"]
 
-_log_decoder = msgspec.json.Decoder(LogRecord)
+# A MemoryError the guest reports is memory_limit only when the host measured at least this share of
+# the limit in use: RLIMIT_AS refuses an allocation before resident memory reaches the limit.
+MEMORY_REPORT_SHARE = 0.5
 
 
-def parse_logs(data: bytes, truncated: bool = False) -> list[LogRecord]:
-    """JSON-line records from stderr; any other line (a print, a C library) becomes a plain record."""
-    records: list[LogRecord] = []
-    for raw in data.splitlines():
-        if not raw.strip():
-            continue
-        try:
-            records.append(_log_decoder.decode(raw))
-        except msgspec.DecodeError:
-            records.append(LogRecord(level="INFO", logger="stderr", message=raw.decode("utf-8", "replace")))
-    if truncated:
-        note = "log output truncated at max_log_kb"
-        records.append(LogRecord(level="WARNING", logger="rh.sandbox", message=note))
-    return records
+def bounded_reply(data: bytes, encoding: Encoding, max_output_kb: int) -> Reply:
+    """The reply in ``data``, decoded within the caps on decoded size and nesting
+    (:func:`~rh_sandbox.decoded.decode_within`); raises ``DecodedTooLarge`` or msgspec's errors."""
+    return decode_within(data, encoding, DECODED_PER_BYTE * max_output_kb * 1024)
+
+
+def too_large(exc: DecodedTooLarge, max_output_kb: int) -> str:
+    """The error of a reply over a decoded cap, naming the cap."""
+    if exc.too_deep:
+        return f"reply {exc} (the cap on nesting)"
+    return f"reply {exc} (the cap: {DECODED_PER_BYTE} x max_output_kb={max_output_kb})"
 
 
 @dataclass
@@ -47,6 +48,7 @@ class Ending:
     log_limit_kb: int = 0
     process_limit: int = 0
     reply: Reply | None = None  # ``stdout`` decoded already (by a runner that needed to look)
+    memory_measured: str | None = None  # the host measured memory near the limit: what it saw
 
 
 def _signal_name(number: int) -> str:
@@ -86,25 +88,36 @@ def classify(end: Ending, encoding: Encoding) -> tuple[RunStatus, Reply | None, 
             return RunStatus.FAILED, None, f"exited with status {end.returncode} without a reply"
         return RunStatus.PROTOCOL_ERROR, None, "exited without writing a reply"
     if end.reply is not None:
-        return classify_reply(end.reply)
+        return classify_reply(end.reply, memory_measured=end.memory_measured)
     try:
-        reply = decode_reply(end.stdout, encoding)
+        reply = bounded_reply(end.stdout, encoding, end.output_limit_kb)
+    except DecodedTooLarge as exc:
+        return RunStatus.OUTPUT_LIMIT, None, too_large(exc, end.output_limit_kb)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         return RunStatus.PROTOCOL_ERROR, None, f"undecodable reply ({len(end.stdout)} bytes): {exc}"
-    return classify_reply(reply)
+    return classify_reply(reply, memory_measured=end.memory_measured)
 
 
-def classify_reply(reply: Reply) -> tuple[RunStatus, Reply | None, str | None]:
-    """The status a well-formed reply stands for; every runtime's classifier ends here."""
+def classify_reply(reply: Reply, *, memory_measured: str | None = None) -> tuple[RunStatus, Reply | None, str | None]:
+    """The status a well-formed reply stands for; every runtime's classifier ends here.
+
+    A reply cannot claim a status the host measures: its MemoryError is memory_limit only with
+    ``memory_measured`` (what the host measured, in words); otherwise the run failed like any raise."""
     if not reply.ran:
         if not reply.ok:
             return RunStatus.PROTOCOL_ERROR, reply, reply.error or "the guest could not decode the invocation"
         return RunStatus.SKIPPED, reply, None
     if reply.ok:
         return RunStatus.OK, reply, None
-    if reply.error_type == "MemoryError":
-        return RunStatus.MEMORY_LIMIT, reply, reply.error
+    if reply.error_type == "MemoryError" and memory_measured is not None:
+        return RunStatus.MEMORY_LIMIT, reply, f"memory limit reached: MemoryError at {memory_measured}"
     return RunStatus.FAILED, reply, reply.error
+
+
+def _memory_measured(peak_kb: float, memory_mb: int) -> str | None:
+    if peak_kb < memory_mb * 1024 * MEMORY_REPORT_SHARE:
+        return None
+    return f"a measured peak of {peak_kb / 1024:.0f} MiB of the {memory_mb} MiB limit"
 
 
 def run_result(
@@ -132,13 +145,14 @@ def run_result(
         log_limit_kb=limits.max_log_kb,
         process_limit=limits.max_processes,
         reply=reply,
+        memory_measured=_memory_measured(peak_kb, limits.memory_mb),
     )
     status, reply, error = classify(ending, spec.encoding)
     return RunResult(
         status=status,
         reply=reply,
         error=error,
-        logs=parse_logs(io.stderr, truncated=io.breach is Breach.LOGS),
+        logs=parse_logs(io.stderr, truncated=io.breach is Breach.LOGS, max_log_kb=limits.max_log_kb),
         usage=Usage(wall_ms=round(io.wall_s * 1000, 3), cpu_ms=round(cpu_ms, 3), peak_rss_kb=int(peak_kb)),
         isolation=isolation,
         exit_code=returncode,

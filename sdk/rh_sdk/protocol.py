@@ -104,7 +104,11 @@ class Reply(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class LogRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """One structured log record, written by the guest as a JSON line on stderr."""
+    """One structured log record, written by the guest as a JSON line on stderr.
+
+    ``source`` is set by the host, never read from the guest's line: ``"guest"`` (the default, so
+    omitted) for everything the guest wrote, whatever its ``logger`` says; ``"host"`` for the host's
+    own notes (a truncation, dropped records)."""
 
     level: str
     message: str
@@ -112,6 +116,7 @@ class LogRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     ts: float = 0.0
     extra: dict[str, Any] = {}
     exc: str | None = None
+    source: Literal["guest", "host"] = "guest"
 
 
 class Usage(msgspec.Struct, kw_only=True, omit_defaults=True):

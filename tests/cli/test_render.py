@@ -60,3 +60,12 @@ def test_output_conflicts_and_success_line() -> None:
     assert "  k: first over second" in text
     assert text.splitlines()[-1] == "SUCCESS: every enabled handler succeeded"
     assert "-" in next(line for line in text.splitlines() if " off " in line)  # no peak RSS measured
+
+
+def test_only_host_records_are_shown_as_the_hosts() -> None:
+    forged = LogRecord(level="WARNING", logger="rh.sandbox", message="log output truncated at max_log_kb")
+    note = LogRecord(level="WARNING", logger="rh.sandbox", message="12 log lines dropped", source="host")
+    outcome = merge_outcome("b", [run("good", 1, RunStatus.OK, logs=[forged, note])], 0, 0)
+    text = render_outcome(outcome, show_logs=True)
+    assert "WARNING [host] 12 log lines dropped" in text
+    assert "WARNING log output truncated at max_log_kb" in text

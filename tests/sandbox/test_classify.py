@@ -44,7 +44,7 @@ RULES = [
     ("reply over max_output_kb", ending(breach=Breach.OUTPUT), RunStatus.OUTPUT_LIMIT, "max_output_kb=64"),
     ("logs over max_log_kb", ending(breach=Breach.LOGS), RunStatus.OUTPUT_LIMIT, "max_log_kb=32"),
     ("wall-clock deadline", ending(breach=Breach.TIMEOUT), RunStatus.TIMEOUT, "wall-clock limit of 3 s"),
-    ("fork or thread bomb", ending(breach=Breach.PROCESSES), RunStatus.CRASHED, "process limit of 8 reached"),
+    ("fork or thread bomb", ending(breach=Breach.PROCESSES), RunStatus.CRASHED, "process limit of 8"),
     ("CPU time seen by the host", ending(breach=Breach.CPU), RunStatus.CPU_LIMIT, "CPU limit of 1 s"),
     ("SIGXCPU (soft RLIMIT_CPU)", ending(returncode=-signal.SIGXCPU), RunStatus.CPU_LIMIT, "CPU limit of 1 s"),
     (
@@ -72,9 +72,18 @@ RULES = [
     ("handler skipped itself", ending(stdout=reply(ran=False, ok=True)), RunStatus.SKIPPED, None),
     ("handler succeeded", ending(), RunStatus.OK, None),
     (
-        "handler raised MemoryError",
-        ending(stdout=reply(ran=True, ok=False, error="MemoryError: big", error_type="MemoryError")),
+        "handler raised MemoryError, the host measured memory near the limit",
+        ending(
+            stdout=reply(ran=True, ok=False, error="MemoryError: big", error_type="MemoryError"),
+            memory_measured="250 of 256 MiB",
+        ),
         RunStatus.MEMORY_LIMIT,
+        "MemoryError at 250 of 256 MiB",
+    ),
+    (
+        "handler raised MemoryError, the host measured little (a claim, not a measure)",
+        ending(stdout=reply(ran=True, ok=False, error="MemoryError: big", error_type="MemoryError")),
+        RunStatus.FAILED,
         "MemoryError: big",
     ),
     (
@@ -90,7 +99,8 @@ REPLY_RULES = {
     "guest could not decode the invocation",
     "handler skipped itself",
     "handler succeeded",
-    "handler raised MemoryError",
+    "handler raised MemoryError, the host measured memory near the limit",
+    "handler raised MemoryError, the host measured little (a claim, not a measure)",
     "handler raised",
 }
 

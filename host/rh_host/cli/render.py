@@ -45,7 +45,8 @@ def render_outcome(outcome: BatchOutcome, show_logs: bool = False) -> str:
         for record in run.logs:
             failing = run.status not in (RunStatus.OK, RunStatus.SKIPPED)
             if show_logs or (failing and record.level in _LOG_LEVELS_SHOWN_ON_FAILURE):
-                lines.append(f"  {'':>4}    {record.level:<7} {record.message}")
+                origin = "[host] " if record.source == "host" else ""  # guest records cannot claim this
+                lines.append(f"  {'':>4}    {record.level:<7} {origin}{record.message}")
     if outcome.output:
         lines += ["", "output:"]
         lines += [f"  {key}: {_short(value)}" for key, value in outcome.output.items()]

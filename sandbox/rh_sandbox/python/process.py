@@ -195,7 +195,8 @@ class ProcessBackend:
         oom = False
         if cgroup is not None:
             cpu_ms = max(cpu_ms, cgroup.cpu_ms())
-            peak_kb = max(peak_kb, cgroup.peak_memory_kb())
+            # not ru_maxrss: a child spawned from the host inherits the host's RSS high-water mark
+            peak_kb = cgroup.peak_memory_kb()
             oom = cgroup.oom_killed()
         return run_result(
             spec,

@@ -235,7 +235,7 @@ class WasmBackend:
             status=status,
             reply=reply,
             error=error,
-            logs=parse_logs(resp.stderr, resp.stderr_over),
+            logs=parse_logs(resp.stderr, resp.stderr_over, max_log_kb=limits.max_log_kb),
             usage=usage,
             isolation=self._launcher.isolation,
             exit_code=resp.exit_code if resp.outcome == "exit" else None,

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import msgspec
 
-from rh_sandbox.classify import classify_reply, parse_logs  # shared with the process backend
+from rh_sandbox.classify import bounded_reply, classify_reply, parse_logs, too_large  # shared
+from rh_sandbox.decoded import DecodedTooLarge
 from rh_sandbox.wasm._frames import Response
-from rh_sdk.protocol import Encoding, Reply, RunStatus, decode_reply
+from rh_sdk.protocol import Encoding, Reply, RunStatus
 
 __all__ = ["classify", "parse_logs"]
 
@@ -37,7 +38,9 @@ def classify(
     reply: Reply | None = None
     if resp.stdout:
         try:
-            reply = decode_reply(resp.stdout, encoding)
+            reply = bounded_reply(resp.stdout, encoding, max_output_kb)
+        except DecodedTooLarge as exc:
+            return RunStatus.OUTPUT_LIMIT, None, too_large(exc, max_output_kb)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             if resp.exit_code != 0:
                 return RunStatus.FAILED, None, f"exited with status {resp.exit_code} (undecodable reply)"
@@ -46,4 +49,5 @@ def classify(
         return RunStatus.FAILED, reply, (reply.error if reply else None) or f"exited with status {resp.exit_code}"
     if reply is None:
         return RunStatus.PROTOCOL_ERROR, None, "exited without writing a reply"
-    return classify_reply(reply)
+    measured = f"{resp.memory_bytes} bytes, the limit" if resp.memory_at_limit else None
+    return classify_reply(reply, memory_measured=measured)

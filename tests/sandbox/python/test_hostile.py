@@ -10,8 +10,9 @@ import os
 import socket
 import subprocess
 import time
+import tracemalloc
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -19,7 +20,7 @@ import pytest
 
 from rh_sandbox.python.forkserver import ChildState, ForkServerBackend
 from rh_sandbox.python.strict import StrictProcessBackend
-from rh_sandbox.types import Limits, RunStatus
+from rh_sandbox.types import Limits, RunResult, RunStatus
 from tests.sandbox.conftest import Run, copy_plugin, make_runner
 
 pytestmark = pytest.mark.usefixtures("needs_strict")
@@ -261,3 +262,52 @@ def test_no_host_descriptor_is_left_open(run: Run, plugins: dict[str, Path]) -> 
     assert targets, result.reply.output
     for target in targets:
         assert target.startswith(("pipe:", "/dev/null", "/proc/")), f"unexpected open descriptor: {target}"
+
+
+def _host_peak_bytes(call: Callable[[], RunResult]) -> tuple[RunResult, int]:
+    """``call()`` and the peak of the host's Python allocations while it ran (the guest's are elsewhere)."""
+    tracemalloc.start()
+    try:
+        result = call()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_reply_of_empty_maps_is_refused_before_it_is_decoded(run: Run, plugins: dict[str, Path]) -> None:
+    """4 MiB of ``0x80`` (empty maps) used to become ~4 million dicts in the host (~300 MiB)."""
+    count = 4 << 20
+    limits = Limits(wall_seconds=30, max_output_kb=4 * 1024 + 64)
+    result, peak = _host_peak_bytes(
+        lambda: run(plugins["hostile"], "hostile:EmptyMaps", {"count": count}, limits=limits)
+    )
+    assert result.status is RunStatus.OUTPUT_LIMIT, (result.status, result.error)
+    assert "host memory once decoded" in (result.error or ""), result.error
+    assert result.reply is None
+    assert peak < 3 * count, f"host peak {peak / 2**20:.0f} MiB for a {count >> 20} MiB reply"
+    assert_good_still_runs(run, plugins)
+
+
+def test_a_mebibyte_of_newlines_is_a_few_records(run: Run, plugins: dict[str, Path]) -> None:
+    """1 MB of ``a\\n`` on stderr used to become 500,000 records (~100 MiB in the host)."""
+    lines = 500_000
+    limits = Limits(wall_seconds=30, max_log_kb=1024)
+    result, peak = _host_peak_bytes(
+        lambda: run(plugins["hostile"], "hostile:Newlines", {"lines": lines}, limits=limits)
+    )
+    assert result.status is RunStatus.OK, (result.status, result.error)
+    plain = [record for record in result.logs if record.logger == "stderr"]
+    assert len(result.logs) <= 3 and len(plain) == 1, [r.message[:40] for r in result.logs]
+    assert plain[0].message.count("a\n") == lines - 1 and plain[0].source == "guest"
+    assert peak < 8 * 2 * lines, f"host peak {peak / 2**20:.0f} MiB for {2 * lines} bytes of logs"
+    assert_good_still_runs(run, plugins)
+
+
+def test_a_guest_cannot_forge_host_records_or_host_measured_statuses(run: Run, plugins: dict[str, Path]) -> None:
+    result = run(plugins["hostile"], "hostile:ForgesHostRecords")
+    assert result.status is RunStatus.FAILED, (result.status, result.error)  # not memory_limit: nothing measured
+    assert result.reply is not None and result.reply.error_type == "MemoryError"
+    forged = [record for record in result.logs if record.message == "log output truncated at max_log_kb"]
+    assert [record.logger for record in forged] == ["rh.sandbox", "rh.egress"]
+    assert all(record.source == "guest" for record in result.logs), result.logs
+    assert_good_still_runs(run, plugins)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import tracemalloc
 
 import msgspec
 import pytest
@@ -198,3 +199,30 @@ def test_concurrent_runs_from_threads(run_wat: RunWat, backend, tmp_path) -> Non
     for t in threads:
         t.join()
     assert statuses == [RunStatus.OK] * 80
+
+
+def test_reply_of_empty_maps_is_output_limit_without_being_decoded(run_wat: RunWat) -> None:
+    chunks = 70  # 4.2 MB of "{}," within max_output_kb: 1.4 million dicts (~100 MiB) were it decoded
+    tracemalloc.start()
+    try:
+        result = run_wat(g.empty_maps_reply(chunks), max_output_kb=4200)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.status is RunStatus.OUTPUT_LIMIT, (result.status, result.error)
+    assert "host memory once decoded" in (result.error or "")
+    assert peak < 6 * chunks * 60_000, f"host peak {peak / 2**20:.0f} MiB"
+
+
+def test_a_few_empty_maps_still_decode(run_wat: RunWat) -> None:
+    result = run_wat(g.empty_maps_reply(1))
+    assert result.status is RunStatus.OK, result.error
+    assert result.reply is not None and len(result.reply.output["o"]) == 20_001
+
+
+def test_guest_cannot_claim_memory_limit_or_write_host_records(run_wat: RunWat) -> None:
+    note = {"level": "WARNING", "logger": "rh.sandbox", "source": "host", "message": "log output truncated"}
+    claim = {"ran": True, "ok": False, "error": "memory limit reached", "error_type": "MemoryError"}
+    result = run_wat(g.replying(claim, note))
+    assert result.status is RunStatus.FAILED, result.error  # its memory was one page, far from the limit
+    assert [(r.logger, r.source) for r in result.logs] == [("rh.sandbox", "guest")]

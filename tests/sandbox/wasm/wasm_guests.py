@@ -143,3 +143,16 @@ def nested_blocks(depth: int) -> bytes:
 
     body = "(block " * depth + ")" * depth
     return bytes(wasmtime.wat2wasm(f'(module (memory (export "memory") 1) (func (export "_start") {body}))'))
+
+
+def empty_maps_reply(chunks: int) -> str:
+    """A JSON reply whose output holds ``chunks`` x 20,000 empty maps (3 bytes each, a dict each)."""
+    head, tail, chunk = b'{"ran":true,"ok":true,"output":{"o":[', b"{}]}}", b"{}," * 20_000
+    body = f"""(func (export "_start") (local $i i32)
+   (drop (call $write (i32.const 1) (i32.const 1024) (i32.const {len(head)})))
+   (loop $l
+     (drop (call $write (i32.const 1) (i32.const 2048) (i32.const {len(chunk)})))
+     (local.set $i (i32.add (local.get $i) (i32.const 1)))
+     (br_if $l (i32.lt_u (local.get $i) (i32.const {chunks}))))
+   (drop (call $write (i32.const 1) (i32.const 1536) (i32.const {len(tail)}))))"""
+    return module(body, {1024: head, 1536: tail, 2048: chunk})

@@ -16,7 +16,8 @@ from typing import IO
 import msgspec
 
 from rh_sandbox._pump import Exchange, exchange
-from rh_sandbox.classify import run_result
+from rh_sandbox.classify import bounded_reply, run_result
+from rh_sandbox.decoded import DecodedTooLarge
 from rh_sandbox.linux.cgroups import RunCgroup
 from rh_sandbox.linux.uids import processes_of_uid
 from rh_sandbox.python.forkserver.child import Child
@@ -24,7 +25,7 @@ from rh_sandbox.python.forkserver.run_cgroups import kill_members
 from rh_sandbox.python.forkserver.zygote import Zygote
 from rh_sandbox.python.process import guest_rlimits
 from rh_sandbox.types import RunResult, RunSpec
-from rh_sdk.protocol import Encoding, Reply, decode_reply
+from rh_sdk.protocol import Encoding, Reply
 
 __all__ = ["EXIT_GRACE_S", "ChildRun", "readable"]
 
@@ -64,7 +65,7 @@ class ChildRun:
         ):
             io = self._exchange(stdin, out, err, rest, started)
         cgroup = self.child.cgroup
-        reply = self._answered(io, self.spec.encoding)
+        reply = self._answered(io, self.spec.encoding, self.spec.limits.max_output_kb)
         if reply is not None:
             return self._result(io, 0, 0, cgroup, reply)
         code, maxrss_kb = self._finish(breached=io.breach is not None)
@@ -127,7 +128,7 @@ class ChildRun:
             started=started,
         )
 
-    def _answered(self, io: Exchange, encoding: Encoding) -> Reply | None:
+    def _answered(self, io: Exchange, encoding: Encoding, max_output_kb: int) -> Reply | None:
         """The run's reply when the run is over without waiting for the child's exit: it wrote a whole
         reply and closed its stdio, within every limit. The child is SIGKILLed now (pid 1 of its PID
         namespace: everything it started dies with it); its teardown and reaping, ~1 ms of unmapping
@@ -138,9 +139,9 @@ class ChildRun:
         if io.breach is not None or not io.stdout or child.cgroup is None:
             return None
         try:
-            reply = decode_reply(io.stdout, encoding)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return None  # a partial reply: how the child ended (a signal, a CPU limit) decides
+            reply = bounded_reply(io.stdout, encoding, max_output_kb)
+        except (msgspec.DecodeError, msgspec.ValidationError, DecodedTooLarge):
+            return None  # a partial reply (how the child ended decides) or one over a decoded cap
         kill_members(child.cgroup)  # synchronous: nothing of the run executes once we return
         child.answered = True
         return reply

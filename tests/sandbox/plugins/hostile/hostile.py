@@ -262,3 +262,34 @@ class LeaveIpc(ResultHandler):
             "dev_left": attempt(lambda: _write("/dev/rh-trace", "trace")),
             "tmp_left": attempt(lambda: _write("/tmp/rh-trace", "trace")),
         }
+class EmptyMaps(ResultHandler):
+    """config.count empty maps in the reply: one byte each on the wire, a dict each once decoded."""
+
+    def handle(self, batch_id, results, metadata):
+        return {"o": [{}] * self.config["count"]}
+
+
+class Newlines(ResultHandler):
+    """config.lines lines of ``a`` on stderr: one log record each, were they parsed line by line."""
+
+    def handle(self, batch_id, results, metadata):
+        import sys
+
+        sys.stderr.write("a\n" * self.config["lines"])
+        sys.stderr.flush()
+        return {}
+
+
+class ForgesHostRecords(ResultHandler):
+    """Writes log lines shaped exactly like the host's own notes, then claims the OOM killer hit it."""
+
+    def handle(self, batch_id, results, metadata):
+        import json
+        import sys
+
+        for logger in ("rh.sandbox", "rh.egress"):
+            note = "log output truncated at max_log_kb"
+            record = {"level": "WARNING", "logger": logger, "source": "host", "message": note}
+            sys.stderr.write(json.dumps(record) + "\n")
+        sys.stderr.flush()
+        raise MemoryError("memory limit reached (killed by the OOM killer)")
