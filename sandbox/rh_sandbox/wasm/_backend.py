@@ -191,6 +191,7 @@ class WasmBackend:
             max_log_bytes=limits.max_log_kb * 1024,
             egress_socket=str(egress.setup.socket_path) if egress is not None and egress.setup else None,
             grants=list(spec.allowed_hosts),
+            cpu_seconds=limits.cpu_seconds,
         )
         body = _encoder.encode(request)
         healthy = False
@@ -228,7 +229,7 @@ class WasmBackend:
             wall_ms=(time.perf_counter() - started) * 1000.0,
             cpu_ms=resp.cpu_ms,
             peak_rss_kb=resp.memory_bytes // 1024,
-            fuel=resp.fuel_used,
+            fuel=None if resp.trap_code == "INTERRUPT" else resp.fuel_used,  # wasmtime loses the count then
         )
         return RunResult(
             status=status,

@@ -3,7 +3,8 @@
 Started by :mod:`rh_sandbox.wasm._pool` as ``python -I -m rh_sandbox.wasm._worker --cache-dir DIR``. A wasmtime
 abort, a runaway compile or a guest blocked in a host call kills or hangs this process, never the host;
 the host replaces it. Before it reads any untrusted byte it lowers its own rlimits (no ``preexec_fn``
-needed on the host side, which is unsafe with threads).
+needed on the host side, which is unsafe with threads). Each run is held to its wall limit by the
+:class:`WallClock` and to its CPU limit, host calls included, by the :class:`~._cpu_clock.CpuClock`.
 
 ``--validate`` mode is the one-shot check behind :func:`rh_sandbox.wasm.validate_module`: after its
 ``Ready`` frame it reads one frame (a module's bytes), checks the module as a run would, answers one
@@ -29,6 +30,7 @@ import msgspec
 import wasmtime
 
 from rh_sandbox.wasm._cache import ModuleCache, compile_module
+from rh_sandbox.wasm._cpu_clock import CpuClock
 from rh_sandbox.wasm._engine import engine_fingerprint, make_engine
 from rh_sandbox.wasm._frames import FrameError, Ready, Request, Response, Verdict, read_frame, write_frame
 from rh_sandbox.wasm._guest import GuestRunner, ModuleRefused, check_module, store_limits
@@ -133,6 +135,7 @@ def take_pipes() -> tuple[int, int]:
 
 def serve(cache_dir: str | None) -> int:
     engine = make_engine()
+    cpu_clock = CpuClock(engine)  # first: every thread started later inherits the signal mask it needs
     # The host made the cwd (on tmpfs) and removes it even when it has to kill this process.
     scratch = Path.cwd()
     runner = GuestRunner(engine, ModuleCache(engine, cache_dir), scratch)
@@ -153,8 +156,9 @@ def serve(cache_dir: str | None) -> int:
             write_frame(fd_out, loaded)
             if loaded.outcome != "loaded":
                 continue
-        with clock.armed(req.wall_seconds):
+        with clock.armed(req.wall_seconds), cpu_clock.armed(req.cpu_seconds):
             resp: Response = runner.run(req)
+        resp.cpu_over = cpu_clock.fired
         write_frame(fd_out, resp)
 
 

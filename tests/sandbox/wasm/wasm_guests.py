@@ -143,3 +143,16 @@ def nested_blocks(depth: int) -> bytes:
 
     body = "(block " * depth + ")" * depth
     return bytes(wasmtime.wat2wasm(f'(module (memory (export "memory") 1) (func (export "_start") {body}))'))
+
+
+# Spend their CPU in the host's code behind a WASI call, where no fuel is charged: a few wasm
+# instructions per call, so fuel alone would let them run until the wall clock.
+RANDOM_GET_LOOP = """(module
+ (import "wasi_snapshot_preview1" "random_get" (func $random_get (param i32 i32) (result i32)))
+ (memory (export "memory") 2)
+ (func (export "_start") (loop $l (drop (call $random_get (i32.const 0) (i32.const 65536))) (br $l))))"""
+
+CLOCK_TIME_LOOP = """(module
+ (import "wasi_snapshot_preview1" "clock_time_get" (func $clock_time_get (param i32 i64 i32) (result i32)))
+ (memory (export "memory") 1)
+ (func (export "_start") (loop $l (drop (call $clock_time_get (i32.const 1) (i64.const 0) (i32.const 0))) (br $l))))"""
