@@ -7,7 +7,7 @@ fuel. A worker runs one guest at a time, so the worker process's CPU time is the
 spent. SIGPROF is blocked in every thread of the worker and taken by this clock's own thread with
 ``sigwait``, which then advances the engine's epoch: the guest traps with INTERRUPT at its next loop
 back-edge or call, as with the wall clock. A run that stays under its limit costs two ``setitimer``
-calls and no wake-up.
+calls, a clock read and no wake-up.
 
 Fuel still ends pure computation (precisely, and reported in units); the timer is set a little past
 ``cpu_seconds`` (:func:`cpu_timer_seconds`) so that it ends only what fuel does not count.
@@ -15,12 +15,10 @@ Fuel still ends pure computation (precisely, and reported in units); the timer i
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 
 import wasmtime
 
@@ -37,11 +35,10 @@ def cpu_timer_seconds(cpu_seconds: float) -> float:
 
 
 class CpuClock:
-    """Interrupts the current run when the worker process has spent its CPU budget since ``armed``.
+    """Interrupts the current run when the worker process has spent its CPU budget since :meth:`arm`.
 
     Must be made before the worker starts any other thread (wasmtime's included): threads inherit the
-    signal mask that keeps SIGPROF for this clock's ``sigwait``. ``fired`` tells whether it interrupted
-    the run last armed.
+    signal mask that keeps SIGPROF for this clock's ``sigwait``.
     """
 
     def __init__(self, engine: wasmtime.Engine) -> None:
@@ -49,8 +46,8 @@ class CpuClock:
             raise RuntimeError("the CPU clock must be made before the worker starts a thread")
         self._engine = engine
         self._lock = threading.Lock()
-        self._deadline: float | None = None  # process CPU time (time.process_time) the run may reach
-        self.fired = False
+        self._deadline: float | None = None  # the process CPU time (time.process_time) the run may reach
+        self._fired = False
         # A handler, never run (the signal stays blocked): the kernel drops a signal at its default
         # action sent to the init of a pid namespace, which a sandboxed worker is.
         signal.signal(signal.SIGPROF, lambda *_: None)
@@ -63,27 +60,30 @@ class CpuClock:
             with self._lock:
                 if self._deadline is None:
                     continue  # the run it was meant for has ended
+                # The timer counts sampled user + system time, which can run ahead of the process's
+                # CPU clock (what the run reports as cpu_ms): wait for the rest on the latter's word.
                 remaining = self._deadline - time.process_time()
-                if remaining > 0:  # the timer's and the clock's granularity differ: wait for the rest
+                if remaining > 0:
                     signal.setitimer(signal.ITIMER_PROF, max(remaining, 0.001))
                     continue
-                self.fired = True
+                self._fired = True
                 self._engine.increment_epoch()
 
-    @contextlib.contextmanager
-    def armed(self, cpu_seconds: float) -> Iterator[None]:
-        """Arm for one run of ``cpu_seconds`` (the timer fires at :func:`cpu_timer_seconds`); 0: no timer."""
-        self.fired = False
+    def arm(self, cpu_seconds: float) -> None:
+        """Arm for one run of ``cpu_seconds`` (the timer fires at :func:`cpu_timer_seconds`); 0: no timer.
+        Explicit calls, not a context manager: this is on every run's path."""
         if cpu_seconds <= 0:
-            yield
             return
         budget = cpu_timer_seconds(cpu_seconds)
         with self._lock:
-            self._deadline = time.process_time() + budget
+            self._deadline, self._fired = time.process_time() + budget, False
             signal.setitimer(signal.ITIMER_PROF, budget)
-        try:
-            yield
-        finally:
-            with self._lock:  # no tick meant for this run can reach the next one
-                signal.setitimer(signal.ITIMER_PROF, 0)
-                self._deadline = None
+
+    def disarm(self) -> bool:
+        """Stop the timer; whether it interrupted the run armed for."""
+        with self._lock:
+            if self._deadline is None:
+                return False
+            signal.setitimer(signal.ITIMER_PROF, 0)
+            self._deadline = None  # no SIGPROF meant for this run can reach the next one
+            return self._fired

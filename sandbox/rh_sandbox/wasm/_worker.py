@@ -156,9 +156,13 @@ def serve(cache_dir: str | None) -> int:
             write_frame(fd_out, loaded)
             if loaded.outcome != "loaded":
                 continue
-        with clock.armed(req.wall_seconds), cpu_clock.armed(req.cpu_seconds):
-            resp: Response = runner.run(req)
-        resp.cpu_over = cpu_clock.fired
+        cpu_clock.arm(req.cpu_seconds)
+        try:
+            with clock.armed(req.wall_seconds):
+                resp: Response = runner.run(req)
+        finally:
+            cpu_over = cpu_clock.disarm()
+        resp.cpu_over = cpu_over
         write_frame(fd_out, resp)
 
 
