@@ -38,6 +38,7 @@ from rh_sandbox.wasm._net import HttpBridge
 
 MAX_FILE_BYTES = 64 * 1024 * 1024  # hard cap on any one guest output file
 VALIDATE_FUEL = 50_000_000
+VALIDATE_CPU_SECONDS = 0.05  # the start function's CPU, host calls included (VALIDATE_FUEL's worth)
 VALIDATE_MEMORY_BYTES = 256 * 1024 * 1024
 
 
@@ -166,10 +167,10 @@ def serve(cache_dir: str | None) -> int:
         write_frame(fd_out, resp)
 
 
-def validate(wasm: bytes) -> str | None:
+def validate(wasm: bytes, engine: wasmtime.Engine, cpu_clock: CpuClock) -> str | None:
     """The reason ``wasm`` is refused, or None. Compiles, links and instantiates it (start function
-    included) under fuel, an epoch deadline and store limits, without calling ``_start``."""
-    engine = make_engine()
+    included) under fuel, the CPU clock and store limits, without calling ``_start``."""
+    over = False
     try:
         module = compile_module(engine, wasm)
         check_module(module)
@@ -181,11 +182,17 @@ def validate(wasm: bytes) -> str | None:
         store.set_wasi(wasmtime.WasiConfig())
         store_limits(store, VALIDATE_MEMORY_BYTES)
         store.set_fuel(VALIDATE_FUEL)
-        store.set_epoch_deadline(1 << 40)
-        pre.instantiate(store)
+        store.set_epoch_deadline(1)  # only the CPU clock advances the epoch here
+        cpu_clock.arm(VALIDATE_CPU_SECONDS)  # not before: compiling is not the start function's CPU
+        try:
+            pre.instantiate(store)
+        finally:
+            over = cpu_clock.disarm()
     except ModuleRefused as exc:
         return str(exc)
     except wasmtime.Trap as exc:
+        if over:
+            return f"start function trapped: it used over {VALIDATE_CPU_SECONDS:g} CPU seconds (host calls included)"
         return f"start function trapped: {exc.message}"
     except wasmtime.WasmtimeError as exc:
         return str(exc)
@@ -194,13 +201,15 @@ def validate(wasm: bytes) -> str | None:
 
 def check_one() -> int:
     """``--validate``: one module in, one verdict out."""
+    engine = make_engine()
+    cpu_clock = CpuClock(engine)  # before any other thread, as in serve()
     fd_in, fd_out = take_pipes()
     write_frame(fd_out, Ready(os.getpid(), engine_fingerprint()))
     try:
         wasm = read_frame(fd_in)
     except FrameError:
         return 0  # the host gave up before sending it
-    write_frame(fd_out, Verdict(validate(wasm)))
+    write_frame(fd_out, Verdict(validate(wasm, engine, cpu_clock)))
     return 0
 
 
