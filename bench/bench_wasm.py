@@ -4,10 +4,13 @@ side by side with Extism's Python SDK running an equivalent plugin, in one run.
     .venv/bin/python bench/bench_wasm.py              # ~10 s; prints p50/p99 per mode and the ratios
     .venv/bin/python bench/bench_wasm.py --runs 5000
     .venv/bin/python bench/bench_wasm.py --fuel-rate  # fuel units per CPU second (FUEL_PER_CPU_SECOND)
+    git archive REV sandbox | tar -x -C /tmp/old && .venv/bin/python bench/bench_wasm.py --worker-from /tmp/old/sandbox
 
 Modes (all after warm-up, module compiled and cached):
   rh-host backend        WasmBackend.run: host -> pipe -> worker -> fresh Store + WASI + instance -> reply
                          decoded and classified in the host. The number the issue's 0.5 ms target is about.
+  rh-host backend, worker from DIR  (--worker-from) the same host code, the worker's code imported from DIR (another
+                         checkout's sandbox/): runs alternated one by one with "rh-host backend", to compare workers.
   rh-host strict         the same, the worker in the strict sandbox as the tenant's uid (StrictWorkers), runs
                          alternated one by one with "rh-host backend" so that both see the same machine.
   worker start basic/strict  a new backend's first run (a worker started, the module loaded from the cache);
@@ -117,7 +120,21 @@ def strict_workers(scratch: Path, cgroups: bool = True) -> object | None:
     return StrictWorkers(cache_dir=cache, cgroups=None if cgroups else CgroupV1([]))
 
 
-def bench_rh(runs: int, scratch: Path) -> dict[str, tuple[float, float]]:
+def worker_from(source: Path) -> Callable[[list[str]], list[str]]:
+    """A command wrapper that runs the basic worker with its code imported from ``source`` (a sandbox/ dir)."""
+    launcher = (
+        f"import sys; sys.path.insert(0, {str(source)!r}); "
+        "from rh_sandbox.wasm._worker import main; sys.exit(main(sys.argv[1:]))"
+    )
+
+    def wrap(argv: list[str]) -> list[str]:
+        at = argv.index("-m")
+        return [*argv[:at], "-c", launcher, *argv[at + 2 :]]
+
+    return wrap
+
+
+def bench_rh(runs: int, scratch: Path, other_worker: Path | None = None) -> dict[str, tuple[float, float]]:
     from rh_sandbox import RunSpec, RunStatus, WasmBackend
     from rh_sandbox.wasm._cache import ModuleCache
     from rh_sandbox.wasm._engine import make_engine
@@ -147,6 +164,13 @@ def bench_rh(runs: int, scratch: Path) -> dict[str, tuple[float, float]]:
         if first.status is not RunStatus.OK:
             raise SystemExit(f"bench guest did not run: {first.status} {first.error}")
         calls = {"rh-host backend": lambda: backend.run(spec, PAYLOAD)}
+        if other_worker is not None:
+            other = stack.enter_context(
+                WasmBackend(cache_dir=scratch / "cache-other", workers=1, wrap_command=worker_from(other_worker))
+            )
+            if other.run(spec, PAYLOAD).status is not RunStatus.OK:
+                raise SystemExit(f"bench guest did not run with the worker from {other_worker}")
+            calls[f"rh-host backend, worker from {other_worker}"] = lambda: other.run(spec, PAYLOAD)
         if sandbox is not None:
             strict = stack.enter_context(WasmBackend(workers=1, sandbox=sandbox))  # type: ignore[arg-type]
             first = strict.run(spec, PAYLOAD)
@@ -226,12 +250,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3000)
     parser.add_argument("--fuel-rate", action="store_true")
+    parser.add_argument("--worker-from", type=Path, help="a sandbox/ dir whose worker to alternate with this one")
     args = parser.parse_args()
     if args.fuel_rate:
         fuel_rate()
         return 0
     with tempfile.TemporaryDirectory(prefix="rh-bench-wasm-") as tmp:
-        results = bench_rh(args.runs, Path(tmp))
+        results = bench_rh(args.runs, Path(tmp), args.worker_from)
     extism_results = bench_extism(args.runs)
     if isinstance(extism_results, str):
         print(extism_results)
@@ -241,6 +266,9 @@ def main() -> int:
     for name, (p50, p99) in results.items():
         print(f"{name:<34}{p50:>10.3f}{p99:>10.3f}")
     ours = results["rh-host backend"][0]
+    if args.worker_from is not None:
+        other = results[f"rh-host backend, worker from {args.worker_from}"][0]
+        print(f"ratio rh-host backend / worker from {args.worker_from}: {ours / other:.3f}x")
     print(f"target: rh-host backend p50 <= 0.5 ms: {'met' if ours <= 0.5 else 'NOT met'} ({ours:.3f} ms)")
     for other in ("extism reused", "extism fresh", "rh-host in-process"):
         if other in results:

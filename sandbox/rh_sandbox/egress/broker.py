@@ -3,7 +3,12 @@
 For each connection the guest forwarder names a grant; the broker checks it against the run's grants,
 resolves the name itself, refuses internal addresses the operator did not allow, connects to the vetted
 address (never to the name again, so a DNS answer cannot change between check and use), replies
-``OK`` or ``NO reason``, and splices bytes under a time and byte cap. Every connection is recorded.
+``OK`` or ``NO reason``, and splices bytes under a time and byte cap.
+
+A connection is admitted against the run's caps (in flight, in total) by the accepting thread, before
+it gets a thread of its own: a flood costs the host at most ``max_concurrent`` threads and
+``max_connections`` records per run. Every admitted connection is recorded; the ones refused at the door
+are counted, one record per reason with its ``count``.
 """
 
 from __future__ import annotations
@@ -47,8 +52,8 @@ class EgressCaps:
     connection_seconds: float = 60.0  # wall clock of one connection
     idle_seconds: float = 30.0
     max_bytes_per_connection: int = 64 * 1024 * 1024  # both directions together
-    max_connections: int = 256  # per run
-    max_concurrent: int = 16
+    max_connections: int = 256  # admitted per run, whatever their outcome: each costs a thread and a record
+    max_concurrent: int = 16  # admitted and not finished: the most threads one run's connections hold
 
 
 class ConnectionRecord(msgspec.Struct, kw_only=True):
@@ -61,6 +66,7 @@ class ConnectionRecord(msgspec.Struct, kw_only=True):
     bytes_sent: int = 0  # guest -> target
     bytes_received: int = 0  # target -> guest
     wall_ms: float = 0.0
+    count: int = 1  # >1: this many connections refused at the door for ``reason`` (not admitted, no thread)
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,9 @@ class EgressBroker:
         self._lock = threading.Lock()
         self._active: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
-        self._total = 0
+        self._total = 0  # connections admitted
+        self._in_flight = 0  # admitted and not finished
+        self._turned_away: dict[str, int] = {}  # refused at the door: reason -> count
         self._server: socket.socket | None = None
         self._stop = threading.Event()
         self._acceptor: threading.Thread | None = None
@@ -170,8 +178,14 @@ class EgressBroker:
 
     @property
     def connections(self) -> list[ConnectionRecord]:
+        """Every admitted connection that has ended, then one record per reason connections were turned
+        away for (with their ``count``)."""
         with self._lock:
-            return list(self._records)
+            turned_away = [
+                ConnectionRecord(grant="?", outcome="refused", reason=reason, count=count)
+                for reason, count in self._turned_away.items()
+            ]
+            return [*self._records, *turned_away]
 
     def summary(self) -> list[dict[str, Any]]:
         """The connection log as builtins, for the run's outcome."""
@@ -186,11 +200,38 @@ class EgressBroker:
                 continue
             except OSError:
                 return
+            refusal = self._admit()
+            if refusal is not None:
+                self._turn_away(conn, refusal)
+                continue
             thread = threading.Thread(target=self._handle, args=(conn,), name="rh-egress-conn", daemon=True)
             with self._lock:
                 self._threads = [t for t in self._threads if t.is_alive()]
                 self._threads.append(thread)
             thread.start()
+
+    def _admit(self) -> str | None:
+        """Take a slot for one more connection, or say why there is none (the caps of the run)."""
+        with self._lock:
+            if self._total >= self.caps.max_connections:
+                return f"connection cap reached ({self.caps.max_connections} per run)"
+            if self._in_flight >= self.caps.max_concurrent:
+                return f"too many concurrent connections (cap {self.caps.max_concurrent})"
+            self._total += 1
+            self._in_flight += 1
+            return None
+
+    def _turn_away(self, conn: socket.socket, reason: str) -> None:
+        """Refuse without a thread: the answer fits an empty socket buffer, so the send cannot block."""
+        with self._lock:
+            first = reason not in self._turned_away
+            self._turned_away[reason] = self._turned_away.get(reason, 0) + 1
+        with contextlib.suppress(OSError):
+            conn.setblocking(False)
+            conn.send(b"NO " + reason.encode() + b"\n")
+        conn.close()
+        if first:  # one log line per reason and run, not one per connection of a flood
+            _log.warning("egress refused: %s (further refusals for this reason are only counted)", reason)
 
     def _handle(self, conn: socket.socket) -> None:
         started = time.monotonic()
@@ -201,7 +242,6 @@ class EgressBroker:
             conn.settimeout(self.caps.connect_timeout_seconds)
             self._check_peer(conn)
             grant_text, grant = self._read_grant(conn)
-            self._admit()
             upstream, address = self._connect(grant)
             conn.sendall(b"OK\n")
             with self._lock:
@@ -225,6 +265,7 @@ class EgressBroker:
         finally:
             with self._lock:
                 self._active.difference_update(s for s in (conn, upstream) if s is not None)
+                self._in_flight -= 1
             conn.close()
             if upstream is not None:
                 upstream.close()
@@ -257,14 +298,6 @@ class EgressBroker:
         if grant not in self.grants:
             raise _Refused(f"{text} is not granted to this plugin (allowed_hosts: {', '.join(map(str, self.grants))})")
         return str(grant), grant
-
-    def _admit(self) -> None:
-        with self._lock:
-            if self._total >= self.caps.max_connections:
-                raise _Refused(f"connection cap reached ({self.caps.max_connections} per run)")
-            if len(self._active) // 2 >= self.caps.max_concurrent:
-                raise _Refused(f"too many concurrent connections (cap {self.caps.max_concurrent})")
-            self._total += 1
 
     def _connect(self, grant: Grant) -> tuple[socket.socket, str]:
         try:

@@ -19,6 +19,7 @@ import logging
 import select
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -144,11 +145,11 @@ class Forwarder:
             upstream = open_stream(self.socket_path, grant, timeout=30)
         except EgressRefused as exc:
             _log.warning(str(exc), extra={"grant": grant})
-            client.close()
+            _reset(client)
             return
         except OSError as exc:
             _log.warning(f"egress to {grant} failed: {exc}", extra={"grant": grant})
-            client.close()
+            _reset(client)
             return
         try:
             splice(client, upstream)
@@ -157,6 +158,14 @@ class Forwarder:
         finally:
             upstream.close()
             client.close()
+
+
+def _reset(client: socket.socket) -> None:
+    """Close with a reset, so the plugin sees its connection fail whatever it sent, never an empty reply
+    (a plain close before its first bytes arrive reads as a clean end of stream)."""
+    with contextlib.suppress(OSError):
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
 
 
 class EgressRefused(Exception):
@@ -172,7 +181,9 @@ def open_stream(socket_path: str, grant: str, timeout: float) -> socket.socket:
     try:
         stream.settimeout(timeout)
         stream.connect(socket_path)
-        stream.sendall(HEADER + grant.encode("ascii") + b"\n")
+        # turned away at the door (a cap of the run), the broker closed first: its answer is waiting
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            stream.sendall(HEADER + grant.encode("ascii") + b"\n")
         answer = read_line(stream)
     except BaseException:
         stream.close()

@@ -192,6 +192,7 @@ class WasmBackend:
             max_log_bytes=limits.max_log_kb * 1024,
             egress_socket=str(egress.setup.socket_path) if egress is not None and egress.setup else None,
             grants=list(spec.allowed_hosts),
+            cpu_seconds=limits.cpu_seconds,
         )
         body = _encoder.encode(request)
         healthy = False
@@ -229,7 +230,7 @@ class WasmBackend:
             wall_ms=(time.perf_counter() - started) * 1000.0,
             cpu_ms=resp.cpu_ms,
             peak_rss_kb=resp.memory_bytes // 1024,
-            fuel=resp.fuel_used,
+            fuel=None if resp.trap_code == "INTERRUPT" else resp.fuel_used,  # wasmtime loses the count then
         )
         return RunResult(
             status=status,

@@ -25,6 +25,9 @@ def classify(
         return RunStatus.OUTPUT_LIMIT, None, f"log output exceeded max_log_kb={max_log_kb}"
     if resp.outcome == "trap" and resp.trap_code == "OUT_OF_FUEL":
         return RunStatus.CPU_LIMIT, None, f"CPU limit reached: all {resp.fuel_used} units of fuel consumed"
+    if resp.cpu_over:  # fuel cannot say how much was used: wasmtime loses the count on an interrupt
+        spent = resp.cpu_ms / 1000
+        return RunStatus.CPU_LIMIT, None, f"CPU limit reached: {spent:.2f} CPU seconds spent (host calls included)"
     if resp.outcome == "trap" and resp.trap_code == "INTERRUPT":
         return RunStatus.TIMEOUT, None, "wall-clock limit reached (epoch deadline)"
     failed = resp.outcome != "exit" or resp.exit_code != 0 or not resp.stdout

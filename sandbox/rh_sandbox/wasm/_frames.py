@@ -44,6 +44,7 @@ class Request(msgspec.Struct, array_like=True):
     max_log_bytes: int
     egress_socket: str | None = None  # the run's broker socket when the plugin has network grants
     grants: list[str] = []  # its allowed_hosts, host:port
+    cpu_seconds: float = 0.0  # the run's CPU limit, host calls included (the worker's CpuClock); 0: fuel only
 
 
 class Response(msgspec.Struct, array_like=True):
@@ -65,7 +66,8 @@ class Response(msgspec.Struct, array_like=True):
     fuel_used: int = 0
     memory_bytes: int = 0
     memory_at_limit: bool = False
-    cpu_ms: float = 0.0
+    cpu_ms: float = 0.0  # the worker process's CPU time during the run (guest code and host calls)
+    cpu_over: bool = False  # the worker's CpuClock interrupted the run: its CPU limit was spent
 
 
 class Ready(msgspec.Struct, array_like=True):

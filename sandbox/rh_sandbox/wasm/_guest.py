@@ -110,7 +110,7 @@ class GuestRunner:
         store.set_fuel(req.fuel)
         store.set_epoch_deadline(1)  # the worker's WallClock advances the epoch once, at the deadline
 
-        cpu0 = time.thread_time()
+        cpu0 = time.process_time()  # the worker's, all threads: what its CpuClock counts
         instance = None
         self._net.begin(req.egress_socket, req.grants, time.monotonic() + req.wall_seconds)
         try:
@@ -130,7 +130,7 @@ class GuestRunner:
             resp = Response("refused" if instance is None else "trap", message=str(exc))
         finally:
             self._net.end()
-        resp.cpu_ms = (time.thread_time() - cpu0) * 1000.0
+        resp.cpu_ms = (time.process_time() - cpu0) * 1000.0
         resp.fuel_used = req.fuel - store.get_fuel()
         if instance is not None:
             memory = instance.exports(store).get("memory")

@@ -49,8 +49,8 @@ _SCRATCH_MB = 160  # the guests' stdout and stderr files: at most 64 MiB each (t
 # A worker's cgroup: its data limit, plus its scratch tmpfs (charged to the cgroup that writes it), plus
 # what is not data (the interpreter's and wasmtime's code, stacks, page tables: ~40 MiB measured).
 _UNCOUNTED_MB = 128
-# Threads count as tasks: the main thread, the wall clock's, and wasmtime's tokio runtime (a worker
-# thread per CPU: 4 threads in all on 2 CPUs, measured). Nothing may fork.
+# Threads count as tasks: the main thread, the wall clock's, the CPU clock's and wasmtime's tokio runtime
+# (a worker thread per CPU: 5 threads in all on 2 CPUs). Nothing may fork.
 _MAX_TASKS = 16 + 2 * (os.cpu_count() or 1)
 # Joining costs a few ms per hierarchy (cgroup v1 attach waits for an RCU grace period), so only those
 # with a use: cpu without a quota (one guest at a time, on one thread), in its tenant's dir, so that

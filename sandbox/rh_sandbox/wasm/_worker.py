@@ -3,7 +3,8 @@
 Started by :mod:`rh_sandbox.wasm._pool` as ``python -I -m rh_sandbox.wasm._worker --cache-dir DIR``. A wasmtime
 abort, a runaway compile or a guest blocked in a host call kills or hangs this process, never the host;
 the host replaces it. Before it reads any untrusted byte it lowers its own rlimits (no ``preexec_fn``
-needed on the host side, which is unsafe with threads).
+needed on the host side, which is unsafe with threads). Each run is held to its wall limit by the
+:class:`WallClock` and to its CPU limit, host calls included, by the :class:`~._cpu_clock.CpuClock`.
 
 ``--validate`` mode is the one-shot check behind :func:`rh_sandbox.wasm.validate_module`: after its
 ``Ready`` frame it reads one frame (a module's bytes), checks the module as a run would, answers one
@@ -29,6 +30,7 @@ import msgspec
 import wasmtime
 
 from rh_sandbox.wasm._cache import ModuleCache, compile_module
+from rh_sandbox.wasm._cpu_clock import CpuClock
 from rh_sandbox.wasm._engine import engine_fingerprint, make_engine
 from rh_sandbox.wasm._frames import FrameError, Ready, Request, Response, Verdict, read_frame, write_frame
 from rh_sandbox.wasm._guest import GuestRunner, ModuleRefused, check_module, store_limits
@@ -36,6 +38,7 @@ from rh_sandbox.wasm._net import HttpBridge
 
 MAX_FILE_BYTES = 64 * 1024 * 1024  # hard cap on any one guest output file
 VALIDATE_FUEL = 50_000_000
+VALIDATE_CPU_SECONDS = 0.05  # the start function's CPU, host calls included (VALIDATE_FUEL's worth)
 VALIDATE_MEMORY_BYTES = 256 * 1024 * 1024
 
 
@@ -133,6 +136,7 @@ def take_pipes() -> tuple[int, int]:
 
 def serve(cache_dir: str | None) -> int:
     engine = make_engine()
+    cpu_clock = CpuClock(engine)  # first: every thread started later inherits the signal mask it needs
     # The host made the cwd (on tmpfs) and removes it even when it has to kill this process.
     scratch = Path.cwd()
     runner = GuestRunner(engine, ModuleCache(engine, cache_dir), scratch)
@@ -153,15 +157,20 @@ def serve(cache_dir: str | None) -> int:
             write_frame(fd_out, loaded)
             if loaded.outcome != "loaded":
                 continue
-        with clock.armed(req.wall_seconds):
-            resp: Response = runner.run(req)
+        cpu_clock.arm(req.cpu_seconds)
+        try:
+            with clock.armed(req.wall_seconds):
+                resp: Response = runner.run(req)
+        finally:
+            cpu_over = cpu_clock.disarm()
+        resp.cpu_over = cpu_over
         write_frame(fd_out, resp)
 
 
-def validate(wasm: bytes) -> str | None:
+def validate(wasm: bytes, engine: wasmtime.Engine, cpu_clock: CpuClock) -> str | None:
     """The reason ``wasm`` is refused, or None. Compiles, links and instantiates it (start function
-    included) under fuel, an epoch deadline and store limits, without calling ``_start``."""
-    engine = make_engine()
+    included) under fuel, the CPU clock and store limits, without calling ``_start``."""
+    over = False
     try:
         module = compile_module(engine, wasm)
         check_module(module)
@@ -173,11 +182,17 @@ def validate(wasm: bytes) -> str | None:
         store.set_wasi(wasmtime.WasiConfig())
         store_limits(store, VALIDATE_MEMORY_BYTES)
         store.set_fuel(VALIDATE_FUEL)
-        store.set_epoch_deadline(1 << 40)
-        pre.instantiate(store)
+        store.set_epoch_deadline(1)  # only the CPU clock advances the epoch here
+        cpu_clock.arm(VALIDATE_CPU_SECONDS)  # not before: compiling is not the start function's CPU
+        try:
+            pre.instantiate(store)
+        finally:
+            over = cpu_clock.disarm()
     except ModuleRefused as exc:
         return str(exc)
     except wasmtime.Trap as exc:
+        if over:
+            return f"start function trapped: it used over {VALIDATE_CPU_SECONDS:g} CPU seconds (host calls included)"
         return f"start function trapped: {exc.message}"
     except wasmtime.WasmtimeError as exc:
         return str(exc)
@@ -186,13 +201,15 @@ def validate(wasm: bytes) -> str | None:
 
 def check_one() -> int:
     """``--validate``: one module in, one verdict out."""
+    engine = make_engine()
+    cpu_clock = CpuClock(engine)  # before any other thread, as in serve()
     fd_in, fd_out = take_pipes()
     write_frame(fd_out, Ready(os.getpid(), engine_fingerprint()))
     try:
         wasm = read_frame(fd_in)
     except FrameError:
         return 0  # the host gave up before sending it
-    write_frame(fd_out, Verdict(validate(wasm)))
+    write_frame(fd_out, Verdict(validate(wasm, engine, cpu_clock)))
     return 0
 
 

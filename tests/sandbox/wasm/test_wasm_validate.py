@@ -92,6 +92,14 @@ def test_a_start_function_blocked_in_a_host_call_is_stopped_at_the_timeout(tmp_p
     assert time.monotonic() - started < 15
 
 
+def test_a_start_function_burning_cpu_in_host_calls_is_refused_on_its_cpu(tmp_path: Path, check: Check) -> None:
+    path = _write(tmp_path, g.RANDOM_GET_START)  # hardly any fuel: the worker's CPU clock stops it
+    started = time.monotonic()
+    with pytest.raises(WasmModuleError, match=r"start function trapped: it used over 0.05 CPU seconds"):
+        check(path, timeout_seconds=30)
+    assert time.monotonic() - started < 15  # not the 30 s timeout
+
+
 def test_deeply_nested_blocks_refused_within_bounds(tmp_path: Path, check: Check) -> None:
     # A million nested blocks needs about 1 GB and 4 s to compile here; 128 MiB stops it early.
     path = _write(tmp_path, g.nested_blocks(1_000_000))

@@ -156,3 +156,22 @@ def empty_maps_reply(chunks: int) -> str:
      (br_if $l (i32.lt_u (local.get $i) (i32.const {chunks}))))
    (drop (call $write (i32.const 1) (i32.const 1536) (i32.const {len(tail)}))))"""
     return module(body, {1024: head, 1536: tail, 2048: chunk})
+# Spend their CPU in the host's code behind a WASI call, where no fuel is charged: a few wasm
+# instructions per call, so fuel alone would let them run until the wall clock.
+RANDOM_GET_LOOP = """(module
+ (import "wasi_snapshot_preview1" "random_get" (func $random_get (param i32 i32) (result i32)))
+ (memory (export "memory") 2)
+ (func (export "_start") (loop $l (drop (call $random_get (i32.const 0) (i32.const 65536))) (br $l))))"""
+
+CLOCK_TIME_LOOP = """(module
+ (import "wasi_snapshot_preview1" "clock_time_get" (func $clock_time_get (param i32 i64 i32) (result i32)))
+ (memory (export "memory") 1)
+ (func (export "_start") (loop $l (drop (call $clock_time_get (i32.const 1) (i64.const 0) (i32.const 0))) (br $l))))"""
+
+# Its start function burns CPU in random_get: an upload check must refuse it on its CPU, not its timeout.
+RANDOM_GET_START = """(module
+ (import "wasi_snapshot_preview1" "random_get" (func $random_get (param i32 i32) (result i32)))
+ (memory (export "memory") 2)
+ (func $s (loop $l (drop (call $random_get (i32.const 0) (i32.const 65536))) (br $l)))
+ (start $s)
+ (func (export "_start")))"""
