@@ -145,6 +145,21 @@ def test_exit_1_when_a_handler_fails(public_tmp: Path) -> None:
     assert "FAILED: 1 of 2 handlers did not succeed" in table.stdout
 
 
+def test_a_run_the_host_cannot_start_is_a_host_error_and_exit_1(public_tmp: Path) -> None:
+    hidden = public_tmp / "hidden"
+    shutil.copytree(PLUGINS[0], hidden)
+    hidden.chmod(0o700)  # the sandbox uid cannot read it: the sandbox refuses, the handler never starts
+    proc = rh_host("run", OPENAI, *plugin_args(hidden, PLUGINS[1]), "--json", "-q", "--isolation", "strict")
+    assert proc.returncode == 1, proc.stderr
+    outcome = json.loads(proc.stdout)
+    statuses = {h["name"]: h["status"] for h in outcome["handlers"]}
+    assert statuses == {"stats_summary": "host_error", "error_collector": "ok"}
+    assert outcome["success"] is False
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("rh-host: error: ")]
+    assert len(errors) == 1 and "host error, not the handlers' fault" in errors[0], proc.stderr
+    assert "stats_summary (sandbox fault: plugin dir" in errors[0]
+
+
 def test_logs_flag_shows_every_log_record() -> None:
     without = rh_host("run", OPENAI, *plugin_args(PLUGINS[0]), "-q")
     with_logs = rh_host("run", OPENAI, *plugin_args(PLUGINS[0]), "-q", "--logs")

@@ -90,7 +90,8 @@ def run(
 ) -> None:
     """Run plugins over RESULTS, a batch output JSONL file (or - for stdin), and print the outcome.
 
-    Exit status: 0 when every enabled handler succeeded, 1 when one did not, 2 for bad input.
+    Exit status: 0 when every enabled handler succeeded, 1 when one did not or the host could not run
+    one (host_error, named on stderr), 2 for bad input.
     """
     meta = json_object_option("--metadata", metadata)
     try:
@@ -113,4 +114,8 @@ def run(
         click.echo(msgspec.json.encode(outcome).decode())
     else:
         click.echo(render_outcome(outcome, show_logs=show_logs))
+    faults = outcome.host_errors()
+    if faults:
+        names = ", ".join(f"{r.name} ({r.error})" for r in faults)
+        fail(f"host error, not the handlers' fault: {len(faults)} handler(s) could not run: {names}", code=EXIT_FAILED)
     sys.exit(EXIT_OK if outcome.success else EXIT_FAILED)
