@@ -5,7 +5,6 @@ from __future__ import annotations
 import msgspec
 
 from rh_host.manifest import Manifest
-from rh_host.outcome import BatchOutcome
 from rh_host.service.limits import clamp_limits
 from rh_host.service.models import BatchView, PluginView, RunDetail, RunSummary, TenantView, VersionView
 from rh_host.service.settings import Quotas
@@ -50,10 +49,8 @@ def plugin_view(plugin: Row, versions: list[Row], quotas: Quotas, with_versions:
     )
 
 
-def batch_view(row: Row, outcome: str | None = None) -> BatchView:
-    success = None
-    if outcome is not None:
-        success = msgspec.json.decode(outcome, type=BatchOutcome).success
+def batch_view(row: Row, success: bool | None = None) -> BatchView:
+    """``success`` comes from the outcome's own column: a status never reads the outcome itself."""
     return BatchView(
         batch_id=row.batch_id,
         status=row.status,
