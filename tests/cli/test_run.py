@@ -161,6 +161,9 @@ def test_a_run_the_host_cannot_start_is_a_host_error_and_exit_1(public_tmp: Path
     errors = [line for line in proc.stderr.splitlines() if line.startswith("rh-host: error: ")]
     assert len(errors) == 1 and "host error, not the handlers' fault" in errors[0], proc.stderr
     assert "stats_summary (sandbox fault: plugin dir" in errors[0]
+    tested = rh_host("plugin", "test", hidden, OPENAI, "--isolation", "strict")  # the same for a plugin author
+    assert tested.returncode == 1 and "host_error" in tested.stdout
+    assert "rh-host: error: host error, not the handlers' fault: 1 handler(s)" in tested.stderr
 
 
 def test_logs_flag_shows_every_log_record() -> None:

@@ -121,6 +121,8 @@ def test_a_host_fault_is_retried_and_the_batch_then_succeeds(svc: InProcessServi
         assert svc.dispatcher.ran == {"stats_summary": 1, "error_collector": 1}  # the ok run was replayed
         runs = api.get("/v1/batches/b1/runs").json()
         assert sorted(r["status"] for r in runs) == ["ok", "ok"]  # the fault itself was never stored
+        for run in runs:  # counted without decoding the stored records
+            assert run["log_count"] == len(api.get(f"/v1/batches/b1/runs/{run['plugin']}").json()["logs"]) > 0
         assert api.get("/v1/batches/b1").json()["success"] is True
 
 

@@ -12,8 +12,8 @@ import msgspec
 from rh_host.batchfile import read_results
 from rh_host.cli._common import (
     EXIT_FAILED,
-    EXIT_OK,
     egress_options,
+    exit_for_outcome,
     fail,
     isolation_option,
     json_object_option,
@@ -114,8 +114,4 @@ def run(
         click.echo(msgspec.json.encode(outcome).decode())
     else:
         click.echo(render_outcome(outcome, show_logs=show_logs))
-    faults = outcome.host_errors()
-    if faults:
-        names = ", ".join(f"{r.name} ({r.error})" for r in faults)
-        fail(f"host error, not the handlers' fault: {len(faults)} handler(s) could not run: {names}", code=EXIT_FAILED)
-    sys.exit(EXIT_OK if outcome.success else EXIT_FAILED)
+    exit_for_outcome(outcome)

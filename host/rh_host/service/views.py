@@ -10,6 +10,7 @@ from rh_host.service.models import BatchView, PluginView, RunDetail, RunSummary,
 from rh_host.service.settings import Quotas
 from rh_host.service.store import Row
 from rh_sandbox.types import RunResult
+from rh_sdk.protocol import Usage
 
 __all__ = ["batch_view", "plugin_view", "run_detail", "run_summary", "tenant_view", "version_view"]
 
@@ -63,11 +64,24 @@ def batch_view(row: Row, success: bool | None = None) -> BatchView:
     )
 
 
+class _StoredRunHead(msgspec.Struct):
+    """What a run summary needs of a stored RunResult: its logs are counted, never decoded into records
+    (a run may hold hundreds of thousands; the list of a batch's runs must not cost them)."""
+
+    error: str | None = None
+    usage: Usage = msgspec.field(default_factory=Usage)
+    isolation: str = ""
+    logs: list[msgspec.Raw] = []
+
+
+_decode_head = msgspec.json.Decoder(_StoredRunHead).decode
+
+
 def run_summary(row: Row) -> RunSummary:
-    return _summary(row, _decode_result(row.result))
+    return _summary(row, _decode_head(row.result))
 
 
-def _summary(row: Row, result: RunResult) -> RunSummary:
+def _summary(row: Row, result: RunResult | _StoredRunHead) -> RunSummary:
     return RunSummary(
         plugin=row.plugin,
         status=row.status,

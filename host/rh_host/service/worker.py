@@ -221,13 +221,15 @@ class LocalWorkerPool:
 
 
 def _unloadable_run(plugin: Plugin) -> HandlerRun:
-    """The run of a plugin version whose stored files the host cannot load: never left out of the outcome."""
+    """The run of a plugin version whose stored files the host cannot load: never left out of the outcome
+    (skipped, as the pipeline would, when its config disables it)."""
+    disabled = plugin.config.get("enabled", True) is False
     return HandlerRun(
         name=plugin.name,
         version=plugin.manifest.version,
         runtime=plugin.manifest.runtime,
         priority=plugin.priority,
-        status=RunStatus.HOST_ERROR,
-        error="host error: this plugin version's stored files cannot be loaded on this host (the operator is told)",
+        status=RunStatus.SKIPPED if disabled else RunStatus.HOST_ERROR,
+        error=None if disabled else "host error: this plugin version's stored files cannot be loaded on this host",
         isolation="none (not started)",
     )
