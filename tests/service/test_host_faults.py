@@ -151,11 +151,15 @@ def test_a_missing_artifact_never_gives_success(svc: InProcessService) -> None:
         assert upload_plugin(api, STATS).status_code == 201
         digest = upload_plugin(api, ERRORS).json()["active"]["digest"]
         shutil.rmtree(svc.service.artifacts.path_for(digest))  # lost from disk after the upload
+        off = upload_plugin(api, SAMPLE_PLUGINS[2]).json()["active"]["digest"]  # its config disables it
+        assert api.put("/v1/plugins/jsonl_exporter/config", json={"config": {"enabled": False}}).status_code == 200
+        shutil.rmtree(svc.service.artifacts.path_for(off))
         post(api, "b3")
         result = outcome(api, "b3")
         assert result["success"] is False, result
         handlers = {h["name"]: h for h in result["handlers"]}
-        assert set(handlers) == {"stats_summary", "error_collector"}
+        assert set(handlers) == {"stats_summary", "error_collector", "jsonl_exporter"}
+        assert handlers["jsonl_exporter"]["status"] == "skipped"  # disabled: not a fault that it cannot load
         lost = handlers["error_collector"]
         assert lost["status"] == "host_error" and "stored files cannot be loaded" in lost["error"]
         assert (lost["version"], lost["runtime"], lost["priority"]) == ("1.0.0", "python", 20)
