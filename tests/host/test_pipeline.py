@@ -163,6 +163,7 @@ def test_a_sandbox_fault_is_a_host_error_and_the_others_succeed() -> None:
     runs = {h.name: h for h in outcome.handlers}
     assert runs["broken"].status is RunStatus.HOST_ERROR  # not the handler's doing: never crashed
     assert runs["broken"].error == "sandbox fault: no cgroup for you"
+    assert runs["broken"].isolation == "none (not started)"
     assert runs["fine"].status is RunStatus.OK and runs["later"].status is RunStatus.OK
     assert outcome.output == {"a": 1}
     assert outcome.success is False
