@@ -43,6 +43,11 @@ class BatchOutcome(msgspec.Struct, kw_only=True):
     output: dict[str, Any] = {}
     conflicts: list[Conflict] = []
     duration_ms: float = 0.0
+    error: str | None = None  # a fault of the host that stopped the whole batch (then success is false)
+
+    def host_errors(self) -> list[HandlerRun]:
+        """The runs the host could not carry out: a reason to run the batch again, never the handlers' fault."""
+        return [run for run in self.handlers if run.status is RunStatus.HOST_ERROR]
 
 
 def merge_outcome(batch_id: str, runs: list[HandlerRun], result_count: int, duration_ms: float) -> BatchOutcome:

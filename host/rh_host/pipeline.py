@@ -2,7 +2,9 @@
 
 The batch is encoded once per encoding (``msgspec.Raw``) and the same bytes are spliced into every
 handler's invocation. A later priority starts when every run of the earlier one has ended, whatever
-its status. One run's failure, even a fault of the sandbox, never stops the others.
+its status. One run's failure, even a fault of the sandbox, never stops the others. A fault of the
+host (the backend raising) is reported as ``host_error``, never as the handler's status: whoever runs
+the pipeline decides whether to run the batch again.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from rh_sdk.protocol import Encoding, Invocation, ResultLine, RunStatus, encode_
 __all__ = ["Pipeline", "RunEvent"]
 
 _log = logging.getLogger("rh.pipeline")
+_NOT_RUN = "none (not started)"  # the isolation of a run that never reached a sandbox
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,7 @@ class Pipeline:
         event = RunEvent(batch_id, plugin.name, plugin.priority, index, total)
         self._emit(event)
         if plugin.config.get("enabled", True) is False:
-            result = RunResult(status=RunStatus.SKIPPED, error=None, isolation="none (not started)")
+            result = RunResult(status=RunStatus.SKIPPED, error=None, isolation=_NOT_RUN)
         else:
             spec = plugin.run_spec(group, limits_for(plugin) if limits_for else None)
             invocation = Invocation(
@@ -121,12 +124,13 @@ class Pipeline:
             )
             try:
                 result = self.backend.run(spec, encode_invocation(invocation, spec.encoding))
-            except SandboxError as exc:
+            except SandboxError as exc:  # the sandbox could not run it: the host's fault, never the handler's
                 _log.error("batch %s: sandbox fault running %s: %s", batch_id, plugin.name, exc)
-                result = RunResult(status=RunStatus.CRASHED, error=f"sandbox fault: {exc}")
+                result = RunResult(status=RunStatus.HOST_ERROR, error=f"sandbox fault: {exc}", isolation=_NOT_RUN)
             except Exception as exc:  # a host bug or an OS failure (no disk, no fds): this run only
                 _log.exception("batch %s: unexpected fault running %s", batch_id, plugin.name)
-                result = RunResult(status=RunStatus.CRASHED, error=f"host fault: {type(exc).__name__}: {exc}")
+                error = f"host fault: {type(exc).__name__}: {exc}"
+                result = RunResult(status=RunStatus.HOST_ERROR, error=error, isolation=_NOT_RUN)
         run = HandlerRun(
             name=plugin.name,
             version=plugin.manifest.version,

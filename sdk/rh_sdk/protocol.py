@@ -54,6 +54,7 @@ class RunStatus(enum.StrEnum):
     OUTPUT_LIMIT = "output_limit"
     CRASHED = "crashed"  # killed by a signal or a trap, no reply
     PROTOCOL_ERROR = "protocol_error"  # no reply, an undecodable one, or more than one
+    HOST_ERROR = "host_error"  # the host could not run the handler (a sandbox or host fault): not the handler's doing
 
 
 class ResultResponse(msgspec.Struct):

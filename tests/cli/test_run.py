@@ -66,7 +66,10 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *fragments: st
 def test_openai_sample_json_outcome() -> None:
     code, outcome = run_json(OPENAI)
     assert code == 0
-    assert set(outcome) == {"batch_id", "success", "result_count", "handlers", "output", "conflicts", "duration_ms"}
+    assert set(outcome) == {
+        "batch_id", "success", "result_count", "handlers", "output", "conflicts", "duration_ms", "error",
+    }  # fmt: skip
+    assert outcome["error"] is None  # only a host fault that stopped the whole batch sets it
     assert outcome["success"] is True and outcome["result_count"] == 8
     assert outcome["batch_id"].startswith("openai_sample-")
     assert [(h["name"], h["priority"], h["status"]) for h in outcome["handlers"]] == [
@@ -143,6 +146,24 @@ def test_exit_1_when_a_handler_fails(public_tmp: Path) -> None:
     assert "└ handle() returned False" in table.stdout
     assert "ERROR   error rate 25.00% is above the threshold 10.00%" in table.stdout  # failing logs shown
     assert "FAILED: 1 of 2 handlers did not succeed" in table.stdout
+
+
+def test_a_run_the_host_cannot_start_is_a_host_error_and_exit_1(public_tmp: Path) -> None:
+    hidden = public_tmp / "hidden"
+    shutil.copytree(PLUGINS[0], hidden)
+    hidden.chmod(0o700)  # the sandbox uid cannot read it: the sandbox refuses, the handler never starts
+    proc = rh_host("run", OPENAI, *plugin_args(hidden, PLUGINS[1]), "--json", "-q", "--isolation", "strict")
+    assert proc.returncode == 1, proc.stderr
+    outcome = json.loads(proc.stdout)
+    statuses = {h["name"]: h["status"] for h in outcome["handlers"]}
+    assert statuses == {"stats_summary": "host_error", "error_collector": "ok"}
+    assert outcome["success"] is False
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("rh-host: error: ")]
+    assert len(errors) == 1 and "host error, not the handlers' fault" in errors[0], proc.stderr
+    assert "stats_summary (sandbox fault: plugin dir" in errors[0]
+    tested = rh_host("plugin", "test", hidden, OPENAI, "--isolation", "strict")  # the same for a plugin author
+    assert tested.returncode == 1 and "host_error" in tested.stdout
+    assert "rh-host: error: host error, not the handlers' fault: 1 handler(s)" in tested.stderr
 
 
 def test_logs_flag_shows_every_log_record() -> None:

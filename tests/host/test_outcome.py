@@ -52,3 +52,10 @@ def test_output_of_a_run_that_did_not_succeed_is_not_merged() -> None:
 def test_success_is_every_enabled_handler_ok(statuses: list[RunStatus], success: bool) -> None:
     outcome = merge_outcome("b", [run(f"h{i}", i, s) for i, s in enumerate(statuses)], 0, 0)
     assert outcome.success is success
+
+
+def test_a_host_error_is_never_a_success_and_is_listed() -> None:
+    outcome = merge_outcome("b", [run("ran", 1, k=1), run("could_not_start", 2, RunStatus.HOST_ERROR)], 0, 0)
+    assert outcome.success is False
+    assert [h.name for h in outcome.host_errors()] == ["could_not_start"]
+    assert outcome.output == {"k": 1}

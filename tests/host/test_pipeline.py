@@ -154,15 +154,16 @@ def test_every_handler_gets_the_same_results_bytes(encoding: Encoding) -> None:
         assert payload == encode_invocation(fresh, encoding)
 
 
-def test_a_sandbox_fault_becomes_crashed_and_the_others_succeed() -> None:
+def test_a_sandbox_fault_is_a_host_error_and_the_others_succeed() -> None:
     def fault(spec: RunSpec, payload: bytes) -> RunResult:
         raise SandboxError("no cgroup for you")
 
     backend = FakeBackend({"broken": fault, "fine": ok({"a": 1})})
     outcome = Pipeline(backend).run("b", RESULTS, {}, [plugin("broken", 1), plugin("fine", 1), plugin("later", 2)])
     runs = {h.name: h for h in outcome.handlers}
-    assert runs["broken"].status is RunStatus.CRASHED
+    assert runs["broken"].status is RunStatus.HOST_ERROR  # not the handler's doing: never crashed
     assert runs["broken"].error == "sandbox fault: no cgroup for you"
+    assert runs["broken"].isolation == "none (not started)"
     assert runs["fine"].status is RunStatus.OK and runs["later"].status is RunStatus.OK
     assert outcome.output == {"a": 1}
     assert outcome.success is False
@@ -175,7 +176,7 @@ def test_an_unexpected_host_fault_is_confined_to_its_run() -> None:
     backend = FakeBackend({"unlucky": disk_full, "fine": ok({"a": 1})})
     outcome = Pipeline(backend).run("b", RESULTS, {}, [plugin("unlucky", 1), plugin("fine", 2)])
     runs = {h.name: h for h in outcome.handlers}
-    assert runs["unlucky"].status is RunStatus.CRASHED
+    assert runs["unlucky"].status is RunStatus.HOST_ERROR
     assert runs["unlucky"].error == "host fault: OSError: [Errno 28] No space left on device"
     assert runs["fine"].status is RunStatus.OK
     assert outcome.success is False

@@ -119,7 +119,8 @@ def test_status_rule(rule: str, end: Ending, status: RunStatus, error: str | Non
 
 
 def test_every_status_has_a_rule() -> None:
-    assert {row[2] for row in RULES} == set(RunStatus)
+    # host_error is the host's own fault (no run came to an end to classify): the pipeline sets it
+    assert {row[2] for row in RULES} == set(RunStatus) - {RunStatus.HOST_ERROR}
 
 
 def test_a_reply_decoded_by_the_runner_is_not_decoded_again() -> None:

@@ -163,7 +163,7 @@ def test_log_record_and_usage_round_trip() -> None:
 def test_run_status_values() -> None:
     assert {s.value for s in RunStatus} == {
         "ok", "failed", "skipped", "timeout", "cpu_limit", "memory_limit", "output_limit", "crashed",
-        "protocol_error",
+        "protocol_error", "host_error",
     }  # fmt: skip
 
 

@@ -67,6 +67,27 @@ def test_core_flow_on_postgres(postgres_url: str) -> None:
             assert result["success"] is True and result["output"]["total"] == 8
             assert len(result["handlers"]) == 3
             assert len(api.get("/v1/batches/pg-1/runs").json()) == 3
+            lines = (
+                '{"id":"1","custom_id":"réq-ü","response":null,"error":{"code":"x","message":"échec ✓"}}\n'
+                '{"id":"2","custom_id":"ok","response":{"status_code":200,"body":{}},"error":null}\n'
+            )
+            assert api.post("/v1/batches/pg-utf8", content=lines.encode()).status_code == 202
+            assert outcome(api, "pg-utf8")["output"]["errors"][0]["custom_id"] == "réq-ü"
+            engine = make_engine(postgres_url)
+            try:  # the outcome is served as the bytes stored, non-ASCII text included
+                with engine.connect() as conn:
+                    for batch_id in ("pg-1", "pg-utf8"):
+                        stored = conn.execute(
+                            sa.text(
+                                "SELECT o.outcome FROM outcomes o JOIN batches b ON b.pk = o.batch_pk"
+                                " WHERE b.batch_id = :b"
+                            ),
+                            {"b": batch_id},
+                        ).scalar_one()
+                        assert api.get(f"/v1/batches/{batch_id}/outcome").content == stored.encode()
+                assert api.get("/v1/batches/pg-1").json()["success"] is True
+            finally:
+                engine.dispose()
             assert other.get("/v1/batches/pg-1").status_code == 404
             with ThreadPoolExecutor(6) as pool:  # concurrent identical posts: one insert wins, none fails
                 answers = list(

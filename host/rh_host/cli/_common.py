@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 
 import click
 
+from rh_host.outcome import BatchOutcome
 from rh_sandbox import DEFAULT_UIDS, ISOLATION_CHOICES, EgressSettings, GrantError, OperatorPolicy, UidRange
 
 EXIT_OK = 0
@@ -22,6 +23,15 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     first_line = " ".join(str(message).split("\n"))
     click.echo(f"rh-host: error: {first_line}", err=True)
     sys.exit(code)
+
+
+def exit_for_outcome(outcome: BatchOutcome) -> NoReturn:
+    """Exit 0 on success, else 1; runs the host could not carry out are named on stderr as its fault."""
+    faults = outcome.host_errors()
+    if faults:
+        names = ", ".join(f"{r.name} ({r.error})" for r in faults)
+        fail(f"host error, not the handlers' fault: {len(faults)} handler(s) could not run: {names}", EXIT_FAILED)
+    sys.exit(EXIT_OK if outcome.success else EXIT_FAILED)
 
 
 def json_object_option(option: str, text: str | None) -> dict[str, object]:

@@ -16,8 +16,8 @@ from rh_host.batchfile import read_results
 from rh_host.cli._client import Client, key_option, url_option
 from rh_host.cli._common import (
     EXIT_FAILED,
-    EXIT_OK,
     egress_options,
+    exit_for_outcome,
     fail,
     isolation_option,
     json_object_option,
@@ -119,7 +119,7 @@ def test(
     except SandboxError as exc:
         fail(str(exc), code=EXIT_FAILED)
     click.echo(msgspec.json.encode(outcome).decode() if as_json else render_outcome(outcome, show_logs=True))
-    sys.exit(EXIT_OK if outcome.success else EXIT_FAILED)
+    exit_for_outcome(outcome)
 
 
 def _vendor(directory: Path) -> None:

@@ -12,8 +12,8 @@ import msgspec
 from rh_host.batchfile import read_results
 from rh_host.cli._common import (
     EXIT_FAILED,
-    EXIT_OK,
     egress_options,
+    exit_for_outcome,
     fail,
     isolation_option,
     json_object_option,
@@ -87,7 +87,8 @@ def run(
 ) -> None:
     """Run plugins over RESULTS, a batch output JSONL file (or - for stdin), and print the outcome.
 
-    Exit status: 0 when every enabled handler succeeded, 1 when one did not, 2 for bad input.
+    Exit status: 0 when every enabled handler succeeded, 1 when one did not or the host could not run
+    one (host_error, named on stderr), 2 for bad input.
     """
     meta = json_object_option("--metadata", metadata)
     try:
@@ -110,4 +111,4 @@ def run(
         click.echo(msgspec.json.encode(outcome).decode())
     else:
         click.echo(render_outcome(outcome, show_logs=show_logs))
-    sys.exit(EXIT_OK if outcome.success else EXIT_FAILED)
+    exit_for_outcome(outcome)

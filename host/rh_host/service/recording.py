@@ -3,7 +3,7 @@
 A run is keyed by (batch, plugin version, input digest), the digest being SHA-256 of the exact
 invocation bytes (batch, metadata, config). When a batch is redelivered after a crash, runs that
 already ended are read back instead of run again; the others run (at least once, never lost).
-Secret values are redacted from everything stored.
+Secret values, in their common encodings, are redacted from everything stored.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from rh_host.service.redaction import redact_struct
 from rh_host.service.store import Store
 from rh_sandbox import Backend, RunResult, RunSpec, SandboxError
 
@@ -23,15 +24,9 @@ _decode_result = msgspec.json.Decoder(RunResult).decode
 
 
 def redact_result(result: RunResult, secret_values: list[str]) -> RunResult:
-    """Replace every secret value wherever it appears (logs, errors, output) with ``[redacted]``."""
-    text = _encode(result)
-    changed = False
-    for value in secret_values:
-        needle = _encode(value)[1:-1]  # the value as it appears inside a JSON string
-        if len(value) >= 4 and needle in text:
-            text = text.replace(needle, b"[redacted]")
-            changed = True
-    return _decode_result(text) if changed else result
+    """Replace every secret value, in any of its common encodings, wherever it appears (logs, errors,
+    output, egress records) with ``[redacted]``."""
+    return redact_struct(result, secret_values)
 
 
 class ShuttingDown(BaseException):

@@ -241,6 +241,8 @@ class Store:
                 sa.select(
                     plugin_versions.c.id,
                     plugin_versions.c.digest,
+                    plugin_versions.c.version,
+                    plugin_versions.c.manifest,
                     plugins.c.name,
                     plugins.c.config,
                     plugins.c.sealed_secrets,
@@ -428,9 +430,28 @@ class Store:
             conn.execute(batches.update().where(batches.c.pk == batch_pk).values(status=DONE, finished_at=time.time()))
             return bool(stored)
 
-    def outcome(self, batch_pk: int) -> str | None:
+    def outcome(self, batch_pk: int) -> bytes | None:
+        """The outcome's JSON as the worker stored it, as bytes for the response: never decoded here (an
+        outcome of many log records would cost many times its size as Python objects, per request)."""
         with self.engine.begin() as conn:
-            return conn.execute(sa.select(outcomes.c.outcome).where(outcomes.c.batch_pk == batch_pk)).scalar()
+            column = outcomes.c.outcome
+            if conn.dialect.name == "postgresql":
+                as_bytes: sa.ColumnElement[bytes] = sa.func.convert_to(column, "UTF8", type_=sa.LargeBinary)
+            else:
+                as_bytes = sa.cast(column, sa.LargeBinary)
+            return conn.execute(sa.select(as_bytes).where(outcomes.c.batch_pk == batch_pk)).scalar()
+
+    def outcome_success(self, batch_pk: int) -> bool | None:
+        """Whether the batch succeeded (None: no outcome yet), from its own column: no outcome is read."""
+        with self.engine.begin() as conn:
+            return conn.execute(sa.select(outcomes.c.success).where(outcomes.c.batch_pk == batch_pk)).scalar()
+
+    def outcome_successes(self, batch_pks: Sequence[int]) -> dict[int, bool]:
+        if not batch_pks:
+            return {}
+        with self.engine.begin() as conn:
+            query = sa.select(outcomes.c.batch_pk, outcomes.c.success).where(outcomes.c.batch_pk.in_(batch_pks))
+            return {pk: success for pk, success in conn.execute(query).all()}
 
 
 _BATCH_SUMMARY = (

@@ -2,7 +2,7 @@
 
 The key comes from ``RH_SECRET_KEY`` or ``<data-dir>/secret-key`` (created 0600 on first start).
 Secrets are unsealed only to build one invocation; anything shown or stored elsewhere is masked
-or redacted.
+or redacted (``redaction``).
 """
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ from cryptography.fernet import Fernet, InvalidToken
 from rh_host.service.errors import ServiceError
 from rh_host.service.keys import read_or_create_secret_file
 
-__all__ = ["MASK", "SECRET_KEY_ENV", "SECRET_KEY_FILE", "Vault", "masked", "redact"]
+__all__ = ["MASK", "SECRET_KEY_ENV", "SECRET_KEY_FILE", "Vault", "masked"]
 
 SECRET_KEY_ENV = "RH_SECRET_KEY"
 SECRET_KEY_FILE = "secret-key"
 MASK = "********"
-_MIN_REDACT = 4  # shorter values would redact ordinary words
 
 
 class Vault:
@@ -55,10 +54,3 @@ class Vault:
 
 def masked(values: dict[str, Any]) -> dict[str, str]:
     return dict.fromkeys(values, MASK)
-
-
-def redact(text: str, secret_values: list[str]) -> str:
-    for value in secret_values:
-        if len(value) >= _MIN_REDACT:
-            text = text.replace(value, "[redacted]")
-    return text

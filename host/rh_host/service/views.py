@@ -5,12 +5,12 @@ from __future__ import annotations
 import msgspec
 
 from rh_host.manifest import Manifest
-from rh_host.outcome import BatchOutcome
 from rh_host.service.limits import clamp_limits
 from rh_host.service.models import BatchView, PluginView, RunDetail, RunSummary, TenantView, VersionView
 from rh_host.service.settings import Quotas
 from rh_host.service.store import Row
 from rh_sandbox import RunResult
+from rh_sdk.protocol import Usage
 
 __all__ = ["batch_view", "plugin_view", "run_detail", "run_summary", "tenant_view", "version_view"]
 
@@ -50,10 +50,8 @@ def plugin_view(plugin: Row, versions: list[Row], quotas: Quotas, with_versions:
     )
 
 
-def batch_view(row: Row, outcome: str | None = None) -> BatchView:
-    success = None
-    if outcome is not None:
-        success = msgspec.json.decode(outcome, type=BatchOutcome).success
+def batch_view(row: Row, success: bool | None = None) -> BatchView:
+    """``success`` comes from the outcome's own column: a status never reads the outcome itself."""
     return BatchView(
         batch_id=row.batch_id,
         status=row.status,
@@ -66,11 +64,24 @@ def batch_view(row: Row, outcome: str | None = None) -> BatchView:
     )
 
 
+class _StoredRunHead(msgspec.Struct):
+    """What a run summary needs of a stored RunResult: its logs are counted, never decoded into records
+    (a run may hold hundreds of thousands; the list of a batch's runs must not cost them)."""
+
+    error: str | None = None
+    usage: Usage = msgspec.field(default_factory=Usage)
+    isolation: str = ""
+    logs: list[msgspec.Raw] = []
+
+
+_decode_head = msgspec.json.Decoder(_StoredRunHead).decode
+
+
 def run_summary(row: Row) -> RunSummary:
-    return _summary(row, _decode_result(row.result))
+    return _summary(row, _decode_head(row.result))
 
 
-def _summary(row: Row, result: RunResult) -> RunSummary:
+def _summary(row: Row, result: RunResult | _StoredRunHead) -> RunSummary:
     return RunSummary(
         plugin=row.plugin,
         status=row.status,

@@ -5,6 +5,11 @@ would share PostgreSQL and hand the same claims to another engine).
 Delivery is at least once: a batch is claimed (running), its runs are recorded as they end, and its
 outcome is written once, in the same transaction that marks it done. A process that dies mid-batch
 leaves it running; the next start puts it back in the queue and the stored runs are replayed.
+
+A fault of the host is not an outcome: a batch with a ``host_error`` run (the sandbox could not run
+it, or the plugin's stored files cannot be loaded) runs again, a bounded number of times with
+exponential backoff, replaying the runs that ended; only then is its outcome stored with that status.
+Every plugin version active at intake appears in the outcome: none is silently left out.
 """
 
 from __future__ import annotations
@@ -15,26 +20,32 @@ import time
 from typing import Any, Protocol
 
 import msgspec
+import tenacity
 
 from rh_host.errors import ManifestError
-from rh_host.manifest import Plugin, load_plugin
-from rh_host.outcome import BatchOutcome
+from rh_host.manifest import Manifest, Plugin, load_plugin
+from rh_host.outcome import BatchOutcome, HandlerRun, merge_outcome
 from rh_host.pipeline import Pipeline
 from rh_host.service.artifacts import ArtifactStore
 from rh_host.service.limits import clamp_limits
 from rh_host.service.metrics import Metrics
 from rh_host.service.recording import RecordingBackend, ShuttingDown
+from rh_host.service.redaction import redact_struct
 from rh_host.service.settings import Quotas
 from rh_host.service.store import Row, Store
 from rh_host.service.vault import Vault
 from rh_sandbox import Backend
-from rh_sdk.protocol import ResultLine
+from rh_sdk.protocol import ResultLine, RunStatus
 
 __all__ = ["BatchDispatch", "LocalWorkerPool"]
 
 _log = logging.getLogger("rh.service.worker")
 _decode_results = msgspec.msgpack.Decoder(list[ResultLine]).decode
+_decode_manifest = msgspec.json.Decoder(Manifest).decode
 _MAX_HOST_FAULTS = 3  # attempts before a batch that keeps breaking the host gets a failed outcome
+_HOST_ERROR_RETRIES = 3  # runs again of a batch with host_error runs, before its outcome keeps them
+_RETRY_FIRST_WAIT_SECONDS = 0.5  # then doubled each time, up to _RETRY_MAX_WAIT_SECONDS
+_RETRY_MAX_WAIT_SECONDS = 8.0
 _IDLE_POLL_SECONDS = 1.0
 
 
@@ -58,6 +69,8 @@ class LocalWorkerPool:
         *,
         workers: int = 2,
         run_parallel: int = 2,
+        host_error_retries: int = _HOST_ERROR_RETRIES,
+        retry_first_wait_seconds: float = _RETRY_FIRST_WAIT_SECONDS,
     ) -> None:
         self._store = store
         self._artifacts = artifacts
@@ -66,6 +79,8 @@ class LocalWorkerPool:
         self._metrics = metrics
         self._workers = workers
         self._run_parallel = run_parallel
+        self._host_error_retries = host_error_retries
+        self._retry_first_wait_seconds = retry_first_wait_seconds
         self._wake = threading.Condition()
         self._pending_wakes = 0
         self._stopping = threading.Event()
@@ -111,7 +126,7 @@ class LocalWorkerPool:
 
     def _process(self, row: Row) -> None:
         try:
-            outcome = self._run_batch(row)
+            outcome = self._run_retrying_host_errors(row)
         except ShuttingDown:
             _log.info("batch %s: left for the next start (shutting down)", row.batch_id)
             return
@@ -120,7 +135,13 @@ class LocalWorkerPool:
             if row.attempts < _MAX_HOST_FAULTS:
                 self._store.requeue(row.pk)
                 return
-            outcome = BatchOutcome(batch_id=row.batch_id, success=False, result_count=row.result_count, handlers=[])
+            outcome = BatchOutcome(
+                batch_id=row.batch_id,
+                success=False,
+                result_count=row.result_count,
+                handlers=[],
+                error=f"host error: the batch could not be run in {row.attempts} attempts ({type(exc).__name__})",
+            )
             _log.error("batch %s: giving up after %d attempts: %s", row.batch_id, row.attempts, exc)
         if self._store.finish_batch(row.pk, outcome.success, msgspec.json.encode(outcome).decode()):
             self._metrics.batches_completed.labels(success=str(outcome.success).lower()).inc()
@@ -129,6 +150,34 @@ class LocalWorkerPool:
             self._metrics.runs.labels(status=run.status.value).inc()
             self._metrics.run_seconds.observe(run.usage.wall_ms / 1000)
 
+    def _run_retrying_host_errors(self, row: Row) -> BatchOutcome:
+        """Run the batch; while a run ends ``host_error``, run it again after a growing pause (the runs
+        that ended are replayed from the store). The last outcome is returned however it ended."""
+
+        def log_retry(state: tenacity.RetryCallState) -> None:
+            faults = state.outcome.result().host_errors() if state.outcome is not None else []
+            _log.warning(
+                "batch %s: host error in %s (try %d); running it again in %.1f s",
+                row.batch_id,
+                ", ".join(f"{r.name}: {r.error}" for r in faults),
+                state.attempt_number,
+                state.upcoming_sleep,
+            )
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_result(lambda outcome: bool(outcome.host_errors())),
+            stop=tenacity.stop_after_attempt(1 + self._host_error_retries),
+            wait=tenacity.wait_exponential(multiplier=self._retry_first_wait_seconds, max=_RETRY_MAX_WAIT_SECONDS),
+            sleep=self._pause,
+            before_sleep=log_retry,
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome is not None else None,
+        )
+        return retrying(self._run_batch, row)  # type: ignore[no-any-return]
+
+    def _pause(self, seconds: float) -> None:
+        if self._stopping.wait(seconds):
+            raise ShuttingDown("backoff")
+
     def _run_batch(self, row: Row) -> BatchOutcome:
         payload = self._store.batch_payload(row.pk)
         quotas = msgspec.json.decode(row.quotas, type=Quotas)
@@ -136,14 +185,18 @@ class LocalWorkerPool:
         plugins: list[Plugin] = []
         version_ids: dict[str, int] = {}
         secret_values: list[str] = []
+        unloadable: list[HandlerRun] = []
         for version in self._store.runnable_versions(msgspec.json.decode(payload.version_ids)):
             secrets = self._vault.unseal(version.sealed_secrets)
             secret_values += [str(v) for v in secrets.values()]
             config = {**msgspec.json.decode(version.config), **secrets}
+            directory = self._artifacts.path_for(version.digest)
             try:
-                plugin = load_plugin(self._artifacts.path_for(version.digest), config)
+                plugin = load_plugin(directory, config)
             except ManifestError as exc:  # the artifact vanished from disk: the operator must know
                 _log.error("batch %s: plugin %s cannot be loaded: %s", row.batch_id, version.name, exc)
+                stored = Plugin(manifest=_decode_manifest(version.manifest), directory=str(directory), config=config)
+                unloadable.append(_unloadable_run(stored))
                 continue
             plugins.append(plugin)
             version_ids[plugin.name] = version.id
@@ -161,4 +214,22 @@ class LocalWorkerPool:
         )
         if backend.replayed:
             _log.info("batch %s: replayed stored runs of %s", row.batch_id, ", ".join(backend.replayed))
-        return outcome
+        if unloadable:
+            runs = [*outcome.handlers, *unloadable]
+            outcome = merge_outcome(row.batch_id, runs, outcome.result_count, outcome.duration_ms)
+        return redact_struct(outcome, secret_values)  # host errors quote exceptions, which were not redacted
+
+
+def _unloadable_run(plugin: Plugin) -> HandlerRun:
+    """The run of a plugin version whose stored files the host cannot load: never left out of the outcome
+    (skipped, as the pipeline would, when its config disables it)."""
+    disabled = plugin.config.get("enabled", True) is False
+    return HandlerRun(
+        name=plugin.name,
+        version=plugin.manifest.version,
+        runtime=plugin.manifest.runtime,
+        priority=plugin.priority,
+        status=RunStatus.SKIPPED if disabled else RunStatus.HOST_ERROR,
+        error=None if disabled else "host error: this plugin version's stored files cannot be loaded on this host",
+        isolation="none (not started)",
+    )

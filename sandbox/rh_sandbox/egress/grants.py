@@ -188,4 +188,6 @@ def is_internal(address: str) -> bool:
             return is_internal(str(ip.ipv4_mapped))
         if ip.sixtofour is not None or ip.teredo is not None:
             return True  # tunnels to IPv4 hosts we cannot vet
+        if ip.is_site_local:  # fec0::/10: deprecated, yet still routed inside some sites; ipaddress calls it global
+            return True
     return not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_unspecified

@@ -63,7 +63,7 @@ def test_policy_entries_are_validated() -> None:
         ("169.254.169.254", True), ("100.64.0.1", True), ("0.0.0.0", True), ("224.0.0.1", True),
         ("240.0.0.1", True), ("::1", True), ("fe80::1", True), ("fc00::1", True), ("::ffff:10.0.0.1", True),
         ("2002:a00:1::", True), ("93.184.216.34", False), ("2606:2800:220:1::1", False),
-        ("::ffff:93.184.216.34", False),
+        ("::ffff:93.184.216.34", False), ("fec0::1", True), ("feff:ffff::1", True),
     ],
 )  # fmt: skip
 def test_is_internal(address: str, internal: bool) -> None:
