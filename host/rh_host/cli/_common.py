@@ -10,8 +10,10 @@ from typing import Any, NoReturn
 
 import click
 
+from rh_host.manifest import Plugin
 from rh_host.sandboxes import ISOLATION_CHOICES
 from rh_sandbox.egress import EgressSettings, GrantError, OperatorPolicy
+from rh_sandbox.types import Limits
 from rh_sandbox.uids import DEFAULT_UIDS, UidRange
 
 EXIT_OK = 0
@@ -26,6 +28,14 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     sys.exit(code)
 
 
+def operator_default_limits(plugin: Plugin) -> Limits:
+    """A run without a tenant gets what a tenant with the operator's default quotas would get."""
+    from rh_host.service.limits import clamp_limits  # the service package: only once a run starts
+    from rh_host.service.settings import Quotas
+
+    return clamp_limits(plugin.manifest.limits, Quotas()).effective
+
+
 def json_object_option(option: str, text: str | None) -> dict[str, object]:
     """Parse an option whose value must be a JSON object (``--metadata``, ``--config``)."""
     if not text:
@@ -37,6 +47,26 @@ def json_object_option(option: str, text: str | None) -> dict[str, object]:
     if not isinstance(value, dict):
         fail(f"{option}: must be a JSON object, got {type(value).__name__}")
     return value
+
+
+def _quota_pairs(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for value in values:
+        field, sep, number = value.partition("=")
+        if not sep or not field.strip() or not number.strip():
+            raise click.BadParameter(f"{value!r}: expected FIELD=VALUE, e.g. max_processes=32")
+        pairs[field.strip()] = number.strip()
+    return pairs
+
+
+quota_option = click.option(
+    "--quota",
+    "quotas",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    callback=_quota_pairs,
+    help="A quota (docs/operator-guide.md, 'Limits and quotas'), e.g. max_processes=32 (repeatable).",
+)
 
 
 isolation_option = click.option(

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import re
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import click
@@ -21,6 +19,7 @@ from rh_host.cli._common import (
     fail,
     isolation_option,
     json_object_option,
+    operator_default_limits,
     sandbox_uids_option,
 )
 from rh_host.cli._scaffold import C_BUILD, c_plugin_files, c_sdk_header, python_plugin_files
@@ -36,7 +35,6 @@ from rh_sandbox.uids import UidRange
 __all__ = ["pack_directory", "plugin"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-_SKIP_DIRS = {"__pycache__", ".git", ".venv", "node_modules", ".pytest_cache"}
 
 
 @click.group()
@@ -118,7 +116,9 @@ def test(
         fail(str(exc))
     try:
         with make_dispatcher(isolation, egress=egress, sandbox_uids=sandbox_uids) as dispatcher:
-            outcome = Pipeline(dispatcher).run(f"test-{handler.name}", lines, metadata, [handler])
+            outcome = Pipeline(dispatcher).run(
+                f"test-{handler.name}", lines, metadata, [handler], limits_for=operator_default_limits
+            )
     except SandboxError as exc:
         fail(str(exc), code=EXIT_FAILED)
     click.echo(msgspec.json.encode(outcome).decode() if as_json else render_outcome(outcome, show_logs=True))
@@ -142,29 +142,20 @@ def _vendor(directory: Path) -> None:
 
 
 def pack_directory(directory: Path, vendor: bool = True) -> tuple[str, bytes]:
-    """A reproducible tar.gz of a plugin directory (regular files only), named <name>-<version>.tar.gz."""
+    """Validate and pack a plugin directory: (<name>-<version>.tar.gz, its bytes)."""
+    from rh_host.service.archives import pack_directory as pack_tree  # the service's own archive module
+
     try:
         handler = load_plugin(directory)
     except HostError as exc:
         fail(str(exc))
     if vendor:
         _vendor(directory)
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as archive:
-        for path in sorted(directory.rglob("*")):
-            relative = path.relative_to(directory)
-            if any(part in _SKIP_DIRS or part.startswith(".") for part in relative.parts) or path.suffix == ".pyc":
-                continue
-            if path.is_symlink():
-                fail(f"{path}: symlinks cannot be packed (the service refuses them)")
-            if not path.is_file():
-                continue
-            info = tarfile.TarInfo(str(relative))
-            info.size = path.stat().st_size
-            info.mode = 0o644
-            with path.open("rb") as handle:
-                archive.addfile(info, handle)
-    return f"{handler.name}-{handler.manifest.version}.tar.gz", buffer.getvalue()
+    try:
+        data = pack_tree(directory)
+    except HostError as exc:
+        fail(str(exc))
+    return f"{handler.name}-{handler.manifest.version}.tar.gz", data
 
 
 @plugin.command()

@@ -17,6 +17,7 @@ from rh_host.cli._common import (
     fail,
     isolation_option,
     json_object_option,
+    operator_default_limits,
     sandbox_uids_option,
 )
 from rh_host.cli.render import render_outcome
@@ -106,7 +107,9 @@ def run(
             pipeline = Pipeline(
                 dispatcher, max_parallel=parallel, progress=_progress_printer if show_progress else None
             )
-            outcome = pipeline.run(batch_id or _default_batch_id(results), lines, meta, plugins)
+            outcome = pipeline.run(
+                batch_id or _default_batch_id(results), lines, meta, plugins, limits_for=operator_default_limits
+            )
     except SandboxError as exc:
         fail(str(exc), code=EXIT_FAILED)
     if as_json:

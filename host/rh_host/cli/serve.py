@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+import msgspec
 
-from rh_host.cli._common import EXIT_FAILED, egress_options, fail, isolation_option, sandbox_uids_option
+from rh_host.cli._common import (
+    EXIT_FAILED,
+    egress_options,
+    fail,
+    isolation_option,
+    quota_option,
+    sandbox_uids_option,
+)
 from rh_host.errors import HostError
 from rh_host.sandboxes import check_python_sandbox
 from rh_sandbox.egress import EgressSettings
 from rh_sandbox.types import SandboxError
 from rh_sandbox.uids import UidRange
+
+if TYPE_CHECKING:
+    from rh_host.service.settings import Quotas
 
 __all__ = ["serve"]
 
@@ -37,6 +49,21 @@ __all__ = ["serve"]
 @isolation_option
 @sandbox_uids_option
 @egress_options
+@quota_option
+@click.option(
+    "--retention-days",
+    type=click.FloatRange(0, min_open=True),
+    envvar="RH_RETENTION_DAYS",
+    help="Purge finished batches, their runs and outcomes this many days after they finished (default: keep).",
+)
+@click.option(
+    "--housekeeping-seconds",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    envvar="RH_HOUSEKEEPING_SECONDS",
+    help="How often retention and the garbage collection of unreferenced plugin files run.",
+)
 @click.option("--migrate-only", is_flag=True, help="Bring the database schema up to date and exit.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info", show_default=True)
 def serve(
@@ -48,6 +75,9 @@ def serve(
     isolation: str,
     sandbox_uids: UidRange | None,
     egress: EgressSettings,
+    quotas: dict[str, str],
+    retention_days: float | None,
+    housekeeping_seconds: float,
     migrate_only: bool,
     log_level: str,
 ) -> None:
@@ -65,6 +95,9 @@ def serve(
         isolation=isolation,
         egress=egress,
         sandbox_uids=sandbox_uids,
+        default_quotas=_default_quotas(quotas),
+        retention_days=retention_days,
+        housekeeping_seconds=housekeeping_seconds,
     )
     if not migrate_only:
         try:
@@ -80,3 +113,16 @@ def serve(
         run_server(settings, host, port, log_level)
     except HostError as exc:
         fail(str(exc))
+
+
+def _default_quotas(overrides: dict[str, str]) -> Quotas:
+    """The operator's defaults: new tenants' quotas, and the ceilings of runs without a tenant."""
+    from rh_host.service import Quotas
+
+    try:
+        quotas = msgspec.convert(overrides, Quotas, strict=False)
+    except msgspec.ValidationError as exc:
+        fail(f"--quota: {str(exc).replace('`$.', '`')}")
+    if problems := quotas.problems():
+        fail(f"--quota: {problems[0]}")
+    return quotas

@@ -59,7 +59,9 @@ async def set_quotas(request: Request, tenant_id: str, data: QuotasUpdate, opera
 
 @delete("/{tenant_id:str}", summary="Delete a tenant and everything it owns")
 async def delete_tenant(request: Request, tenant_id: str, operator: bool) -> None:
-    await to_thread.run_sync(service_of(request).store.delete_tenant, tenant_id)
+    service = service_of(request)
+    await to_thread.run_sync(service.store.delete_tenant, tenant_id)
+    await to_thread.run_sync(service.collect_artifacts)
 
 
 @get("/", summary="The calling tenant")
