@@ -107,6 +107,23 @@ ATTACKS: dict[str, tuple[Callable[[], bytes], int, str]] = {
         "not in the archive",
     ),
     "not an archive": (lambda: b"hello, world", 400, "neither a zip nor a tar.gz"),
+    "tar name too long": (lambda: tar_gz(*good_members(), (tarfile.TarInfo("n" * 300), b"x")), 400, "255 bytes"),
+    "zip path too long": (lambda: zip_bytes({**GOOD_FILES, "/".join(["d" * 50] * 30): b"x"}), 400, "1024 bytes"),
+    "tar entry under a file": (
+        lambda: tar_gz(*good_members(), (tarfile.TarInfo("handler.py/x.py"), b"x")),
+        400,
+        "'handler.py' is a file in the archive",
+    ),
+    "zip entry under a file": (
+        lambda: zip_bytes({**GOOD_FILES, "plugin.toml/x": b"x"}),
+        400,
+        "'plugin.toml' is a file in the archive",
+    ),
+    "tar directory over a file": (
+        lambda: tar_gz(*good_members(), special("handler.py", tarfile.DIRTYPE)),
+        400,
+        "'handler.py' is both a file and a directory",
+    ),
     "truncated gzip": (lambda: tar_gz(*good_members())[:60], 400, "not a readable"),
 }
 

@@ -9,7 +9,9 @@ class AsksTheMoon(ResultHandler):
     def handle(self, batch_id, results, metadata):
         release = threading.Event()
         started = []
-        for _ in range(300):  # a thread is a task: the pids limit stops this early
+        for _ in range(
+            300 if self.config.get("spawn", True) else 0
+        ):  # a thread is a task: the pids limit stops this early
             try:
                 thread = threading.Thread(target=release.wait, daemon=True)
                 thread.start()
