@@ -59,14 +59,17 @@ def _quota_pairs(_ctx: click.Context, _param: click.Parameter, values: tuple[str
     return pairs
 
 
-quota_option = click.option(
-    "--quota",
-    "quotas",
-    multiple=True,
-    metavar="FIELD=VALUE",
-    callback=_quota_pairs,
-    help="A quota (docs/operator-guide.md, 'Limits and quotas'), e.g. max_processes=32 (repeatable).",
-)
+def quota_option(help_text: str, envvar: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--quota FIELD=VALUE`` (repeatable), handed to the command as ``quotas``: a dict of strings."""
+    return click.option(
+        "--quota",
+        "quotas",
+        multiple=True,
+        metavar="FIELD=VALUE",
+        envvar=envvar,
+        callback=_quota_pairs,
+        help=f"{help_text} (docs/operator-guide.md, 'Limits and quotas'), e.g. max_processes=32; repeatable.",
+    )
 
 
 isolation_option = click.option(

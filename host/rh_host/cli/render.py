@@ -44,7 +44,9 @@ def render_outcome(outcome: BatchOutcome, show_logs: bool = False) -> str:
         if run.error:
             lines.append(f"  {'':>4}  └ {run.error}")
         if run.clamped_limits:
-            changes = ", ".join(f"{k} {_number(c.requested)} -> {_number(c.effective)}" for k, c in run.clamped_limits.items())
+            changes = ", ".join(
+                f"{k} {_number(c.requested)} -> {_number(c.effective)}" for k, c in run.clamped_limits.items()
+            )
             lines.append(f"  {'':>4}  └ limits clamped to the ceilings: {changes}")
         for conn in run.egress or []:
             shown = conn["outcome"] if conn["outcome"] == "ok" else f"{conn['outcome']}: {conn['reason']}"

@@ -49,7 +49,7 @@ __all__ = ["serve"]
 @isolation_option
 @sandbox_uids_option
 @egress_options
-@quota_option
+@quota_option("A default quota: new tenants' and runs' ceilings", envvar="RH_DEFAULT_QUOTAS")
 @click.option(
     "--retention-days",
     type=click.FloatRange(0, min_open=True),

@@ -46,7 +46,7 @@ class Health(msgspec.Struct):
 
 class TenantCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: str
-    quotas: Quotas | None = None
+    quotas: dict[str, Any] | None = None  # fields of Quotas; the others take the operator's defaults
 
 
 class QuotasUpdate(msgspec.Struct, forbid_unknown_fields=True):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
+import msgspec
 from anyio import to_thread
 from litestar import Request, Router, delete, get, post, put
 from litestar.di import Provide
@@ -27,12 +29,24 @@ def _check_quotas(quotas: Quotas) -> Quotas:
     return quotas
 
 
-@post("/", summary="Create a tenant; the API key is in this response only")
+def _with_defaults(overrides: dict[str, Any] | None, defaults: Quotas) -> Quotas:
+    try:
+        quotas = msgspec.convert({**msgspec.structs.asdict(defaults), **(overrides or {})}, Quotas)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"quotas: {str(exc).replace('`$.', '`')}") from None
+    return _check_quotas(quotas)
+
+
+@post(
+    "/",
+    summary="Create a tenant; the API key is in this response only",
+    description="Quotas not given take the operator's defaults (`rh-host serve --quota`).",
+)
 async def create_tenant(request: Request, data: TenantCreate, operator: bool) -> TenantCreated:
     if not re.match(_NAME_PATTERN, data.name):
         raise BadRequest(f"tenant name {data.name[:80]!r} must match {_NAME_PATTERN}")
     service = service_of(request)
-    quotas = _check_quotas(data.quotas or service.settings.default_quotas)
+    quotas = _with_defaults(data.quotas, service.settings.default_quotas)
     key = new_tenant_key()
     row = await to_thread.run_sync(service.store.create_tenant, new_tenant_id(), data.name, hash_key(key), quotas)
     view = tenant_view(row)
