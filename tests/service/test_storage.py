@@ -68,6 +68,8 @@ def test_artifact_bytes_are_capped_per_tenant(server: Server) -> None:
     more = pack(SLOW_STEP, extra={"weights.bin": bytes(700 * 1024), "more.bin": b"x"})
     assert_quota(small.post("/v1/plugins", content=more), 429, "max_artifact_mb")
     assert artifacts(server) == before
+    usage = small.get("/v1/me").json()["usage"]
+    assert usage["plugins"] == 1 and 700 * 1024 < usage["artifact_bytes"] < 800 * 1024
     assert other.post("/v1/plugins", content=more).status_code == 201
 
 
@@ -93,6 +95,8 @@ def test_stored_batches_are_capped_per_tenant(server: Server) -> None:
     assert_quota(small.post("/v1/batches/b2", content=body), 429, "max_stored_batches")
     assert small.post("/v1/batches/b0", content=body).json()["duplicate"] is True
     assert small.get("/v1/batches/b2").status_code == 404
+    usage = small.get("/v1/me").json()["usage"]
+    assert usage["stored_batches"] == 2 and usage["stored_batch_bytes"] > len(body)
     assert [other.post(f"/v1/batches/b{i}", content=body).status_code for i in range(3)] == [202] * 3
     bytes_capped = server.tenant("small-store", {"max_stored_batch_mb": 1})
     big = b"".join(body for _ in range(1 + 2 * 1024 * 1024 // len(body)))  # over 1 MiB once stored

@@ -59,9 +59,15 @@ async def list_tenants(request: Request, operator: bool) -> list[TenantView]:
     return [tenant_view(r) for r in rows]
 
 
-@get("/{tenant_id:str}", summary="One tenant")
+async def _with_usage(request: Request, tenant_id: str) -> TenantView:
+    store = service_of(request).store
+    row = await to_thread.run_sync(store.tenant, tenant_id)
+    return tenant_view(row, await to_thread.run_sync(store.usage, tenant_id))
+
+
+@get("/{tenant_id:str}", summary="One tenant, with what it stores against its quotas")
 async def get_tenant(request: Request, tenant_id: str, operator: bool) -> TenantView:
-    return tenant_view(await to_thread.run_sync(service_of(request).store.tenant, tenant_id))
+    return await _with_usage(request, tenant_id)
 
 
 @put("/{tenant_id:str}/quotas", summary="Replace a tenant's quotas (ceilings for its plugins' limits)")
@@ -78,9 +84,9 @@ async def delete_tenant(request: Request, tenant_id: str, operator: bool) -> Non
     await to_thread.run_sync(service.collect_artifacts)
 
 
-@get("/", summary="The calling tenant")
+@get("/", summary="The calling tenant, with what it stores against its quotas")
 async def whoami(request: Request, caller: Caller) -> TenantView:
-    return tenant_view(await to_thread.run_sync(service_of(request).store.tenant, caller.tenant_id))
+    return await _with_usage(request, caller.tenant_id)
 
 
 tenants_router = Router(
