@@ -195,3 +195,20 @@ def test_migration_counts_the_bytes_of_batches_stored_before_it(bare_engine: sa.
         )
     migrate(bare_engine)
     assert Store(bare_engine).usage("t1")["stored_batch_bytes"] == 1000 + len('{"model": "é"}'.encode())
+
+
+def test_concurrent_posts_cannot_both_pass_a_total(store: Store) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    small = tenant(store, "racy", max_stored_batches=3)
+
+    def attempt(index: int) -> str:
+        try:
+            return "stored" if post(store, small, f"r{index}", 10) else "repeat"
+        except QuotaExceeded:
+            return "refused"
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(attempt, range(16)))
+    assert sorted(answers) == ["refused"] * 13 + ["stored"] * 3
+    assert store.usage(small)["stored_batches"] == 3

@@ -68,9 +68,9 @@ class ArtifactStore:
     def upload(
         self, data: bytes, caps: UploadCaps, check_module: ModuleCheck, *, referenced: Callable[[str], bool]
     ) -> Iterator[Artifact]:
-        """Store an archive (see ``put``) and keep it pinned while the block records its version; if
+        """Store an archive (see ``_put``) and keep it pinned while the block records its version; if
         afterwards no version references it (the block raised: refused), it is removed again."""
-        artifact = self.put(data, caps, check_module)
+        artifact = self._put(data, caps, check_module)
         try:
             yield artifact
         finally:
@@ -82,7 +82,7 @@ class ArtifactStore:
                         self._move_out(artifact.digest)
             self._empty_staging_of_removed()
 
-    def put(self, data: bytes, caps: UploadCaps, check_module: ModuleCheck) -> Artifact:
+    def _put(self, data: bytes, caps: UploadCaps, check_module: ModuleCheck) -> Artifact:
         """Validate and store an archive, pinned (``upload`` releases the pin); the artifact of an
         earlier upload of the same files is reused. A WASM entry module is checked by ``check_module``
         (compiled, its start function run). Nothing of a refused archive stays on disk."""

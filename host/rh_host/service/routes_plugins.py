@@ -13,7 +13,7 @@ from litestar.params import Parameter
 
 from rh_host.manifest import MANIFEST_NAME, Manifest
 from rh_host.service.auth import Caller, service_of, tenant_dependency
-from rh_host.service.errors import BadRequest, PayloadTooLarge, UploadRejected
+from rh_host.service.errors import BadRequest, PayloadTooLarge, QuotaExceeded, UploadRejected
 from rh_host.service.models import ConfigUpdate, ConfigView, PluginView
 from rh_host.service.service import Service
 from rh_host.service.vault import masked
@@ -67,7 +67,7 @@ async def upload(request: Request, caller: Caller, activate: bool = True) -> Res
     body = await request.body()
     try:
         manifest, created = await to_thread.run_sync(_store_upload, service, caller.tenant_id, body, activate)
-    except (UploadRejected, PayloadTooLarge):
+    except (UploadRejected, PayloadTooLarge, QuotaExceeded):
         service.metrics.uploads_rejected.inc()
         raise
     return Response(await _view(request, caller, manifest.name), status_code=201 if created else 200)
