@@ -63,9 +63,7 @@ def _check_name(name: str) -> str:
     parts = PurePosixPath(name).parts
     if ".." in parts:
         raise UploadRejected(f"archive entry {name!r}: '..' (path traversal) is not allowed")
-    clean = "/".join(p for p in parts if p != ".")
-    if not clean:
-        raise UploadRejected(f"archive entry {name!r}: names no file")
+    clean = "/".join(p for p in parts if p != ".")  # "" for "./", the root (``tar -C dir .`` writes it)
     if len(os.fsencode(clean)) > _MAX_PATH_BYTES:
         raise UploadRejected(f"archive entry {name[:80]!r}...: a path longer than {_MAX_PATH_BYTES} bytes")
     if any(len(os.fsencode(part)) > _MAX_NAME_BYTES for part in parts):
@@ -129,6 +127,8 @@ def _unpack_zip(data: bytes, dest: Path, caps: UploadCaps) -> None:
             if kind not in ("file", "directory"):
                 raise UploadRejected(f"archive entry {info.filename!r}: {kind}s are not allowed")
             name = _check_name(info.filename.rstrip("/") if info.is_dir() else info.filename)
+            if not name and not info.is_dir():
+                raise UploadRejected(f"archive entry {info.filename!r}: a file without a name")
             if name in names:
                 raise UploadRejected(f"archive entry {info.filename!r} appears twice")
             names[name] = info
@@ -189,6 +189,8 @@ def _extract_tar(archive: tarfile.TarFile, dest: Path, packed: int, inflated: in
         if member.isdir():
             directories.add(name)
             continue
+        if not name:
+            raise UploadRejected(f"archive entry {member.name!r}: a file without a name")
         if name in seen:
             raise UploadRejected(f"archive entry {member.name!r} appears twice")
         seen.add(name)
