@@ -263,3 +263,15 @@ def test_plugin_test_shows_the_clamped_limits() -> None:
     proc = rh_host("plugin", "test", MOON, OPENAI)
     assert "limits clamped to the ceilings: max_processes 6000 -> 64, scratch_mb 100000 -> 256" in proc.stdout
     assert "max_open_files 1000000 -> 1024" in proc.stdout
+
+
+def test_quota_options_set_the_ceilings_of_a_run() -> None:
+    proc = rh_host("run", OPENAI, *plugin_args(MOON), "--json", "-q", "--quota", "max_open_files=32")
+    assert proc.returncode in (0, 1), proc.stderr
+    moon = json.loads(proc.stdout)["handlers"][0]
+    assert moon["clamped_limits"]["max_open_files"] == {"requested": 1000000, "effective": 32}
+    assert moon["clamped_limits"]["max_processes"] == {"requested": 6000, "effective": 64}  # the other defaults
+    assert_one_line_error(
+        rh_host("run", OPENAI, *plugin_args(MOON), "--quota", "max_open_files=-1"), "must be positive"
+    )
+    assert_one_line_error(rh_host("plugin", "test", MOON, OPENAI, "--quota", "nofiles=1"), "unknown field `nofiles`")

@@ -6,14 +6,18 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
+import msgspec
 
 from rh_host.manifest import Plugin
 from rh_host.sandboxes import ISOLATION_CHOICES
 from rh_sandbox.egress import EgressSettings, GrantError, OperatorPolicy
 from rh_sandbox.types import Limits
+
+if TYPE_CHECKING:
+    from rh_host.service.settings import Quotas
 from rh_sandbox.uids import DEFAULT_UIDS, UidRange
 
 EXIT_OK = 0
@@ -28,12 +32,24 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     sys.exit(code)
 
 
-def operator_default_limits(plugin: Plugin) -> Limits:
-    """A run without a tenant gets what a tenant with the operator's default quotas would get."""
-    from rh_host.service.limits import clamp_limits  # the service package: only once a run starts
-    from rh_host.service.settings import Quotas
+def default_quotas(overrides: dict[str, str]) -> Quotas:
+    """The operator's default quotas: the built-in ones with ``--quota`` overrides (exit 2 if invalid)."""
+    from rh_host.service.settings import Quotas  # the service package: only when a command needs it
 
-    return clamp_limits(plugin.manifest.limits, Quotas()).effective
+    try:
+        quotas = msgspec.convert(overrides, Quotas, strict=False)
+    except msgspec.ValidationError as exc:
+        fail(f"--quota: {str(exc).replace('`$.', '`')}")
+    if problems := quotas.problems():
+        fail(f"--quota: {problems[0]}")
+    return quotas
+
+
+def clamped_to(quotas: Quotas) -> Callable[[Plugin], Limits]:
+    """A run without a tenant gets what a tenant with these quotas would get."""
+    from rh_host.service.limits import clamp_limits
+
+    return lambda plugin: clamp_limits(plugin.manifest.limits, quotas).effective
 
 
 def json_object_option(option: str, text: str | None) -> dict[str, object]:

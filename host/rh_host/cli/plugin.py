@@ -15,11 +15,13 @@ from rh_host.cli._client import Client, key_option, url_option
 from rh_host.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
+    clamped_to,
+    default_quotas,
     egress_options,
     fail,
     isolation_option,
     json_object_option,
-    operator_default_limits,
+    quota_option,
     sandbox_uids_option,
 )
 from rh_host.cli._scaffold import C_BUILD, c_plugin_files, c_sdk_header, python_plugin_files
@@ -95,6 +97,7 @@ def _build_c(target: Path) -> None:
 @isolation_option
 @sandbox_uids_option
 @egress_options
+@quota_option("A ceiling for these runs instead of the operator's default", envvar="RH_DEFAULT_QUOTAS")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON document.")
 def test(
     directory: str,
@@ -105,10 +108,12 @@ def test(
     sandbox_uids: UidRange | None,
     as_json: bool,
     egress: EgressSettings,
+    quotas: dict[str, str],
 ) -> None:
     """Run the plugin in DIRECTORY over RESULTS in the production sandbox; print outcome, logs and usage."""
     config = json_object_option("--config", config_json)
     metadata = json_object_option("--metadata", metadata_json)
+    ceilings = default_quotas(quotas)
     try:
         handler = load_plugin(directory, config)
         lines = read_results(results, sys.stdin.buffer)
@@ -117,7 +122,7 @@ def test(
     try:
         with make_dispatcher(isolation, egress=egress, sandbox_uids=sandbox_uids) as dispatcher:
             outcome = Pipeline(dispatcher).run(
-                f"test-{handler.name}", lines, metadata, [handler], limits_for=operator_default_limits
+                f"test-{handler.name}", lines, metadata, [handler], limits_for=clamped_to(ceilings)
             )
     except SandboxError as exc:
         fail(str(exc), code=EXIT_FAILED)

@@ -13,11 +13,13 @@ from rh_host.batchfile import read_results
 from rh_host.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
+    clamped_to,
+    default_quotas,
     egress_options,
     fail,
     isolation_option,
     json_object_option,
-    operator_default_limits,
+    quota_option,
     sandbox_uids_option,
 )
 from rh_host.cli.render import render_outcome
@@ -74,6 +76,7 @@ def _progress_printer(event: RunEvent) -> None:
 @isolation_option
 @sandbox_uids_option
 @egress_options
+@quota_option("A ceiling for these runs instead of the operator's default", envvar="RH_DEFAULT_QUOTAS")
 @click.option("--parallel", default=2, show_default=True, type=click.IntRange(1, 64), help="Concurrent runs.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def run(
@@ -86,6 +89,7 @@ def run(
     isolation: str,
     sandbox_uids: UidRange | None,
     egress: EgressSettings,
+    quotas: dict[str, str],
     parallel: int,
     quiet: bool,
 ) -> None:
@@ -94,6 +98,7 @@ def run(
     Exit status: 0 when every enabled handler succeeded, 1 when one did not, 2 for bad input.
     """
     meta = json_object_option("--metadata", metadata)
+    ceilings = default_quotas(quotas)
     try:
         plugins = _load_plugins(plugin_dirs)
         lines = read_results(results, sys.stdin.buffer)
@@ -108,7 +113,7 @@ def run(
                 dispatcher, max_parallel=parallel, progress=_progress_printer if show_progress else None
             )
             outcome = pipeline.run(
-                batch_id or _default_batch_id(results), lines, meta, plugins, limits_for=operator_default_limits
+                batch_id or _default_batch_id(results), lines, meta, plugins, limits_for=clamped_to(ceilings)
             )
     except SandboxError as exc:
         fail(str(exc), code=EXIT_FAILED)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
-import msgspec
 
 from rh_host.cli._common import (
     EXIT_FAILED,
+    default_quotas,
     egress_options,
     fail,
     isolation_option,
@@ -22,9 +21,6 @@ from rh_host.sandboxes import check_python_sandbox
 from rh_sandbox.egress import EgressSettings
 from rh_sandbox.types import SandboxError
 from rh_sandbox.uids import UidRange
-
-if TYPE_CHECKING:
-    from rh_host.service.settings import Quotas
 
 __all__ = ["serve"]
 
@@ -95,7 +91,7 @@ def serve(
         isolation=isolation,
         egress=egress,
         sandbox_uids=sandbox_uids,
-        default_quotas=_default_quotas(quotas),
+        default_quotas=default_quotas(quotas),
         retention_days=retention_days,
         housekeeping_seconds=housekeeping_seconds,
     )
@@ -113,16 +109,3 @@ def serve(
         run_server(settings, host, port, log_level)
     except HostError as exc:
         fail(str(exc))
-
-
-def _default_quotas(overrides: dict[str, str]) -> Quotas:
-    """The operator's defaults: new tenants' quotas, and the ceilings of runs without a tenant."""
-    from rh_host.service import Quotas
-
-    try:
-        quotas = msgspec.convert(overrides, Quotas, strict=False)
-    except msgspec.ValidationError as exc:
-        fail(f"--quota: {str(exc).replace('`$.', '`')}")
-    if problems := quotas.problems():
-        fail(f"--quota: {problems[0]}")
-    return quotas
