@@ -72,6 +72,7 @@ batches = sa.Table(
     sa.UniqueConstraint("tenant_id", "batch_id", name="uq_batches_tenant_batch"),
     sa.Index("ix_batches_status_tenant", "status", "tenant_id", "pk"),
     sa.Index("ix_batches_finished_at", "finished_at"),  # retention finds the oldest finished batches
+    sa.Index("ix_batches_tenant_bytes", "tenant_id", "stored_bytes"),  # the totals without reading the rows
 )
 
 runs = sa.Table(

@@ -24,6 +24,8 @@ def upgrade() -> None:
     else:
         op.execute("UPDATE batches SET stored_bytes = length(results) + length(CAST(metadata AS BLOB))")
     op.create_index("ix_batches_finished_at", "batches", ["finished_at"])
+    # a tenant's count and bytes from the index alone: the rows hold the results, megabytes each
+    op.create_index("ix_batches_tenant_bytes", "batches", ["tenant_id", "stored_bytes"])
     with op.batch_alter_table("plugin_versions") as batch:
         # versions stored before this revision count 0 bytes towards max_artifact_mb until re-uploaded
         batch.add_column(sa.Column("size_bytes", sa.BigInteger, nullable=False, server_default="0"))
@@ -34,6 +36,7 @@ def downgrade() -> None:
     op.drop_index("ix_plugin_versions_digest", "plugin_versions")
     with op.batch_alter_table("plugin_versions") as batch:
         batch.drop_column("size_bytes")
+    op.drop_index("ix_batches_tenant_bytes", "batches")
     op.drop_index("ix_batches_finished_at", "batches")
     with op.batch_alter_table("batches") as batch:
         batch.drop_column("stored_bytes")
