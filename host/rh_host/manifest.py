@@ -8,10 +8,11 @@ priority = 10                   # lower runs first (default 100)
 encoding = "msgpack"            # or "json"
 
 [limits]                        # each optional; defaults in rh_sandbox.Limits
-cpu_seconds = 5
-memory_mb = 128
-wall_seconds = 10
+cpu_seconds = 5                 # every limit is a request: the host clamps each to a ceiling of the
+memory_mb = 128                 # same name (the tenant's quotas, or the operator's defaults) before a
+wall_seconds = 10               # run (rh_host.service.limits), and shows requested and effective
 max_output_kb = 256
+max_processes = 16
 
 [config]                        # defaults handed to the handler's __init__
 threshold = 0.2

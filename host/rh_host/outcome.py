@@ -8,7 +8,14 @@ import msgspec
 
 from rh_sdk.protocol import LogRecord, RunStatus, Usage
 
-__all__ = ["BatchOutcome", "Conflict", "HandlerRun", "merge_outcome"]
+__all__ = ["BatchOutcome", "ClampedLimit", "Conflict", "HandlerRun", "merge_outcome"]
+
+
+class ClampedLimit(msgspec.Struct, frozen=True):
+    """A limit the plugin asked for above its ceiling, and what the run got instead."""
+
+    requested: float
+    effective: float
 
 
 class HandlerRun(msgspec.Struct, kw_only=True):
@@ -25,6 +32,7 @@ class HandlerRun(msgspec.Struct, kw_only=True):
     usage: Usage = msgspec.field(default_factory=Usage)
     isolation: str = ""
     egress: list[dict[str, Any]] | None = None  # connections through the host's egress broker (network grants)
+    clamped_limits: dict[str, ClampedLimit] = {}  # manifest limits lowered to the ceilings, by field
 
 
 class Conflict(msgspec.Struct, kw_only=True):

@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from rh_host.manifest import Plugin
-from rh_host.outcome import BatchOutcome, HandlerRun, merge_outcome
+from rh_host.outcome import BatchOutcome, ClampedLimit, HandlerRun, merge_outcome
 from rh_sandbox import Backend, Limits, RunResult, SandboxError
 from rh_sdk.protocol import Encoding, Invocation, ResultLine, RunStatus, encode_invocation
 
@@ -111,10 +111,10 @@ class Pipeline:
     ) -> HandlerRun:
         event = RunEvent(batch_id, plugin.name, plugin.priority, index, total)
         self._emit(event)
+        spec = plugin.run_spec(group, limits_for(plugin) if limits_for else None)
         if plugin.config.get("enabled", True) is False:
             result = RunResult(status=RunStatus.SKIPPED, error=None, isolation=_NOT_RUN)
         else:
-            spec = plugin.run_spec(group, limits_for(plugin) if limits_for else None)
             invocation = Invocation(
                 batch_id=batch_id,
                 handler=plugin.name,
@@ -143,6 +143,7 @@ class Pipeline:
             usage=result.usage,
             isolation=result.isolation,
             egress=result.egress,
+            clamped_limits=_clamped(plugin.manifest.limits, spec.limits),
         )
         self._emit(RunEvent(batch_id, plugin.name, plugin.priority, index, total, run))
         return run
@@ -153,3 +154,11 @@ class Pipeline:
                 self.progress(event)
             except Exception:  # a progress printer must never break a batch
                 _log.exception("progress callback failed")
+
+
+def _clamped(requested: Limits, effective: Limits) -> dict[str, ClampedLimit]:
+    return {
+        field: ClampedLimit(requested=getattr(requested, field), effective=getattr(effective, field))
+        for field in requested.__struct_fields__
+        if getattr(requested, field) != getattr(effective, field)
+    }

@@ -258,3 +258,41 @@ def test_progress_on_stderr_for_long_batches(tmp_path: Path) -> None:
     assert json.loads(proc.stdout)["output"]["total"] == 10_000  # progress never pollutes stdout
     quiet = rh_host("run", big, *plugin_args(PLUGINS[0]), "--json", "-q")
     assert "started" not in quiet.stderr
+
+
+MOON = REPO / "tests" / "service" / "plugins" / "asks_the_moon"  # asks 6000 tasks, 100000 MiB scratch, 10^6 fds
+
+
+def test_a_run_without_a_tenant_is_clamped_to_the_operator_defaults() -> None:
+    proc = rh_host("run", OPENAI, *plugin_args(MOON, PLUGINS[0]), "--json", "-q")
+    assert proc.returncode in (0, 1), proc.stderr
+    handlers = {h["name"]: h for h in json.loads(proc.stdout)["handlers"]}
+    moon = handlers["asks_the_moon"]
+    assert moon["clamped_limits"] == {
+        "max_processes": {"requested": 6000, "effective": 64},
+        "scratch_mb": {"requested": 100000, "effective": 256},
+        "max_open_files": {"requested": 1000000, "effective": 1024},
+    }
+    if moon["status"] == "ok":  # else the thread storm met the 64-task limit and the run was killed for it
+        assert moon["output"]["moon.nofile"] == 1024 and moon["output"]["moon.scratch_mb"] == 256
+    else:
+        assert "process limit of 64 reached" in moon["error"], moon["error"]
+    assert handlers["stats_summary"]["clamped_limits"] == {} and handlers["stats_summary"]["status"] == "ok"
+
+
+def test_plugin_test_shows_the_clamped_limits() -> None:
+    proc = rh_host("plugin", "test", MOON, OPENAI)
+    assert "limits clamped to the ceilings: max_processes 6000 -> 64, scratch_mb 100000 -> 256" in proc.stdout
+    assert "max_open_files 1000000 -> 1024" in proc.stdout
+
+
+def test_quota_options_set_the_ceilings_of_a_run() -> None:
+    proc = rh_host("run", OPENAI, *plugin_args(MOON), "--json", "-q", "--quota", "max_open_files=32")
+    assert proc.returncode in (0, 1), proc.stderr
+    moon = json.loads(proc.stdout)["handlers"][0]
+    assert moon["clamped_limits"]["max_open_files"] == {"requested": 1000000, "effective": 32}
+    assert moon["clamped_limits"]["max_processes"] == {"requested": 6000, "effective": 64}  # the other defaults
+    assert_one_line_error(
+        rh_host("run", OPENAI, *plugin_args(MOON), "--quota", "max_open_files=-1"), "must be positive"
+    )
+    assert_one_line_error(rh_host("plugin", "test", MOON, OPENAI, "--quota", "nofiles=1"), "unknown field `nofiles`")

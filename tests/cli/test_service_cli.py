@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -143,3 +144,58 @@ def test_c_webassembly_plugin_from_init_to_outcome(served: tuple[Server, Path]) 
     (work / "hello_c" / "handler.wasm").write_bytes(b"\0asm\1\0\0\0garbage")
     refused = cli("plugin", "push", work / "hello_c", env=env)
     assert refused.returncode == 2 and "upload_rejected" in refused.stderr
+
+
+def test_quota_options_of_serve_and_tenant() -> None:
+    """`serve --quota` sets the operator's defaults; `tenant create --quota` and `tenant quotas` set a
+    tenant's own, and a tenant created without them keeps the defaults."""
+    root = public_tempdir("rh-cli-quotas-")
+    env = {"RH_OPERATOR_TOKEN": "", "RH_DEFAULT_QUOTAS": "max_processes=8 max_stored_batches=5"}
+    server = Server(root / "data", env=env).start()
+    try:
+        common = ("--url", server.url, "--data-dir", server.data_dir)
+        plain = cli("tenant", "create", "plain", *common)
+        roomy = cli("tenant", "create", "roomy", "--quota", "max_processes=16", *common)
+        assert plain.returncode == 0 and roomy.returncode == 0, plain.stderr + roomy.stderr
+        plain_id = re.search(r"\((t_\w+)\)", plain.stdout).group(1)  # type: ignore[union-attr]
+        roomy_id = re.search(r"\((t_\w+)\)", roomy.stdout).group(1)  # type: ignore[union-attr]
+        shown = cli("tenant", "quotas", plain_id, *common).stdout
+        assert re.search(r"max_processes\s+8\n", shown) and re.search(r"max_stored_batches\s+5\n", shown)
+        shown = cli("tenant", "quotas", roomy_id, *common).stdout
+        assert re.search(r"max_processes\s+16\n", shown) and re.search(r"max_stored_batches\s+5\n", shown)
+        changed = cli("tenant", "quotas", plain_id, "--quota", "max_versions=3", *common)
+        assert changed.returncode == 0 and re.search(r"max_versions\s+3\n", changed.stdout), changed.stderr
+        assert re.search(r"max_processes\s+8\n", changed.stdout)  # the other fields stay
+        bad = cli("tenant", "quotas", plain_id, "--quota", "max_versions=0", *common)
+        assert bad.returncode == 2 and "max_versions must be positive" in bad.stderr
+        unknown = cli("tenant", "create", "odd", "--quota", "max_everything=1", *common)
+        assert unknown.returncode == 2 and "max_everything" in unknown.stderr
+    finally:
+        server.stop()
+        cleanup(root)
+    refused = cli("serve", "--quota", "max_processes", "--migrate-only", "--data-dir", root / "never")
+    assert refused.returncode == 2 and "expected FIELD=VALUE" in refused.stderr
+
+
+def test_pack_is_reproducible_and_unpacks_as_the_service_does(tmp_path: Path) -> None:
+    from rh_host.service.archives import unpack_archive
+    from rh_host.service.settings import UploadCaps
+
+    plugin = tmp_path / "plugin"
+    shutil.copytree(SAMPLE_PLUGINS[0], plugin, ignore=shutil.ignore_patterns("__pycache__"))
+    (plugin / ".git").mkdir()
+    (plugin / ".git" / "config").write_text("left out")
+    first = cli("plugin", "pack", plugin, "--no-vendor", "-o", tmp_path / "one.tar.gz")
+    os.utime(plugin / "plugin.toml", (1, 1))  # another time stamp: the same archive
+    second = cli("plugin", "pack", plugin, "--no-vendor", "-o", tmp_path / "two.tar.gz")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    packed = (tmp_path / "one.tar.gz").read_bytes()
+    assert packed == (tmp_path / "two.tar.gz").read_bytes()
+    unpack_archive(packed, tmp_path / "unpacked", UploadCaps())
+    files = {p.relative_to(tmp_path / "unpacked").as_posix() for p in (tmp_path / "unpacked").rglob("*") if p.is_file()}
+    assert files == {
+        p.relative_to(plugin).as_posix() for p in plugin.rglob("*") if p.is_file() and ".git" not in p.parts
+    }
+    (plugin / "link.py").symlink_to(plugin / "plugin.toml")
+    refused = cli("plugin", "pack", plugin, "--no-vendor", "-o", tmp_path / "three.tar.gz")
+    assert refused.returncode == 2 and "symlinks cannot be packed" in refused.stderr

@@ -147,3 +147,20 @@ def test_parse_manifest_without_a_directory_skips_the_existence_check() -> None:
 def test_the_sample_plugins_are_valid(repo_root: Path) -> None:
     plugins = [load_plugin(d) for d in sorted((repo_root / "sample_plugins" / "python").iterdir()) if d.is_dir()]
     assert {p.name for p in plugins} >= {"stats_summary", "error_collector", "jsonl_exporter"}
+
+
+def test_limits_above_every_ceiling_are_kept_as_asked_and_clamped_at_run_time(tmp_path: Path) -> None:
+    """A manifest's limits are requests: parsing keeps them, the run spec gets the clamped ones."""
+    from rh_host.service.limits import clamp_limits
+    from rh_host.service.settings import Quotas
+
+    huge = VALID.replace(
+        "memory_mb = 128", "memory_mb = 128\nmax_processes = 6000\nscratch_mb = 100000\nmax_open_files = 1000000"
+    )
+    plugin = load_plugin(write(tmp_path / "p", huge))
+    asked = plugin.manifest.limits
+    assert (asked.max_processes, asked.scratch_mb, asked.max_open_files) == (6000, 100000, 1000000)
+    spec = plugin.run_spec("tenant", clamp_limits(asked, Quotas(max_processes=20)).effective)
+    assert (spec.limits.max_processes, spec.limits.scratch_mb, spec.limits.max_open_files) == (20, 256, 1024)
+    assert spec.limits.cpu_seconds == 5 and spec.limits.memory_mb == 128  # below their ceilings: as asked
+    assert plugin.run_spec("tenant").limits == asked  # no clamp given: the manifest's own (callers always give one)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 
 import pytest
 from rh_testserver import Server, cleanup, public_tempdir
+
+from tests.integrations.servers import postgres_bin, postgres_server
 
 
 @pytest.fixture(scope="module")
@@ -18,3 +21,12 @@ def server() -> Iterator[Server]:
     finally:
         srv.stop()
         cleanup(root)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server from Debian's binaries, one per test session."""
+    if postgres_bin() is None or shutil.which("runuser") is None:
+        pytest.skip("PostgreSQL server binaries (/usr/lib/postgresql/*/bin) or runuser not installed")
+    with postgres_server("rh-service-pw") as dsn:
+        yield dsn

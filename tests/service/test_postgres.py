@@ -3,8 +3,6 @@ matching the schema on both databases."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,17 +14,8 @@ from rh_testserver import OPENAI, SAMPLE_PLUGINS, Server, cleanup, outcome, publ
 
 from rh_host.service.db import current_revision, head_revision, make_engine, migrate
 from rh_host.service.schema import metadata
-from tests.integrations.servers import postgres_bin, postgres_server
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    if postgres_bin() is None or shutil.which("runuser") is None:
-        pytest.skip("PostgreSQL server binaries (/usr/lib/postgresql/*/bin) or runuser not installed")
-    with postgres_server("rh-service-pw") as dsn:
-        yield dsn
 
 
 def _assert_migrations_match_schema(engine: sa.Engine) -> None:

@@ -107,6 +107,24 @@ ATTACKS: dict[str, tuple[Callable[[], bytes], int, str]] = {
         "not in the archive",
     ),
     "not an archive": (lambda: b"hello, world", 400, "neither a zip nor a tar.gz"),
+    "tar file named '.'": (lambda: tar_gz(*good_members(), (tarfile.TarInfo("./"), b"x")), 400, "without a name"),
+    "tar name too long": (lambda: tar_gz(*good_members(), (tarfile.TarInfo("n" * 300), b"x")), 400, "255 bytes"),
+    "zip path too long": (lambda: zip_bytes({**GOOD_FILES, "/".join(["d" * 50] * 30): b"x"}), 400, "1024 bytes"),
+    "tar entry under a file": (
+        lambda: tar_gz(*good_members(), (tarfile.TarInfo("handler.py/x.py"), b"x")),
+        400,
+        "'handler.py' is a file in the archive",
+    ),
+    "zip entry under a file": (
+        lambda: zip_bytes({**GOOD_FILES, "plugin.toml/x": b"x"}),
+        400,
+        "'plugin.toml' is a file in the archive",
+    ),
+    "tar directory over a file": (
+        lambda: tar_gz(*good_members(), special("handler.py", tarfile.DIRTYPE)),
+        400,
+        "'handler.py' is both a file and a directory",
+    ),
     "truncated gzip": (lambda: tar_gz(*good_members())[:60], 400, "not a readable"),
 }
 
@@ -127,6 +145,14 @@ def test_upload_attack_is_refused(server: Server, api: httpx.Client, attack: str
     assert api.get("/v1/plugins").json() == []
     assert not (server.data_dir.parent / "escaped.py").exists() and not os.path.exists("/tmp/escaped.py")
     assert list((server.data_dir / "artifacts" / ".staging").iterdir()) == []  # nothing left behind
+
+
+def test_an_archive_of_dot_is_taken(server: Server) -> None:
+    """`tar czf x.tgz -C plugin .` writes the root as "./" and every file as "./name"."""
+    members = [special("./", tarfile.DIRTYPE)] + [(tarfile.TarInfo(f"./{n}"), d) for n, d in GOOD_FILES.items()]
+    with server.tenant("dot-packer") as api:
+        response = api.post("/v1/plugins", content=tar_gz(*members))
+        assert response.status_code == 201, response.text
 
 
 def test_the_same_files_packed_differently_are_the_same_version(server: Server, api: httpx.Client) -> None:

@@ -6,12 +6,17 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
+import msgspec
 
+from rh_host.manifest import Plugin
 from rh_host.outcome import BatchOutcome
-from rh_sandbox import DEFAULT_UIDS, ISOLATION_CHOICES, EgressSettings, GrantError, OperatorPolicy, UidRange
+from rh_sandbox import DEFAULT_UIDS, ISOLATION_CHOICES, EgressSettings, GrantError, Limits, OperatorPolicy, UidRange
+
+if TYPE_CHECKING:
+    from rh_host.service.settings import Quotas
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -34,6 +39,26 @@ def exit_for_outcome(outcome: BatchOutcome) -> NoReturn:
     sys.exit(EXIT_OK if outcome.success else EXIT_FAILED)
 
 
+def default_quotas(overrides: dict[str, str]) -> Quotas:
+    """The operator's default quotas: the built-in ones with ``--quota`` overrides (exit 2 if invalid)."""
+    from rh_host.service.settings import Quotas  # the service package: only when a command needs it
+
+    try:
+        quotas = msgspec.convert(overrides, Quotas, strict=False)
+    except msgspec.ValidationError as exc:
+        fail(f"--quota: {str(exc).replace('`$.', '`')}")
+    if problems := quotas.problems():
+        fail(f"--quota: {problems[0]}")
+    return quotas
+
+
+def clamped_to(quotas: Quotas) -> Callable[[Plugin], Limits]:
+    """A run without a tenant gets what a tenant with these quotas would get."""
+    from rh_host.service.limits import clamp_limits
+
+    return lambda plugin: clamp_limits(plugin.manifest.limits, quotas).effective
+
+
 def json_object_option(option: str, text: str | None) -> dict[str, object]:
     """Parse an option whose value must be a JSON object (``--metadata``, ``--config``)."""
     if not text:
@@ -45,6 +70,29 @@ def json_object_option(option: str, text: str | None) -> dict[str, object]:
     if not isinstance(value, dict):
         fail(f"{option}: must be a JSON object, got {type(value).__name__}")
     return value
+
+
+def _quota_pairs(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for value in values:
+        field, sep, number = value.partition("=")
+        if not sep or not field.strip() or not number.strip():
+            raise click.BadParameter(f"{value!r}: expected FIELD=VALUE, e.g. max_processes=32")
+        pairs[field.strip()] = number.strip()
+    return pairs
+
+
+def quota_option(help_text: str, envvar: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--quota FIELD=VALUE`` (repeatable), handed to the command as ``quotas``: a dict of strings."""
+    return click.option(
+        "--quota",
+        "quotas",
+        multiple=True,
+        metavar="FIELD=VALUE",
+        envvar=envvar,
+        callback=_quota_pairs,
+        help=f"{help_text} (docs/operator-guide.md, 'Limits and quotas'), e.g. max_processes=32; repeatable.",
+    )
 
 
 isolation_option = click.option(

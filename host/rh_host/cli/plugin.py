@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import re
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import click
@@ -16,11 +14,14 @@ from rh_host.batchfile import read_results
 from rh_host.cli._client import Client, key_option, url_option
 from rh_host.cli._common import (
     EXIT_FAILED,
+    clamped_to,
+    default_quotas,
     egress_options,
     exit_for_outcome,
     fail,
     isolation_option,
     json_object_option,
+    quota_option,
     sandbox_uids_option,
 )
 from rh_host.cli._scaffold import C_BUILD, c_plugin_files, c_sdk_header, python_plugin_files
@@ -33,7 +34,6 @@ from rh_sandbox import EgressSettings, SandboxError, UidRange, make_dispatcher
 __all__ = ["pack_directory", "plugin"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-_SKIP_DIRS = {"__pycache__", ".git", ".venv", "node_modules", ".pytest_cache"}
 
 
 @click.group()
@@ -94,6 +94,7 @@ def _build_c(target: Path) -> None:
 @isolation_option
 @sandbox_uids_option
 @egress_options
+@quota_option("A ceiling for these runs instead of the operator's default", envvar="RH_DEFAULT_QUOTAS")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON document.")
 def test(
     directory: str,
@@ -104,10 +105,12 @@ def test(
     sandbox_uids: UidRange | None,
     as_json: bool,
     egress: EgressSettings,
+    quotas: dict[str, str],
 ) -> None:
     """Run the plugin in DIRECTORY over RESULTS in the production sandbox; print outcome, logs and usage."""
     config = json_object_option("--config", config_json)
     metadata = json_object_option("--metadata", metadata_json)
+    ceilings = default_quotas(quotas)
     try:
         handler = load_plugin(directory, config)
         lines = read_results(results, sys.stdin.buffer)
@@ -115,7 +118,9 @@ def test(
         fail(str(exc))
     try:
         with make_dispatcher(isolation, egress=egress, sandbox_uids=sandbox_uids) as dispatcher:
-            outcome = Pipeline(dispatcher).run(f"test-{handler.name}", lines, metadata, [handler])
+            outcome = Pipeline(dispatcher).run(
+                f"test-{handler.name}", lines, metadata, [handler], limits_for=clamped_to(ceilings)
+            )
     except SandboxError as exc:
         fail(str(exc), code=EXIT_FAILED)
     click.echo(msgspec.json.encode(outcome).decode() if as_json else render_outcome(outcome, show_logs=True))
@@ -139,29 +144,20 @@ def _vendor(directory: Path) -> None:
 
 
 def pack_directory(directory: Path, vendor: bool = True) -> tuple[str, bytes]:
-    """A reproducible tar.gz of a plugin directory (regular files only), named <name>-<version>.tar.gz."""
+    """Validate and pack a plugin directory: (<name>-<version>.tar.gz, its bytes)."""
+    from rh_host.service.archives import pack_directory as pack_tree  # the service's own archive module
+
     try:
         handler = load_plugin(directory)
     except HostError as exc:
         fail(str(exc))
     if vendor:
         _vendor(directory)
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as archive:
-        for path in sorted(directory.rglob("*")):
-            relative = path.relative_to(directory)
-            if any(part in _SKIP_DIRS or part.startswith(".") for part in relative.parts) or path.suffix == ".pyc":
-                continue
-            if path.is_symlink():
-                fail(f"{path}: symlinks cannot be packed (the service refuses them)")
-            if not path.is_file():
-                continue
-            info = tarfile.TarInfo(str(relative))
-            info.size = path.stat().st_size
-            info.mode = 0o644
-            with path.open("rb") as handle:
-                archive.addfile(info, handle)
-    return f"{handler.name}-{handler.manifest.version}.tar.gz", buffer.getvalue()
+    try:
+        data = pack_tree(directory)
+    except HostError as exc:
+        fail(str(exc))
+    return f"{handler.name}-{handler.manifest.version}.tar.gz", data
 
 
 @plugin.command()

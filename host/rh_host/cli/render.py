@@ -20,6 +20,10 @@ def _mib(kb: int) -> str:
     return f"{kb / 1024:.1f} MiB" if kb else "-"
 
 
+def _number(value: float) -> str:
+    return f"{value:.0f}" if value == int(value) else f"{value:g}"
+
+
 def _short(value: object, width: int = 60) -> str:
     text = json.dumps(value, default=str)
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -39,6 +43,11 @@ def render_outcome(outcome: BatchOutcome, show_logs: bool = False) -> str:
         )
         if run.error:
             lines.append(f"  {'':>4}  └ {run.error}")
+        if run.clamped_limits:
+            changes = ", ".join(
+                f"{k} {_number(c.requested)} -> {_number(c.effective)}" for k, c in run.clamped_limits.items()
+            )
+            lines.append(f"  {'':>4}  └ limits clamped to the ceilings: {changes}")
         for conn in run.egress or []:
             shown = conn["outcome"] if conn["outcome"] == "ok" else f"{conn['outcome']}: {conn['reason']}"
             lines.append(f"  {'':>4}  ⇄ {conn['grant']} {shown}")

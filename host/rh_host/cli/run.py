@@ -12,11 +12,14 @@ import msgspec
 from rh_host.batchfile import read_results
 from rh_host.cli._common import (
     EXIT_FAILED,
+    clamped_to,
+    default_quotas,
     egress_options,
     exit_for_outcome,
     fail,
     isolation_option,
     json_object_option,
+    quota_option,
     sandbox_uids_option,
 )
 from rh_host.cli.render import render_outcome
@@ -70,6 +73,7 @@ def _progress_printer(event: RunEvent) -> None:
 @isolation_option
 @sandbox_uids_option
 @egress_options
+@quota_option("A ceiling for these runs instead of the operator's default", envvar="RH_DEFAULT_QUOTAS")
 @click.option("--parallel", default=2, show_default=True, type=click.IntRange(1, 64), help="Concurrent runs.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def run(
@@ -82,6 +86,7 @@ def run(
     isolation: str,
     sandbox_uids: UidRange | None,
     egress: EgressSettings,
+    quotas: dict[str, str],
     parallel: int,
     quiet: bool,
 ) -> None:
@@ -91,6 +96,7 @@ def run(
     one (host_error, named on stderr), 2 for bad input.
     """
     meta = json_object_option("--metadata", metadata)
+    ceilings = default_quotas(quotas)
     try:
         plugins = _load_plugins(plugin_dirs)
         lines = read_results(results, sys.stdin.buffer)
@@ -104,7 +110,9 @@ def run(
             pipeline = Pipeline(
                 dispatcher, max_parallel=parallel, progress=_progress_printer if show_progress else None
             )
-            outcome = pipeline.run(batch_id or _default_batch_id(results), lines, meta, plugins)
+            outcome = pipeline.run(
+                batch_id or _default_batch_id(results), lines, meta, plugins, limits_for=clamped_to(ceilings)
+            )
     except SandboxError as exc:
         fail(str(exc), code=EXIT_FAILED)
     if as_json:

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import click
 
-from rh_host.cli._common import EXIT_FAILED, egress_options, fail, isolation_option, sandbox_uids_option
+from rh_host.cli._common import (
+    EXIT_FAILED,
+    default_quotas,
+    egress_options,
+    fail,
+    isolation_option,
+    quota_option,
+    sandbox_uids_option,
+)
 from rh_host.errors import HostError
 from rh_sandbox import EgressSettings, SandboxError, SandboxUids, UidRange, check_isolation
 
@@ -34,6 +42,21 @@ __all__ = ["serve"]
 @isolation_option
 @sandbox_uids_option
 @egress_options
+@quota_option("A default quota: new tenants' and runs' ceilings", envvar="RH_DEFAULT_QUOTAS")
+@click.option(
+    "--retention-days",
+    type=click.FloatRange(0, min_open=True),
+    envvar="RH_RETENTION_DAYS",
+    help="Purge finished batches, their runs and outcomes this many days after they finished (default: keep).",
+)
+@click.option(
+    "--housekeeping-seconds",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    envvar="RH_HOUSEKEEPING_SECONDS",
+    help="How often retention and the garbage collection of unreferenced plugin files run.",
+)
 @click.option("--migrate-only", is_flag=True, help="Bring the database schema up to date and exit.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info", show_default=True)
 def serve(
@@ -45,6 +68,9 @@ def serve(
     isolation: str,
     sandbox_uids: UidRange | None,
     egress: EgressSettings,
+    quotas: dict[str, str],
+    retention_days: float | None,
+    housekeeping_seconds: float,
     migrate_only: bool,
     log_level: str,
 ) -> None:
@@ -62,6 +88,9 @@ def serve(
         isolation=isolation,
         egress=egress,
         sandbox_uids=sandbox_uids,
+        default_quotas=default_quotas(quotas),
+        retention_days=retention_days,
+        housekeeping_seconds=housekeeping_seconds,
     )
     if not migrate_only:
         try:

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from rh_host.cli._client import Client, url_option
-from rh_host.cli._common import fail
+from rh_host.cli._common import fail, quota_option
 
 __all__ = ["tenant"]
 
@@ -44,13 +44,28 @@ def tenant() -> None:
     """Create, list and delete tenants (operator)."""
 
 
+def _numbers(pairs: dict[str, str]) -> dict[str, float | int]:
+    numbers: dict[str, float | int] = {}
+    for field, text in pairs.items():
+        try:
+            numbers[field] = int(text) if text.lstrip("-").isdigit() else float(text)
+        except ValueError:
+            fail(f"--quota {field}={text}: not a number")
+    return numbers
+
+
 @tenant.command("create")
 @click.argument("name")
+@quota_option("A quota of this tenant (others: the operator's defaults)")
 @_options
-def create(name: str, url: str, token: str | None, data_dir: Path) -> None:
-    """Create tenant NAME and print its API key (shown once: store it now)."""
+def create(name: str, quotas: dict[str, str], url: str, token: str | None, data_dir: Path) -> None:
+    """Create tenant NAME and print its API key (shown once: store it now). Quotas not given with
+    --quota take the operator's defaults (`rh-host serve --quota`)."""
+    request: dict[str, object] = {"name": name}
+    if quotas:
+        request["quotas"] = _numbers(quotas)
     with Client(url, _operator_token(token, data_dir)) as client:
-        body = client.json("POST", "/v1/tenants", json={"name": name})
+        body = client.json("POST", "/v1/tenants", json=request)
     click.echo(f"tenant {body['name']} ({body['id']})")
     click.echo(f"api key: {body['api_key']}")
     click.echo("the key is shown once; only its hash is stored", err=True)
@@ -69,6 +84,21 @@ def list_(url: str, token: str | None, data_dir: Path) -> None:
             f"{row['id']:<16} {row['name']:<24} {q['max_plugins']:>7} {q['cpu_seconds']:>6g} "
             f"{q['memory_mb']:>7} {q['max_concurrent_batches']:>10}"
         )
+
+
+@tenant.command("quotas")
+@click.argument("tenant_id")
+@quota_option("Set this quota")
+@_options
+def quotas_(tenant_id: str, quotas: dict[str, str], url: str, token: str | None, data_dir: Path) -> None:
+    """Show tenant TENANT_ID's quotas; with --quota FIELD=VALUE, change those fields first."""
+    with Client(url, _operator_token(token, data_dir)) as client:
+        current = client.json("GET", f"/v1/tenants/{tenant_id}")["quotas"]
+        if quotas:
+            update = {"quotas": {**current, **_numbers(quotas)}}
+            current = client.json("PUT", f"/v1/tenants/{tenant_id}/quotas", json=update)["quotas"]
+    for field, value in current.items():
+        click.echo(f"{field:<24} {value:g}")
 
 
 @tenant.command("delete")

@@ -1,8 +1,11 @@
-"""Unpacking an uploaded plugin archive (zip or tar.gz) safely, or refusing it with the reason.
+"""Plugin archives: packing a plugin directory (the CLI's ``pack`` and ``push``), and unpacking an
+uploaded archive (zip or tar.gz) safely, or refusing it with the reason.
 
 Everything is checked before a byte is written: the archive's size, the number of entries, every
-name (no absolute paths, no ``..``, no backslashes), every entry type (regular files and directories
-only: no symlinks, hard links, devices or fifos), the unpacked size, and the compression ratio. The
+name (no absolute paths, no ``..``, no backslashes, no name longer than the file system takes), the
+layout (no entry under a name that is also a file, no file that is also a directory), every entry
+type (regular files and directories only: no symlinks, hard links, devices or fifos), the unpacked
+size, and the compression ratio. The
 gzip stream is inflated under a byte cap, so a tar bomb costs at most the cap. Zip members are copied
 in chunks and counted, so a member that lies about its size is caught too. Where tarfile has its
 ``data`` filter (Python 3.11.4+), it checks every tar member on top of these checks.
@@ -10,6 +13,8 @@ in chunks and counted, so a member that lies about its size is caught too. Where
 
 from __future__ import annotations
 
+import errno
+import gzip
 import io
 import os
 import re
@@ -17,15 +22,20 @@ import stat
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import IO
 
 from rh_host.service.errors import PayloadTooLarge, UploadRejected
 from rh_host.service.settings import UploadCaps
 
-__all__ = ["normalise_modes", "unpack_archive"]
+__all__ = ["normalise_modes", "pack_directory", "unpack_archive"]
 
 _MIB = 1024 * 1024
+_MAX_NAME_BYTES = 255  # one path component (NAME_MAX)
+_MAX_PATH_BYTES = 1024  # a whole entry name: PATH_MAX (4096) less room for the data dir's own path
+_HOST_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)  # the disk's fault, not the archive's
+_SKIP_DIRS = {"__pycache__", ".git", ".venv", "node_modules", ".pytest_cache"}
 _RATIO_FLOOR = _MIB  # below this much unpacked data the ratio says nothing (text compresses well)
 _CHUNK = 64 * 1024
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -53,7 +63,32 @@ def _check_name(name: str) -> str:
     parts = PurePosixPath(name).parts
     if ".." in parts:
         raise UploadRejected(f"archive entry {name!r}: '..' (path traversal) is not allowed")
-    return "/".join(p for p in parts if p != ".")
+    clean = "/".join(p for p in parts if p != ".")  # "" for "./", the root (``tar -C dir .`` writes it)
+    if len(os.fsencode(clean)) > _MAX_PATH_BYTES:
+        raise UploadRejected(f"archive entry {name[:80]!r}...: a path longer than {_MAX_PATH_BYTES} bytes")
+    if any(len(os.fsencode(part)) > _MAX_NAME_BYTES for part in parts):
+        raise UploadRejected(f"archive entry {name[:80]!r}...: a name longer than {_MAX_NAME_BYTES} bytes")
+    return clean
+
+
+def _check_layout(files: Iterable[str], directories: Iterable[str]) -> None:
+    """Refuse a name that is a file and also a directory, or a directory of another entry."""
+    file_set = set(files)
+    for name in sorted(file_set | set(directories)):
+        parent = PurePosixPath(name).parent
+        while parent.parts:
+            if str(parent) in file_set:
+                raise UploadRejected(f"archive entry {name!r}: {str(parent)!r} is a file in the archive")
+            parent = parent.parent
+    if both := sorted(file_set & set(directories)):
+        raise UploadRejected(f"archive entry {both[0]!r} is both a file and a directory")
+
+
+def _write_error(name: str, exc: OSError) -> OSError | UploadRejected:
+    """An entry the file system cannot take is the archive's fault (400); a full disk is ours."""
+    if exc.errno in _HOST_FAULTS:
+        return exc
+    return UploadRejected(f"archive entry {name!r} cannot be unpacked: {exc.strerror or exc}")
 
 
 def _check_totals(count: int, unpacked: int, packed: int, caps: UploadCaps) -> None:
@@ -92,22 +127,32 @@ def _unpack_zip(data: bytes, dest: Path, caps: UploadCaps) -> None:
             if kind not in ("file", "directory"):
                 raise UploadRejected(f"archive entry {info.filename!r}: {kind}s are not allowed")
             name = _check_name(info.filename.rstrip("/") if info.is_dir() else info.filename)
+            if not name and not info.is_dir():
+                raise UploadRejected(f"archive entry {info.filename!r}: a file without a name")
             if name in names:
                 raise UploadRejected(f"archive entry {info.filename!r} appears twice")
             names[name] = info
+        _check_layout((n for n, i in names.items() if not i.is_dir()), (n for n, i in names.items() if i.is_dir()))
         _check_totals(len(infos), sum(i.file_size for i in infos), len(data), caps)
         budget = caps.max_unpacked_mb * _MIB
         for name, info in names.items():
             target = dest / name
             if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
+                _make_dir(target, info.filename)
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
+            _make_dir(target.parent, info.filename)
             try:
                 source = archive.open(info)
             except (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError) as exc:
                 raise UploadRejected(f"archive entry {info.filename!r} cannot be read: {exc}") from None
             budget = _copy_stream(source, target, info.filename, info.file_size, budget)
+
+
+def _make_dir(path: Path, name: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_error(name, exc) from None
 
 
 def _inflate(data: bytes, cap: int) -> bytes:
@@ -135,14 +180,21 @@ def _unpack_tar_gz(data: bytes, dest: Path, caps: UploadCaps) -> None:
 def _extract_tar(archive: tarfile.TarFile, dest: Path, packed: int, inflated: int, caps: UploadCaps) -> None:
     members = archive.getmembers()
     seen: set[str] = set()
+    directories: set[str] = set()
     for member in members:
         kind = _tar_entry_kind(member)
         if kind not in ("file", "directory"):
             raise UploadRejected(f"archive entry {member.name!r}: {kind}s are not allowed")
         name = _check_name(member.name)
-        if name in seen and not member.isdir():
+        if member.isdir():
+            directories.add(name)
+            continue
+        if not name:
+            raise UploadRejected(f"archive entry {member.name!r}: a file without a name")
+        if name in seen:
             raise UploadRejected(f"archive entry {member.name!r} appears twice")
         seen.add(name)
+    _check_layout(seen, directories)
     _check_totals(len(members), sum(m.size for m in members if m.isfile()), packed, caps)
     _check_totals(len(members), inflated, packed, caps)  # the ratio again, tar headers and padding included
     data_filter = getattr(tarfile, "data_filter", None)  # Python >= 3.11.4; Debian 12 ships 3.11.2
@@ -155,9 +207,9 @@ def _extract_tar(archive: tarfile.TarFile, dest: Path, packed: int, inflated: in
                 raise UploadRejected(f"archive entry {member.name!r}: {exc}") from None
         target = dest / _check_name(member.name)
         if member.isdir():
-            target.mkdir(parents=True, exist_ok=True)
+            _make_dir(target, member.name)
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
+        _make_dir(target.parent, member.name)
         source = archive.extractfile(member)
         if source is None:
             raise UploadRejected(f"archive entry {member.name!r} cannot be read")
@@ -178,6 +230,8 @@ def _copy_stream(source: IO[bytes], target: Path, name: str, declared: int, budg
         raise UploadRejected(f"archive entry {name!r} cannot be read: {exc}") from None
     except FileExistsError:
         raise UploadRejected(f"archive entry {name!r} appears twice") from None
+    except OSError as exc:
+        raise _write_error(name, exc) from None
     return budget - written
 
 
@@ -201,3 +255,27 @@ def normalise_modes(root: Path) -> None:
         os.chmod(directory, 0o755)
         for file in files:
             os.chmod(os.path.join(directory, file), 0o644)
+
+
+def pack_directory(directory: Path) -> bytes:
+    """A reproducible tar.gz of a plugin directory, as ``unpack_archive`` takes it: regular files in
+    path order, mode 0644, no owners or times; caches, VCS dirs, dot files and ``.pyc`` left out."""
+    buffer = io.BytesIO()
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as compressed,
+        tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as archive,
+    ):
+        for path in sorted(directory.rglob("*")):
+            relative = path.relative_to(directory)
+            if any(part in _SKIP_DIRS or part.startswith(".") for part in relative.parts) or path.suffix == ".pyc":
+                continue
+            if path.is_symlink():
+                raise UploadRejected(f"{path}: symlinks cannot be packed (the service refuses them)")
+            if not path.is_file():
+                continue
+            info = tarfile.TarInfo(relative.as_posix())
+            info.size = path.stat().st_size
+            info.mode = 0o644
+            with path.open("rb") as handle:
+                archive.addfile(info, handle)
+    return buffer.getvalue()

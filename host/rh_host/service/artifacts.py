@@ -7,15 +7,25 @@ gives different bytes, and a tenant re-uploading unchanged files must get the ve
 has. An upload is unpacked into a private temporary directory and renamed into place only when
 valid, so a directory under its digest is always complete. The same files uploaded twice (by anyone)
 are stored once; a tenant never reaches another's plugin except through its own database rows.
+
+An artifact lives while a stored version references it. An upload pins its digest from the moment
+its directory is in place until its version is committed (or refused); garbage collection removes
+unpinned, unreferenced artifacts (after a refused upload, a deleted plugin or tenant, and
+periodically). The pin and the removal take one lock, so an upload never loses the directory it
+is about to reference. Staging directories a crashed process left behind are removed at start.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
@@ -28,6 +38,8 @@ from rh_host.service.settings import UploadCaps
 
 __all__ = ["Artifact", "ArtifactStore", "ModuleCheck", "tree_digest"]
 
+_log = logging.getLogger("rh.service.artifacts")
+
 ModuleCheck = Callable[[Path, str], None]
 """Checks a WASM module (its path, its name in the archive) where its tenant's runs would meet it;
 raises UploadRejected naming what is wrong with it."""
@@ -37,20 +49,43 @@ class Artifact(msgspec.Struct, frozen=True, kw_only=True):
     digest: str
     directory: str
     manifest: Manifest
+    size_bytes: int  # of its files: what the tenant's max_artifact_mb counts
 
 
 class ArtifactStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._staging = root / ".staging"
+        shutil.rmtree(self._staging, ignore_errors=True)  # uploads and removals a crash interrupted
         self._staging.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()  # guards _pins and every rename into or out of place
+        self._pins: Counter[str] = Counter()
 
     def path_for(self, digest: str) -> Path:
         return self.root / digest[:2] / digest
 
-    def put(self, data: bytes, caps: UploadCaps, check_module: ModuleCheck) -> Artifact:
-        """Validate and store an archive; the artifact of an earlier upload of the same files is reused.
-        A WASM entry module is checked by ``check_module`` (compiled, its start function run)."""
+    @contextmanager
+    def upload(
+        self, data: bytes, caps: UploadCaps, check_module: ModuleCheck, *, referenced: Callable[[str], bool]
+    ) -> Iterator[Artifact]:
+        """Store an archive (see ``_put``) and keep it pinned while the block records its version; if
+        afterwards no version references it (the block raised: refused), it is removed again."""
+        artifact = self._put(data, caps, check_module)
+        try:
+            yield artifact
+        finally:
+            with self._lock:
+                self._pins[artifact.digest] -= 1
+                if self._pins[artifact.digest] <= 0:
+                    del self._pins[artifact.digest]
+                    if not referenced(artifact.digest):
+                        self._move_out(artifact.digest)
+            self._empty_staging_of_removed()
+
+    def _put(self, data: bytes, caps: UploadCaps, check_module: ModuleCheck) -> Artifact:
+        """Validate and store an archive, pinned (``upload`` releases the pin); the artifact of an
+        earlier upload of the same files is reused. A WASM entry module is checked by ``check_module``
+        (compiled, its start function run). Nothing of a refused archive stays on disk."""
         work = Path(tempfile.mkdtemp(prefix="upload-", dir=self._staging))
         try:
             unpack_archive(data, work, caps)
@@ -59,17 +94,43 @@ class ArtifactStore:
             _check_entry(root, manifest, check_module)
             normalise_modes(root)
             digest = tree_digest(root)
+            size = _tree_size(root)
             final = self.path_for(digest)
-            if not final.is_dir():
-                final.parent.mkdir(parents=True, exist_ok=True)
-                try:
+            with self._lock:
+                if not final.is_dir():
+                    final.parent.mkdir(parents=True, exist_ok=True)
                     os.rename(root, final)
-                except OSError:
-                    if not final.is_dir():  # not a concurrent upload of the same files: a real failure
-                        raise
+                self._pins[digest] += 1
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        return Artifact(digest=digest, directory=str(final), manifest=manifest)
+        return Artifact(digest=digest, directory=str(final), manifest=manifest, size_bytes=size)
+
+    def collect(self, referenced: Callable[[], set[str]]) -> int:
+        """Remove every artifact no stored version references and no upload has pinned; the number removed."""
+        removed = 0
+        with self._lock:
+            keep = referenced() | set(self._pins)
+            for prefix in self.root.iterdir():
+                if prefix == self._staging or not prefix.is_dir():
+                    continue
+                for directory in prefix.iterdir():
+                    if directory.name not in keep:
+                        self._move_out(directory.name)
+                        removed += 1
+        self._empty_staging_of_removed()
+        if removed:
+            _log.info("removed %d artifact(s) no plugin version references", removed)
+        return removed
+
+    def _move_out(self, digest: str) -> None:
+        """Under the lock: out of place at once (a rename); the files go in ``_empty_staging_of_removed``."""
+        path = self.path_for(digest)
+        if path.is_dir():
+            os.rename(path, tempfile.mkdtemp(prefix="removed-", dir=self._staging) + "/artifact")
+
+    def _empty_staging_of_removed(self) -> None:
+        for path in self._staging.glob("removed-*"):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def tree_digest(root: Path) -> str:
@@ -89,6 +150,10 @@ def tree_digest(root: Path) -> str:
         data = path.read_bytes()
         digest.update(b"f\0" + name + b"\0" + str(len(data)).encode() + b"\0" + data)
     return digest.hexdigest()
+
+
+def _tree_size(root: Path) -> int:
+    return sum(path.stat().st_size for path in root.rglob("*") if path.is_file())
 
 
 def _plugin_root(work: Path) -> Path:

@@ -11,7 +11,8 @@ HostError (rh_host.errors)
       ├── Conflict            409 conflict           (a batch id reused with other content)
       │    └── Pending        409 pending            (the outcome is not ready yet)
       ├── PayloadTooLarge     413 payload_too_large
-      ├── QuotaExceeded       429 quota_exceeded
+      ├── QuotaExceeded       429 quota_exceeded     (a tenant total: the message names the quota)
+      │    └── QuotaTooLarge  413 quota_exceeded     (one item larger than the whole quota)
       └── Unavailable         503 unavailable        (the database cannot be reached)
 """
 
@@ -28,6 +29,7 @@ __all__ = [
     "PayloadTooLarge",
     "Pending",
     "QuotaExceeded",
+    "QuotaTooLarge",
     "ServiceError",
     "Unauthorized",
     "Unavailable",
@@ -110,6 +112,12 @@ class QuotaExceeded(ServiceError):
 
     status_code = 429
     code = "quota_exceeded"
+
+
+class QuotaTooLarge(QuotaExceeded):
+    """This one item is larger than the tenant's whole quota."""
+
+    status_code = 413
 
 
 class Unavailable(ServiceError):

@@ -1,4 +1,9 @@
-"""Clamping a plugin's requested limits to its tenant's ceilings, and saying what was clamped."""
+"""Clamping a plugin's requested limits to its tenant's ceilings, and saying what was clamped.
+
+Every field of ``rh_sandbox.types.Limits`` has a ceiling of the same name in ``Quotas``: nothing a
+manifest asks for reaches the sandbox unclamped. Runs without a tenant (``rh-host run``,
+``rh-host plugin test``) are clamped to the operator's default quotas.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,9 @@ from rh_sandbox import Limits
 
 __all__ = ["CEILINGS", "EffectiveLimits", "clamp_limits"]
 
-# Limits fields a tenant quota caps; the others keep the sandbox's per-run values.
-CEILINGS = ("cpu_seconds", "memory_mb", "wall_seconds", "max_output_kb", "max_log_kb")
+CEILINGS: tuple[str, ...] = Limits.__struct_fields__
+if missing := [field for field in CEILINGS if field not in Quotas.__struct_fields__]:
+    raise ImportError(f"Quotas has no ceiling for the Limits fields {missing}")  # caught by any test run
 
 
 class EffectiveLimits(msgspec.Struct, frozen=True, kw_only=True):

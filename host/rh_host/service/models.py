@@ -24,6 +24,7 @@ __all__ = [
     "RunSummary",
     "TenantCreate",
     "TenantCreated",
+    "TenantUsage",
     "TenantView",
     "VersionView",
 ]
@@ -46,18 +47,28 @@ class Health(msgspec.Struct):
 
 class TenantCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: str
-    quotas: Quotas | None = None
+    quotas: dict[str, Any] | None = None  # fields of Quotas; the others take the operator's defaults
 
 
 class QuotasUpdate(msgspec.Struct, forbid_unknown_fields=True):
     quotas: Quotas
 
 
-class TenantView(msgspec.Struct):
+class TenantUsage(msgspec.Struct):
+    """What counts against the totals among a tenant's quotas, in their units (bytes, not MiB)."""
+
+    plugins: int
+    artifact_bytes: int
+    stored_batches: int
+    stored_batch_bytes: int
+
+
+class TenantView(msgspec.Struct, kw_only=True):
     id: str
     name: str
     quotas: Quotas
     created_at: float
+    usage: TenantUsage | None = None  # on single-tenant views
 
 
 class TenantCreated(TenantView):

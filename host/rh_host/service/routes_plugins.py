@@ -13,8 +13,9 @@ from litestar.params import Parameter
 
 from rh_host.manifest import MANIFEST_NAME, Manifest
 from rh_host.service.auth import Caller, service_of, tenant_dependency
-from rh_host.service.errors import BadRequest, PayloadTooLarge, UploadRejected
+from rh_host.service.errors import BadRequest, PayloadTooLarge, QuotaExceeded, UploadRejected
 from rh_host.service.models import ConfigUpdate, ConfigView, PluginView
+from rh_host.service.service import Service
 from rh_host.service.vault import masked
 from rh_host.service.views import plugin_view
 from rh_sandbox import GrantError, check_grants, parse_grants
@@ -29,36 +30,46 @@ async def _view(request: Request, caller: Caller, name: str) -> PluginView:
     return plugin_view(plugin, list(versions), caller.quotas, with_versions=True)
 
 
+def _store_upload(service: Service, tenant_id: str, body: bytes, activate: bool) -> tuple[Manifest, bool]:
+    """Unpack, check and record an upload; a refused one (archive, grants or quota) leaves no files."""
+    check_module = functools.partial(service.check_module, tenant_id=tenant_id)
+    upload = service.artifacts.upload(
+        body, service.settings.upload, check_module, referenced=service.store.digest_referenced
+    )
+    with upload as artifact:
+        manifest = artifact.manifest
+        try:
+            check_grants(parse_grants(manifest.allowed_hosts), service.settings.egress.policy)
+        except GrantError as exc:
+            raise UploadRejected(f"{MANIFEST_NAME}: field `allowed_hosts`: {exc}") from None
+        _version, created = service.store.add_version(
+            tenant_id,
+            manifest.name,
+            manifest.version,
+            artifact.digest,
+            msgspec.json.encode(manifest).decode(),
+            size_bytes=artifact.size_bytes,
+            activate=activate,
+        )
+    return manifest, created
+
+
 @post(
     "/",
     summary="Upload a plugin archive (zip or tar.gz of a plugin directory): a new version of that plugin",
-    description="The body is the archive itself. 201 for a new version, 200 when this exact archive is stored.",
+    description=(
+        "The body is the archive itself. 201 for a new version, 200 when this exact archive is stored;"
+        " 429/413 quota_exceeded past max_plugins, max_versions or max_artifact_mb (nothing is stored)."
+    ),
 )
 async def upload(request: Request, caller: Caller, activate: bool = True) -> Response[PluginView]:
     service = service_of(request)
     body = await request.body()
-    check_module = functools.partial(service.check_module, tenant_id=caller.tenant_id)
     try:
-        artifact = await to_thread.run_sync(service.artifacts.put, body, service.settings.upload, check_module)
-    except (UploadRejected, PayloadTooLarge):
+        manifest, created = await to_thread.run_sync(_store_upload, service, caller.tenant_id, body, activate)
+    except (UploadRejected, PayloadTooLarge, QuotaExceeded):
         service.metrics.uploads_rejected.inc()
         raise
-    manifest = artifact.manifest
-    try:
-        check_grants(parse_grants(manifest.allowed_hosts), service.settings.egress.policy)
-    except GrantError as exc:
-        service.metrics.uploads_rejected.inc()
-        raise UploadRejected(f"{MANIFEST_NAME}: field `allowed_hosts`: {exc}") from None
-    _version, created = await to_thread.run_sync(
-        service.store.add_version,
-        caller.tenant_id,
-        manifest.name,
-        manifest.version,
-        artifact.digest,
-        msgspec.json.encode(manifest).decode(),
-        activate,
-        caller.quotas.max_plugins,
-    )
     return Response(await _view(request, caller, manifest.name), status_code=201 if created else 200)
 
 
@@ -98,9 +109,11 @@ async def rollback(request: Request, caller: Caller, name: str) -> PluginView:
     return await _view(request, caller, name)
 
 
-@delete("/{name:str}", summary="Delete the plugin and all its versions")
+@delete("/{name:str}", summary="Delete the plugin and all its versions (their files unless shared)")
 async def remove(request: Request, caller: Caller, name: str) -> None:
-    await to_thread.run_sync(service_of(request).store.delete_plugin, caller.tenant_id, name)
+    service = service_of(request)
+    await to_thread.run_sync(service.store.delete_plugin, caller.tenant_id, name)
+    await to_thread.run_sync(service.collect_artifacts)
 
 
 @get("/{name:str}/config", summary="The plugin's config; secret values are masked")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import msgspec
 from anyio import to_thread
 from litestar import Request, Router, delete, get, post, put
 from litestar.di import Provide
@@ -24,12 +27,24 @@ def _check_quotas(quotas: Quotas) -> Quotas:
     return quotas
 
 
-@post("/", summary="Create a tenant; the API key is in this response only")
+def _with_defaults(overrides: dict[str, Any] | None, defaults: Quotas) -> Quotas:
+    try:
+        quotas = msgspec.convert({**msgspec.structs.asdict(defaults), **(overrides or {})}, Quotas)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"quotas: {str(exc).replace('`$.', '`')}") from None
+    return _check_quotas(quotas)
+
+
+@post(
+    "/",
+    summary="Create a tenant; the API key is in this response only",
+    description="Quotas not given take the operator's defaults (`rh-host serve --quota`).",
+)
 async def create_tenant(request: Request, data: TenantCreate, operator: bool) -> TenantCreated:
     if not NAME.match(data.name):
         raise BadRequest(f"tenant name {data.name[:80]!r} must match {NAME.pattern}")
     service = service_of(request)
-    quotas = _check_quotas(data.quotas or service.settings.default_quotas)
+    quotas = _with_defaults(data.quotas, service.settings.default_quotas)
     key = new_tenant_key()
     row = await to_thread.run_sync(service.store.create_tenant, new_tenant_id(), data.name, hash_key(key), quotas)
     view = tenant_view(row)
@@ -42,9 +57,15 @@ async def list_tenants(request: Request, operator: bool) -> list[TenantView]:
     return [tenant_view(r) for r in rows]
 
 
-@get("/{tenant_id:str}", summary="One tenant")
+async def _with_usage(request: Request, tenant_id: str) -> TenantView:
+    store = service_of(request).store
+    row = await to_thread.run_sync(store.tenant, tenant_id)
+    return tenant_view(row, await to_thread.run_sync(store.usage, tenant_id))
+
+
+@get("/{tenant_id:str}", summary="One tenant, with what it stores against its quotas")
 async def get_tenant(request: Request, tenant_id: str, operator: bool) -> TenantView:
-    return tenant_view(await to_thread.run_sync(service_of(request).store.tenant, tenant_id))
+    return await _with_usage(request, tenant_id)
 
 
 @put("/{tenant_id:str}/quotas", summary="Replace a tenant's quotas (ceilings for its plugins' limits)")
@@ -56,12 +77,14 @@ async def set_quotas(request: Request, tenant_id: str, data: QuotasUpdate, opera
 
 @delete("/{tenant_id:str}", summary="Delete a tenant and everything it owns")
 async def delete_tenant(request: Request, tenant_id: str, operator: bool) -> None:
-    await to_thread.run_sync(service_of(request).store.delete_tenant, tenant_id)
+    service = service_of(request)
+    await to_thread.run_sync(service.store.delete_tenant, tenant_id)
+    await to_thread.run_sync(service.collect_artifacts)
 
 
-@get("/", summary="The calling tenant")
+@get("/", summary="The calling tenant, with what it stores against its quotas")
 async def whoami(request: Request, caller: Caller) -> TenantView:
-    return tenant_view(await to_thread.run_sync(service_of(request).store.tenant, caller.tenant_id))
+    return await _with_usage(request, caller.tenant_id)
 
 
 tenants_router = Router(

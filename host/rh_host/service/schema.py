@@ -47,7 +47,9 @@ plugin_versions = sa.Table(
     sa.Column("digest", sa.String(64), nullable=False),
     sa.Column("manifest", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False, server_default="0"),  # the artifact's unpacked files
     sa.UniqueConstraint("plugin_id", "seq", name="uq_plugin_versions_seq"),
+    sa.Index("ix_plugin_versions_digest", "digest"),  # is an artifact still referenced
 )
 
 batches = sa.Table(
@@ -66,8 +68,11 @@ batches = sa.Table(
     sa.Column("submitted_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float, nullable=True),
     sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Column("stored_bytes", sa.BigInteger, nullable=False, server_default="0"),  # results + metadata
     sa.UniqueConstraint("tenant_id", "batch_id", name="uq_batches_tenant_batch"),
     sa.Index("ix_batches_status_tenant", "status", "tenant_id", "pk"),
+    sa.Index("ix_batches_finished_at", "finished_at"),  # retention finds the oldest finished batches
+    sa.Index("ix_batches_tenant_bytes", "tenant_id", "stored_bytes"),  # the totals without reading the rows
 )
 
 runs = sa.Table(

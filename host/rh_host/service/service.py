@@ -9,6 +9,7 @@ from pathlib import Path
 from rh_host.service.artifacts import ArtifactStore
 from rh_host.service.db import make_engine, migrate
 from rh_host.service.errors import Unavailable, UploadRejected
+from rh_host.service.housekeeping import Housekeeper
 from rh_host.service.keys import load_operator_token
 from rh_host.service.metrics import Metrics
 from rh_host.service.settings import ServiceSettings
@@ -41,6 +42,12 @@ class Service:
         self.metrics = Metrics(self.store.queue_depth)
         self.dispatcher: Dispatcher | None = None
         self.dispatch: BatchDispatch | None = None
+        self.housekeeper = Housekeeper(
+            self.store,
+            self.artifacts,
+            retention_days=settings.retention_days,
+            interval_seconds=settings.housekeeping_seconds,
+        )
 
     def start(self) -> None:
         self.dispatcher = make_dispatcher(
@@ -59,7 +66,12 @@ class Service:
             run_parallel=self.settings.run_parallel,
         )
         self.dispatch.start()
+        self.housekeeper.start()
         _log.info("operator token: %s", self.operator_token_source)
+
+    def collect_artifacts(self) -> int:
+        """Remove the artifacts no plugin version references any more (after a delete)."""
+        return self.artifacts.collect(self.store.referenced_digests)
 
     def check_module(self, path: Path, name: str, *, tenant_id: str) -> None:
         """Check a tenant's uploaded WASM module with the backend its runs will have: at the strict
@@ -84,6 +96,7 @@ class Service:
             self.dispatch.notify()
 
     def close(self) -> None:
+        self.housekeeper.close()
         if self.dispatch is not None:
             self.dispatch.close()
             self.dispatch = None

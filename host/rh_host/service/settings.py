@@ -12,16 +12,28 @@ __all__ = ["Quotas", "ServiceSettings", "UploadCaps"]
 
 
 class Quotas(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A tenant's ceilings. A plugin's requested limits are clamped to these, never refused."""
+    """A tenant's ceilings and totals. The first eight fields are the fields of a plugin's ``[limits]``:
+    requested limits are clamped to them, never refused. The rest bound what a tenant may store or run;
+    going over one answers 413 or 429 ``quota_exceeded`` naming it. A field missing from a tenant's
+    stored quotas (written before the field existed) takes the default here."""
 
+    # per-run ceilings (rh_sandbox.types.Limits)
     cpu_seconds: float = 30.0
     memory_mb: int = 512
     wall_seconds: float = 60.0
     max_output_kb: int = 4096
     max_log_kb: int = 1024
+    max_processes: int = 64  # tasks (processes and threads) of one run
+    scratch_mb: int = 256  # the run's writable /tmp
+    max_open_files: int = 1024
+    # per-tenant totals
     max_plugins: int = 20
+    max_versions: int = 50  # stored versions of one plugin
+    max_artifact_mb: int = 512  # unpacked files of every stored version of every plugin
     max_batch_mb: int = 32  # request body of one batch
     max_results: int = 50_000  # lines of one batch (OpenAI's input cap)
+    max_stored_batches: int = 10_000  # batches kept (queued, running or done) until retention purges them
+    max_stored_batch_mb: int = 2048  # their stored results and metadata
     max_concurrent_batches: int = 2  # batches of this tenant running at once
 
     def problems(self) -> list[str]:
@@ -52,6 +64,8 @@ class ServiceSettings(msgspec.Struct, kw_only=True):
     default_quotas: Quotas = Quotas()
     upload: UploadCaps = UploadCaps()
     max_body_mb: int = 64  # hard cap on any request body, above every tenant's max_batch_mb
+    retention_days: float | None = None  # finished batches older than this are purged (None: kept)
+    housekeeping_seconds: float = 300.0  # how often retention and artifact garbage collection run
 
     @property
     def sqlite_url(self) -> str:

@@ -6,15 +6,16 @@ access by column name); the routes turn them into API models.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from rh_host.service.errors import Conflict, NotFound, QuotaExceeded
+from rh_host.service.errors import Conflict, NotFound, QuotaExceeded, QuotaTooLarge
 from rh_host.service.schema import batches, outcomes, plugin_versions, plugins, runs, tenants
 from rh_host.service.settings import Quotas
 
@@ -22,10 +23,27 @@ __all__ = ["Store"]
 
 Row = sa.Row[Any]
 QUEUED, RUNNING, DONE = "queued", "running", "done"
+_MIB = 1024 * 1024
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 def _json(value: Any) -> str:
     return msgspec.json.encode(value).decode("utf-8")
+
+
+def _retry_on_integrity_error(transaction: Callable[_P, _T]) -> Callable[_P, _T]:
+    """Run the transaction once more when a concurrent writer took the same unique key first: the
+    second attempt sees the other's row and answers as for a repeat."""
+
+    @functools.wraps(transaction)
+    def retried(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return transaction(*args, **kwargs)
+        except sa.exc.IntegrityError:
+            return transaction(*args, **kwargs)
+
+    return retried
 
 
 class Store:
@@ -79,7 +97,7 @@ class Store:
                 raise NotFound(f"no tenant {tenant_id!r}")
 
     def delete_tenant(self, tenant_id: str) -> None:
-        """Delete a tenant and everything it owns (artifacts on disk are shared and stay)."""
+        """Delete a tenant and everything it owns (artifacts on disk go at the next garbage collection)."""
         with self.engine.begin() as conn:
             batch_pks = sa.select(batches.c.pk).where(batches.c.tenant_id == tenant_id)
             plugin_ids = sa.select(plugins.c.id).where(plugins.c.tenant_id == tenant_id)
@@ -93,25 +111,40 @@ class Store:
 
     # -- plugins -------------------------------------------------------------------------------
 
-    def add_version(self, *args: Any) -> tuple[Row, bool]:
-        """Store an uploaded version (a repeat of the same files, by digest, returns the existing one)."""
-        try:
-            return self._add_version(*args)
-        except sa.exc.IntegrityError:  # a concurrent upload of the same plugin took the name or the seq
-            return self._add_version(*args)
+    def _locked_quotas(self, conn: sa.Connection, tenant_id: str) -> Quotas:
+        """The tenant's quotas, its row locked until the transaction ends: two writes of one tenant
+        cannot both pass a total (SQLite's IMMEDIATE transactions serialise writers already)."""
+        text = conn.execute(sa.select(tenants.c.quotas).where(tenants.c.id == tenant_id).with_for_update()).scalar()
+        if text is None:
+            raise NotFound(f"no tenant {tenant_id!r}")
+        return msgspec.json.decode(text, type=Quotas)
 
-    def _add_version(
-        self, tenant_id: str, name: str, version: str, digest: str, manifest: str, activate: bool, max_plugins: int
+    @_retry_on_integrity_error  # a concurrent upload of the same plugin took the name or the seq
+    def add_version(
+        self,
+        tenant_id: str,
+        name: str,
+        version: str,
+        digest: str,
+        manifest: str,
+        *,
+        size_bytes: int,
+        activate: bool,
     ) -> tuple[Row, bool]:
+        """Store an uploaded version (a repeat of the same files, by digest, returns the existing one)
+        within the tenant's max_plugins, max_versions and max_artifact_mb."""
         now = time.time()
         with self.engine.begin() as conn:
+            quotas = self._locked_quotas(conn, tenant_id)
             plugin = self._plugin(conn, tenant_id, name, missing_ok=True)
             if plugin is None:
                 count = conn.execute(
                     sa.select(sa.func.count()).select_from(plugins).where(plugins.c.tenant_id == tenant_id)
                 ).scalar_one()
-                if count >= max_plugins:
-                    raise QuotaExceeded(f"tenant has {count} plugins; the quota is {max_plugins}")
+                if count >= quotas.max_plugins:
+                    raise QuotaExceeded(
+                        f"quota max_plugins: the tenant has {count} plugins; the quota is {quotas.max_plugins}"
+                    )
                 conn.execute(
                     plugins.insert().values(
                         tenant_id=tenant_id, name=name, active_seq=None, enabled=True, config="{}", created_at=now
@@ -125,6 +158,7 @@ class Store:
             ).first()
             created = existing is None
             if created:
+                self._check_version_quotas(conn, tenant_id, plugin.id, size_bytes, quotas)
                 seq = (
                     conn.execute(
                         sa.select(sa.func.max(plugin_versions.c.seq)).where(plugin_versions.c.plugin_id == plugin.id)
@@ -133,7 +167,13 @@ class Store:
                 ) + 1
                 conn.execute(
                     plugin_versions.insert().values(
-                        plugin_id=plugin.id, seq=seq, version=version, digest=digest, manifest=manifest, created_at=now
+                        plugin_id=plugin.id,
+                        seq=seq,
+                        version=version,
+                        digest=digest,
+                        manifest=manifest,
+                        created_at=now,
+                        size_bytes=size_bytes,
                     )
                 )
             else:
@@ -141,6 +181,34 @@ class Store:
             if activate or plugin.active_seq is None:
                 conn.execute(plugins.update().where(plugins.c.id == plugin.id).values(active_seq=seq, enabled=True))
             return self._version(conn, plugin.id, seq), created
+
+    def _check_version_quotas(
+        self, conn: sa.Connection, tenant_id: str, plugin_id: int, size_bytes: int, quotas: Quotas
+    ) -> None:
+        versions = conn.execute(
+            sa.select(sa.func.count()).select_from(plugin_versions).where(plugin_versions.c.plugin_id == plugin_id)
+        ).scalar_one()
+        if versions >= quotas.max_versions:
+            raise QuotaExceeded(
+                f"quota max_versions: the plugin has {versions} versions; the quota is {quotas.max_versions}"
+                " (delete the plugin, or ask the operator to raise it)"
+            )
+        cap = quotas.max_artifact_mb * _MIB
+        if size_bytes > cap:
+            raise QuotaTooLarge(f"quota max_artifact_mb: the plugin's files are {size_bytes} bytes; the quota is {cap}")
+        stored = self._artifact_bytes(conn, tenant_id)
+        if stored + size_bytes > cap:
+            raise QuotaExceeded(
+                f"quota max_artifact_mb: the tenant's plugin versions hold {stored} bytes, this one {size_bytes};"
+                f" the quota is {cap}"
+            )
+
+    def _artifact_bytes(self, conn: sa.Connection, tenant_id: str) -> int:
+        return conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(plugin_versions.c.size_bytes), 0))
+            .join(plugins, plugins.c.id == plugin_versions.c.plugin_id)
+            .where(plugins.c.tenant_id == tenant_id)
+        ).scalar_one()
 
     def _plugin(self, conn: sa.Connection, tenant_id: str, name: str, missing_ok: bool = False) -> Row:
         row = conn.execute(sa.select(plugins).where(plugins.c.tenant_id == tenant_id, plugins.c.name == name)).first()
@@ -254,14 +322,8 @@ class Store:
 
     # -- batches -------------------------------------------------------------------------------
 
-    def insert_batch(self, *args: Any) -> tuple[Row, bool]:
-        """Store a batch durably with the tenant's active plugin versions; a repeat returns the stored one."""
-        try:
-            return self._insert_batch(*args)
-        except sa.exc.IntegrityError:  # the same id posted concurrently: the other insert won
-            return self._insert_batch(*args)
-
-    def _insert_batch(
+    @_retry_on_integrity_error  # the same id posted concurrently: the other insert won
+    def insert_batch(
         self,
         tenant_id: str,
         batch_id: str,
@@ -270,12 +332,18 @@ class Store:
         results: bytes,
         result_count: int,
     ) -> tuple[Row, bool]:
+        """Store a batch durably with the tenant's active plugin versions, within its max_stored_batches
+        and max_stored_batch_mb; a repeat returns the stored one."""
+        encoded_metadata = _json(metadata)
+        stored_bytes = len(results) + len(encoded_metadata.encode("utf-8"))
         with self.engine.begin() as conn:
+            quotas = self._locked_quotas(conn, tenant_id)
             existing = self._batch(conn, tenant_id, batch_id, missing_ok=True)
             if existing is not None:
                 if existing.digest != digest:
                     raise Conflict(f"batch {batch_id!r} already exists with different results or metadata")
                 return existing, False
+            self._check_batch_quotas(conn, tenant_id, stored_bytes, quotas)
             version_ids = (
                 conn.execute(
                     sa.select(plugin_versions.c.id)
@@ -297,14 +365,35 @@ class Store:
                     batch_id=batch_id,
                     digest=digest,
                     status=QUEUED,
-                    metadata=_json(metadata),
+                    metadata=encoded_metadata,
                     results=results,
                     result_count=result_count,
                     version_ids=_json(list(version_ids)),
                     submitted_at=time.time(),
+                    stored_bytes=stored_bytes,
                 )
             )
             return self._batch(conn, tenant_id, batch_id), True
+
+    def _check_batch_quotas(self, conn: sa.Connection, tenant_id: str, size: int, quotas: Quotas) -> None:
+        cap = quotas.max_stored_batch_mb * _MIB
+        if size > cap:
+            raise QuotaTooLarge(f"quota max_stored_batch_mb: the batch stores {size} bytes; the quota is {cap}")
+        count, stored = conn.execute(
+            sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(batches.c.stored_bytes), 0)).where(
+                batches.c.tenant_id == tenant_id
+            )
+        ).one()
+        if count >= quotas.max_stored_batches:
+            raise QuotaExceeded(
+                f"quota max_stored_batches: the tenant stores {count} batches; the quota is"
+                f" {quotas.max_stored_batches} (finished batches are purged after the retention period)"
+            )
+        if stored + size > cap:
+            raise QuotaExceeded(
+                f"quota max_stored_batch_mb: the tenant's batches hold {stored} bytes, this one {size};"
+                f" the quota is {cap} (finished batches are purged after the retention period)"
+            )
 
     def _batch(self, conn: sa.Connection, tenant_id: str, batch_id: str, missing_ok: bool = False) -> Row:
         row = conn.execute(
@@ -388,6 +477,58 @@ class Store:
         with self.engine.begin() as conn:
             counts = dict(conn.execute(sa.select(batches.c.status, sa.func.count()).group_by(batches.c.status)).all())
         return {status: counts.get(status, 0) for status in (QUEUED, RUNNING, DONE)}
+
+    # -- retention and storage -----------------------------------------------------------------
+
+    def purge_finished(self, before: float, limit: int = 200) -> int:
+        """Delete up to ``limit`` batches finished before ``before`` with their runs and outcome, oldest
+        first, in one short transaction; the caller repeats while it gets ``limit``."""
+        with self.engine.begin() as conn:
+            pks = (
+                conn.execute(
+                    sa.select(batches.c.pk)
+                    .where(batches.c.finished_at < before, batches.c.status == DONE)
+                    .order_by(batches.c.finished_at)
+                    .limit(limit)
+                )
+                .scalars()
+                .all()
+            )
+            if pks:
+                conn.execute(outcomes.delete().where(outcomes.c.batch_pk.in_(pks)))
+                conn.execute(runs.delete().where(runs.c.batch_pk.in_(pks)))
+                conn.execute(batches.delete().where(batches.c.pk.in_(pks)))
+            return len(pks)
+
+    def referenced_digests(self) -> set[str]:
+        """Artifacts some stored version still uses: every other artifact on disk is garbage."""
+        with self.engine.begin() as conn:
+            return set(conn.execute(sa.select(plugin_versions.c.digest).distinct()).scalars())
+
+    def digest_referenced(self, digest: str) -> bool:
+        with self.engine.begin() as conn:
+            return (
+                conn.execute(sa.select(plugin_versions.c.id).where(plugin_versions.c.digest == digest).limit(1)).first()
+                is not None
+            )
+
+    def usage(self, tenant_id: str) -> dict[str, int]:
+        """What the tenant stores, in the units of its quotas' totals."""
+        with self.engine.begin() as conn:
+            count, stored = conn.execute(
+                sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(batches.c.stored_bytes), 0)).where(
+                    batches.c.tenant_id == tenant_id
+                )
+            ).one()
+            plugin_count = conn.execute(
+                sa.select(sa.func.count()).select_from(plugins).where(plugins.c.tenant_id == tenant_id)
+            ).scalar_one()
+            return {
+                "plugins": plugin_count,
+                "artifact_bytes": self._artifact_bytes(conn, tenant_id),
+                "stored_batches": count,
+                "stored_batch_bytes": stored,
+            }
 
     # -- runs and outcomes ---------------------------------------------------------------------
 

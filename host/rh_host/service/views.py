@@ -6,7 +6,15 @@ import msgspec
 
 from rh_host.manifest import Manifest
 from rh_host.service.limits import clamp_limits
-from rh_host.service.models import BatchView, PluginView, RunDetail, RunSummary, TenantView, VersionView
+from rh_host.service.models import (
+    BatchView,
+    PluginView,
+    RunDetail,
+    RunSummary,
+    TenantUsage,
+    TenantView,
+    VersionView,
+)
 from rh_host.service.settings import Quotas
 from rh_host.service.store import Row
 from rh_sandbox import RunResult
@@ -18,9 +26,13 @@ _decode_manifest = msgspec.json.Decoder(Manifest).decode
 _decode_result = msgspec.json.Decoder(RunResult).decode
 
 
-def tenant_view(row: Row) -> TenantView:
+def tenant_view(row: Row, usage: dict[str, int] | None = None) -> TenantView:
     return TenantView(
-        id=row.id, name=row.name, quotas=msgspec.json.decode(row.quotas, type=Quotas), created_at=row.created_at
+        id=row.id,
+        name=row.name,
+        quotas=msgspec.json.decode(row.quotas, type=Quotas),
+        created_at=row.created_at,
+        usage=TenantUsage(**usage) if usage is not None else None,
     )
 
 
