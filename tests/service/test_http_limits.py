@@ -122,20 +122,38 @@ def test_half_open_connections_do_not_take_healthz_down(server: Server) -> None:
             sock.close()
 
 
-def test_connections_over_the_cap_get_503_until_the_idle_ones_expire(server: Server) -> None:
+def test_at_the_cap_a_new_client_takes_the_place_of_the_longest_idle(server: Server) -> None:
     sockets = []
     try:
-        for _ in range(MAX_CONNECTIONS + 10):
+        for _ in range(MAX_CONNECTIONS + 50):  # the first 50 are closed as the last 50 come in
             sockets.append(connect(server))
-        time.sleep(0.3)  # let the server accept them all
+            sockets[-1].sendall(b"GET /healthz HTTP/1.1\r\n")  # half a head
+        start = time.monotonic()
+        assert healthz_ok(server)
+        assert time.monotonic() - start < 1
+        data, after = read_until_closed(sockets[0], 2)
+        assert data.startswith(b"HTTP/1.1 408 ") and b"connection cap" in data, data
+        assert after < 0.5  # closed at once, long before its header timeout
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_503_when_every_connection_is_inside_a_request(server: Server) -> None:
+    sockets = []
+    try:
+        for _ in range(MAX_CONNECTIONS):  # heads in, bodies pending: none is waiting for a head
+            sockets.append(connect(server))
+            sockets[-1].sendall(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{")
+        time.sleep(0.3)
         response = httpx.get(f"{server.url}/healthz", timeout=5)
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "service_unavailable"
-        assert "maximum of 200 connections" in response.json()["error"]["message"]
-        deadline = time.monotonic() + HEADER_SECONDS + 5
+        assert f"maximum of {MAX_CONNECTIONS} connections" in response.json()["error"]["message"]
+        deadline = time.monotonic() + BODY_SECONDS + 5
         while time.monotonic() < deadline and not healthz_ok(server):
             time.sleep(0.2)
-        assert healthz_ok(server), "the idle connections were never closed"
+        assert healthz_ok(server), "the stalled requests were never closed"
     finally:
         for sock in sockets:
             sock.close()

@@ -5,9 +5,14 @@ uvicorn's keep-alive timer runs only between requests and any byte received canc
 connects and sends nothing, or trickles a header a byte at a time, holds a connection and its file
 descriptor for ever. This protocol arms a deadline when a connection opens and whenever a new request
 begins, swaps it for the body deadline once h11 has parsed the head, and drops it once the body has
-arrived. A connection over the cap is answered 503 and closed before anything is read. Closed
-connections are counted and reported at most once per ``report_seconds``: an attack costs a few log
-lines, not one per connection.
+arrived.
+
+At the connection cap, a new connection takes the place of the one that has waited longest for its
+request head (answered 408 and closed): a real client sends its head within milliseconds, so the
+connections that wait are the idle and the slow ones, and a flood of them cannot lock out a health
+check. Only when every connection is inside a request is the newcomer answered 503 and closed.
+Closed connections are counted and reported at most once per ``report_seconds``: an attack costs a
+few log lines, not one per connection.
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ class GuardedH11Protocol(H11Protocol):
 
     limits: ClassVar[ConnectionLimits] = ConnectionLimits()
     closures: ClassVar[ClosureLog] = ClosureLog(limits.report_seconds)
+    waiting: ClassVar[dict[GuardedH11Protocol, None]] = {}  # waiting for a request head, longest first
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -75,14 +81,17 @@ class GuardedH11Protocol(H11Protocol):
         self._phase = ""  # "head" or "body" while a deadline is armed
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        over_cap = len(self.connections) >= self.limits.max_connections
+        at_cap = len(self.connections) >= self.limits.max_connections
         super().connection_made(transport)
-        if over_cap:
-            self.closures.note("over the connection cap")
-            message = f"the server holds its maximum of {self.limits.max_connections} connections; retry later"
-            transport.write(_plain_response(503, "Service Unavailable", message))
-            transport.close()
-            return
+        if at_cap:
+            longest = next(iter(self.waiting), None)
+            if longest is None:
+                self.closures.note("refused: every connection inside a request")
+                message = f"the server holds its maximum of {self.limits.max_connections} connections; retry later"
+                transport.write(_plain_response(503, "Service Unavailable", message))
+                transport.close()
+                return
+            longest._close_waiting()
         self._arm("head")
 
     def data_received(self, data: bytes) -> None:
@@ -105,16 +114,27 @@ class GuardedH11Protocol(H11Protocol):
         seconds = self.limits.header_read_seconds if phase == "head" else self.limits.body_read_seconds
         self._phase = phase
         self._deadline = self.loop.call_later(seconds, self._expired, phase, seconds)
+        if phase == "head":
+            self.waiting[self] = None
 
     def _disarm(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
         self._deadline = None
         self._phase = ""
+        self.waiting.pop(self, None)
+
+    def _close_waiting(self) -> None:
+        """Make room at the cap: close this connection, which has waited longest for a request head."""
+        self._disarm()
+        self.closures.note("closed at the connection cap while waiting for a request head")
+        message = "the server is at its connection cap and this connection had sent no request"
+        self.transport.write(_plain_response(408, "Request Timeout", message))
+        self.transport.close()
 
     def _expired(self, phase: str, seconds: float) -> None:
         self._deadline = None
-        self._phase = ""
+        self._disarm()
         if self.transport.is_closing():
             return
         what = "request head" if phase == "head" else "request body"
@@ -131,5 +151,5 @@ def guarded_protocol(limits: ConnectionLimits) -> type[GuardedH11Protocol]:
     return type(
         "GuardedH11Protocol",
         (GuardedH11Protocol,),
-        {"limits": limits, "closures": ClosureLog(limits.report_seconds)},
+        {"limits": limits, "closures": ClosureLog(limits.report_seconds), "waiting": {}},
     )
