@@ -157,3 +157,9 @@ def test_503_when_every_connection_is_inside_a_request(server: Server) -> None:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def test_the_closures_above_cost_one_log_line_a_minute(server: Server) -> None:
+    """Runs last: hundreds of connections were closed above; the log says so once per report interval."""
+    reports = [line for line in server.log().splitlines() if "connection(s) since the last report" in line]
+    assert 1 <= len(reports) <= 2, reports

@@ -26,6 +26,13 @@ class LogBudget(logging.Filter):
         self._dropped = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
+        verdict = getattr(record, "_log_budget", None)
+        if verdict is None:  # a record that several filtered handlers see is counted once
+            verdict = self._admit(record)
+            record._log_budget = verdict  # type: ignore[attr-defined]
+        return verdict
+
+    def _admit(self, record: logging.LogRecord) -> bool:
         key = (record.name, str(record.msg))
         with self._lock:
             now = time.monotonic()
