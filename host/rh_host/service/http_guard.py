@@ -99,7 +99,9 @@ class GuardedH11Protocol(H11Protocol):
             self._arm("head")  # a new request on a kept-alive connection
         super().data_received(data)
         state = self.conn.their_state
-        if state is h11.SEND_BODY:
+        if self.transport.is_closing():  # uvicorn answered a malformed request and closed
+            self._disarm()
+        elif state is h11.SEND_BODY:
             if self._phase != "body":
                 self._arm("body")
         elif state is not h11.IDLE:
