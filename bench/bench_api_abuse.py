@@ -7,13 +7,14 @@ probes ``/healthz`` on a new connection every 50 ms and samples the server's RSS
 tenant posts a JSONL batch of 21 MB (synthetic OpenAI output lines) while the probes run; the tenant's one
 batch slot is kept busy meanwhile, so the figures are the intake's and not those of handlers running over it.
 
-    .venv/bin/python bench/bench_api_abuse.py [--connections 1100] [--batch-mb 21]
+    .venv/bin/python bench/bench_api_abuse.py [--connections 1100] [--batch-mb 21] [--server-fd-limit 1024]
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import resource
 import shutil
 import socket
 import statistics
@@ -103,9 +104,11 @@ def probe(port: int, phase: Phase) -> None:
         phase.failures.append(status)
 
 
-def run_phase(server: Server, name: str, done: Callable[[], bool], min_probes: int = 40) -> Phase:
+def run_phase(
+    server: Server, name: str, done: Callable[[], bool], min_probes: int = 40, log_before: int | None = None
+) -> Phase:
     phase = Phase(name)
-    log_before = server.log_path.stat().st_size
+    log_before = server.log_path.stat().st_size if log_before is None else log_before
     assert server.proc is not None
     sampler = Sampler(server.proc.pid)
     sampler.start()
@@ -124,6 +127,7 @@ def run_phase(server: Server, name: str, done: Callable[[], bool], min_probes: i
 def half_open(server: Server, connections: int) -> Phase:
     sockets: list[socket.socket] = []
     refused = 0
+    log_before = server.log_path.stat().st_size
     try:
         for _ in range(connections):
             try:
@@ -132,7 +136,7 @@ def half_open(server: Server, connections: int) -> Phase:
                 sockets.append(sock)
             except OSError:
                 refused += 1
-        phase = run_phase(server, f"{connections:,} half-open", lambda: True)
+        phase = run_phase(server, f"{connections:,} half-open", lambda: True, log_before=log_before)
         closed = 0
         for sock in sockets:
             sock.setblocking(False)
@@ -188,10 +192,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=1100)
     parser.add_argument("--batch-mb", type=float, default=21.0)
+    parser.add_argument(
+        "--server-fd-limit",
+        type=int,
+        help="start the server with this soft RLIMIT_NOFILE (1024 is a common default; the server may raise it)",
+    )
     args = parser.parse_args()
 
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if args.server_fd_limit:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (args.server_fd_limit, hard))
     root = public_tempdir("rh-bench-abuse-")
     server = Server(root / "data").start()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the attacker side needs more than 1,100
     try:
         _, key = server.create_tenant("bench", {"max_results": 200_000, "max_concurrent_batches": 1})
         hold_the_worker(server, key)
