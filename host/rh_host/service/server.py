@@ -48,6 +48,9 @@ def serve(
         host=host,
         port=port,
         http=guarded_protocol(limits),
+        # asyncio accepts up to `backlog` connections per wake-up before the guard sees any: a smaller
+        # queue keeps a connect burst's overshoot past the cap small (uvicorn's default is 2048)
+        backlog=128,
         log_level=log_level,
         access_log=log_level == "debug",
         lifespan="on",
