@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 
 import httpx
+import psutil
 import pytest
 from rh_testserver import Server, cleanup, public_tempdir
 
@@ -134,6 +135,8 @@ def test_at_the_cap_a_new_client_takes_the_place_of_the_longest_idle(server: Ser
         data, after = read_until_closed(sockets[0], 2)
         assert data.startswith(b"HTTP/1.1 408 ") and b"connection cap" in data, data
         assert after < 0.5  # closed at once, long before its header timeout
+        assert server.proc is not None
+        assert psutil.Process(server.proc.pid).num_fds() < MAX_CONNECTIONS + 40  # the cap holds the fds
     finally:
         for sock in sockets:
             sock.close()
