@@ -35,7 +35,7 @@ _log = logging.getLogger("rh.service.http")
 class ConnectionLimits(msgspec.Struct, frozen=True, kw_only=True):
     max_connections: int = 512  # open at once; keeps the service's fds far below the process limit
     header_read_seconds: float = 10.0  # from a request's first byte (or the connection's start) to its head's end
-    body_read_seconds: float = 120.0  # from the head's end to the body's end: 64 MiB at >= 0.6 MiB/s
+    body_read_seconds: float = 120.0  # from the head's end to the body's end: 64 MiB at >= 0.55 MiB/s
     report_seconds: float = 60.0  # at most one log line about closed connections per this interval
 
 
@@ -53,12 +53,10 @@ class ClosureLog:
 
     def __init__(self, report_seconds: float) -> None:
         self.report_seconds = report_seconds
-        self.totals: Counter[str] = Counter()
         self._pending: Counter[str] = Counter()
         self._last_report = -float("inf")
 
     def note(self, reason: str) -> None:
-        self.totals[reason] += 1
         self._pending[reason] += 1
         now = time.monotonic()
         if now - self._last_report >= self.report_seconds:
