@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -166,3 +168,14 @@ def test_the_closures_above_cost_one_log_line_a_minute(server: Server) -> None:
     """Runs last: hundreds of connections were closed above; the log says so once per report interval."""
     reports = [line for line in server.log().splitlines() if "connection(s) since the last report" in line]
     assert 1 <= len(reports) <= 2, reports
+
+
+def test_serve_raises_the_open_files_soft_limit_to_the_hard_one() -> None:
+    code = (
+        "import resource\n"
+        "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))\n"
+        "from rh_host.service.server import raise_fd_limit\n"
+        "assert raise_fd_limit() == hard == resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
