@@ -165,7 +165,7 @@ def test_503_when_every_connection_is_inside_a_request(server: Server) -> None:
 
 
 def test_the_closures_above_cost_one_log_line_a_minute(server: Server) -> None:
-    """Runs last: hundreds of connections were closed above; the log says so once per report interval."""
+    """After the tests above, which closed hundreds of connections: the log says so once per report interval."""
     reports = [line for line in server.log().splitlines() if "connection(s) since the last report" in line]
     assert 1 <= len(reports) <= 2, reports
 
