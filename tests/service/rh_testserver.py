@@ -48,9 +48,16 @@ class Server:
     """``start()``/``kill()``/``stop()`` a service on one data dir; restartable on the same dir."""
 
     def __init__(
-        self, data_dir: Path, *, database_url: str | None = None, workers: int = 2, env: dict[str, str] | None = None
+        self,
+        data_dir: Path,
+        *,
+        database_url: str | None = None,
+        workers: int = 2,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.args = args or []  # extra ``rh-host serve`` options
         self.database_url = database_url
         self.workers = workers
         self.env = {**os.environ, "RH_OPERATOR_TOKEN": OPERATOR_TOKEN, **(env or {})}
@@ -67,7 +74,7 @@ class Server:
     def start(self, timeout: float = 60.0) -> Server:
         self.port = free_port()
         args = [RH_HOST, "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)]
-        args += ["--workers", str(self.workers), "--log-level", "warning"]
+        args += ["--workers", str(self.workers), "--log-level", "warning", *self.args]
         if self.database_url:
             args += ["--database-url", self.database_url]
         log = self.log_path.open("ab")

@@ -148,7 +148,9 @@ def test_oversize_bodies_get_413(server: Server) -> None:
 def test_health_metrics_and_openapi(server: Server) -> None:
     with client(server.url, None) as anonymous:
         health = anonymous.get("/healthz")
-        assert health.status_code == 200 and health.json()["status"] == "ok"
+        assert health.status_code == 200 and health.json() == {"status": "ok", "database": "ok"}  # no counts
+        tenant_key = anonymous.get("/healthz", headers={"Authorization": "Bearer rhk_not-the-operator"})
+        assert tenant_key.status_code == 200 and "batches" not in tenant_key.json()
         schema = anonymous.get("/schema/openapi.json")
         assert schema.status_code == 200 and "/v1/batches/{batch_id}" in schema.json()["paths"]
         assert anonymous.get("/metrics").status_code == 401
@@ -156,6 +158,7 @@ def test_health_metrics_and_openapi(server: Server) -> None:
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     with client(server.url, OPERATOR_TOKEN) as op:
         text = op.get("/metrics").text
+        assert set(op.get("/healthz").json()["batches"]) == {"queued", "running", "done"}
     for name in (
         "rh_batches_accepted_total",
         "rh_runs_total",

@@ -57,6 +57,21 @@ __all__ = ["serve"]
     envvar="RH_HOUSEKEEPING_SECONDS",
     help="How often retention and the garbage collection of unreferenced plugin files run.",
 )
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1),
+    help="Open HTTP connections at once; more are answered 503 and closed.  [default: 512]",
+)
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0.1),
+    help="Seconds a client has to send a request's line and headers (then 408 and close).  [default: 10]",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(min=0.1),
+    help="Seconds a client has to send a request's body once its headers are in.  [default: 120]",
+)
 @click.option("--migrate-only", is_flag=True, help="Bring the database schema up to date and exit.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info", show_default=True)
 def serve(
@@ -71,6 +86,9 @@ def serve(
     quotas: dict[str, str],
     retention_days: float | None,
     housekeeping_seconds: float,
+    max_connections: int | None,
+    header_timeout: float | None,
+    body_timeout: float | None,
     migrate_only: bool,
     log_level: str,
 ) -> None:
@@ -78,6 +96,7 @@ def serve(
     from rh_host.service import Service, ServiceSettings
     from rh_host.service import serve as run_server
     from rh_host.service.db import current_revision
+    from rh_host.service.http_guard import ConnectionLimits
 
     logging.getLogger().setLevel(log_level.upper())
     logging.getLogger("rh").setLevel(log_level.upper())
@@ -103,6 +122,12 @@ def serve(
             click.echo(f"database at revision {current_revision(service.engine)}")
             service.close()
             return
-        run_server(settings, host, port, log_level)
+        given = {
+            "max_connections": max_connections,
+            "header_read_seconds": header_timeout,
+            "body_read_seconds": body_timeout,
+        }
+        limits = ConnectionLimits(**{name: value for name, value in given.items() if value is not None})
+        run_server(settings, host, port, log_level, limits)
     except HostError as exc:
         fail(str(exc))

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
+from typing import Any
 
 from litestar import Litestar, Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import ClientException, HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -35,6 +36,22 @@ _CODES = {
     415: "unsupported_media_type",
     429: "quota_exceeded",
 }
+
+
+class BoundedRequest(Request[Any, Any, Any]):
+    """A request whose JSON or msgpack body, nested past the decoder's depth, is a 400 and not a RecursionError."""
+
+    async def json(self) -> Any:
+        try:
+            return await super().json()
+        except RecursionError:
+            raise ClientException("request body: nested deeper than the JSON decoder allows") from None
+
+    async def msgpack(self) -> Any:
+        try:
+            return await super().msgpack()
+        except RecursionError:
+            raise ClientException("request body: nested deeper than the msgpack decoder allows") from None
 
 
 def _error(status: int, code: str, message: str) -> Response[ErrorBody]:
@@ -81,6 +98,7 @@ def create_app(service: Service) -> Litestar:
             Exception: _unexpected,
         },
         openapi_config=openapi,
+        request_class=BoundedRequest,
         on_startup=[lambda: service.start()],
         on_shutdown=[lambda: service.close()],
         state={"service": service},  # type: ignore[arg-type]

@@ -1,25 +1,49 @@
-"""Reading a posted batch: JSONL as OpenAI and vLLM batch runs write it, or a msgpack array."""
+"""Reading a posted batch without holding it whole: JSONL as OpenAI and vLLM batch runs write it, or a
+msgpack array of output lines.
+
+The body is spooled to an anonymous file as it arrives (``receive_body``, on the event loop, at most
+``SPOOL_CHUNK_BYTES`` in memory). ``parse_spooled`` then runs in a thread: it decodes and validates one
+line at a time and appends each, re-encoded, to a second file that becomes the stored msgpack array.
+A request thus holds one chunk, then one decoded line, then the stored bytes for the insert; never the
+body's objects, which cost ~10x its size.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import mmap
+import os
 import re
-from typing import Any
+import struct
+import tempfile
+from pathlib import Path
+from typing import IO, Any
 
 import msgspec
+from anyio import to_thread
+from litestar import Request
 
-from rh_host.batchfile import parse_jsonl
+from rh_host.batchfile import MSGPACK, decode_line, iter_jsonl
 from rh_host.errors import BatchInputError
-from rh_host.service.errors import BadRequest, InvalidBatch, PayloadTooLarge
+from rh_host.service.errors import BadRequest, InvalidBatch, PayloadTooLarge, ServiceError
 from rh_host.service.settings import Quotas
-from rh_sdk.protocol import ResultLine
 
-__all__ = ["MSGPACK_TYPES", "ParsedBatch", "check_batch_id", "parse_batch", "parse_metadata"]
+__all__ = [
+    "MSGPACK_TYPES",
+    "SPOOL_CHUNK_BYTES",
+    "ParsedBatch",
+    "check_batch_id",
+    "parse_metadata",
+    "parse_spooled",
+    "receive_body",
+]
 
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-_decode_msgpack = msgspec.msgpack.Decoder(list[ResultLine]).decode
-_encode_msgpack = msgspec.msgpack.Encoder().encode
+SPOOL_CHUNK_BYTES = 1 << 20
+_HEADER_ROOM = 5  # the longest msgpack array header (array32)
+_decode_raw_items = msgspec.msgpack.Decoder(list[msgspec.Raw]).decode
+_encoder = msgspec.msgpack.Encoder()
 
 
 class ParsedBatch(msgspec.Struct, frozen=True):
@@ -41,26 +65,124 @@ def parse_metadata(text: str | None) -> dict[str, Any]:
         value = msgspec.json.decode(text)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"metadata: invalid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("metadata: nested deeper than the JSON decoder allows") from None
     if not isinstance(value, dict):
         raise BadRequest(f"metadata: must be a JSON object, got {type(value).__name__}")
     return value
 
 
-def parse_batch(body: bytes, content_type: str, metadata: dict[str, Any], quotas: Quotas) -> ParsedBatch:
-    if len(body) > quotas.max_batch_mb * 1024 * 1024:
-        raise PayloadTooLarge(f"batch body is {len(body)} bytes; the tenant's limit is {quotas.max_batch_mb} MiB")
-    if content_type.split(";")[0].strip().lower() in MSGPACK_TYPES:
+def _open_spool(directory: Path) -> IO[bytes]:
+    """An unnamed file (O_TMPFILE) in the data dir, not /tmp (often RAM): gone on close and on a crash."""
+    directory.mkdir(mode=0o700, exist_ok=True)
+    return tempfile.TemporaryFile(dir=directory)
+
+
+async def receive_body(request: Request, limit_bytes: int, directory: Path) -> IO[bytes]:
+    """The request body, spooled to a file as it streams in; 413 as soon as it passes ``limit_bytes``."""
+    too_large = f"batch body is over the tenant's limit of {limit_bytes // (1024 * 1024)} MiB"
+    announced = request.content_length
+    if announced is not None and announced > limit_bytes:
+        raise PayloadTooLarge(f"{too_large} (content-length {announced})")
+    spool = await to_thread.run_sync(_open_spool, directory)
+    try:
+        pending: list[bytes] = []
+        pending_bytes = total = 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit_bytes:
+                raise PayloadTooLarge(too_large)
+            pending.append(chunk)
+            pending_bytes += len(chunk)
+            if pending_bytes >= SPOOL_CHUNK_BYTES:
+                await to_thread.run_sync(spool.writelines, pending)
+                pending, pending_bytes = [], 0
+        await to_thread.run_sync(spool.writelines, pending)
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
+def _array_header(count: int) -> bytes:
+    if count < 16:
+        return bytes([0x90 | count])
+    if count < 1 << 16:
+        return b"\xdc" + struct.pack(">H", count)
+    return b"\xdd" + struct.pack(">I", count)
+
+
+def _too_many(count: int, quotas: Quotas) -> PayloadTooLarge:
+    return PayloadTooLarge(f"batch has {count} results; the tenant's limit is {quotas.max_results}")
+
+
+def _transcode_jsonl(body: IO[bytes], sink: IO[bytes], quotas: Quotas) -> int:
+    count = 0
+    buffer = bytearray()
+    lines = iter(body)
+    try:
+        for result in iter_jsonl(lines, "body"):
+            count += 1
+            if count > quotas.max_results:  # count the rest without decoding them, for the message
+                raise _too_many(count + sum(1 for line in lines if line.strip()), quotas)
+            _encoder.encode_into(result, buffer)
+            sink.write(buffer)
+    except BatchInputError as exc:
+        raise InvalidBatch(str(exc)) from None
+    return count
+
+
+def _transcode_msgpack(body: IO[bytes], sink: IO[bytes], quotas: Quotas) -> int:
+    if os.fstat(body.fileno()).st_size == 0:
+        return 0
+    view = mmap.mmap(body.fileno(), 0, access=mmap.ACCESS_READ)  # page cache, not the heap
+    try:
+        count, problem = _transcode_msgpack_view(view, sink, quotas)
+    finally:
+        view.close()  # the items that pointed into it died with the call above
+    if problem is not None:
+        raise problem
+    return count
+
+
+def _transcode_msgpack_view(view: mmap.mmap, sink: IO[bytes], quotas: Quotas) -> tuple[int, ServiceError | None]:
+    """Returns its error instead of raising it: a raised error's traceback would keep the items, which
+    point into ``view``, alive past the call and ``view`` could not be closed."""
+    try:
+        items = _decode_raw_items(view)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return 0, InvalidBatch(f"body: not a msgpack array of batch output lines: {exc}")
+    except RecursionError:
+        return 0, InvalidBatch("body: nested deeper than the msgpack decoder allows")
+    if len(items) > quotas.max_results:
+        return 0, _too_many(len(items), quotas)
+    buffer = bytearray()
+    for index, item in enumerate(items):
         try:
-            results = _decode_msgpack(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise InvalidBatch(f"body: not a msgpack array of batch output lines: {exc}") from None
-    else:
-        try:
-            results = parse_jsonl(body.splitlines(), "body")
+            result = decode_line(item, f"body[{index}]", MSGPACK)
         except BatchInputError as exc:
-            raise InvalidBatch(str(exc)) from None
-    if len(results) > quotas.max_results:
-        raise PayloadTooLarge(f"batch has {len(results)} results; the tenant's limit is {quotas.max_results}")
-    encoded = _encode_msgpack(results)
-    digest = hashlib.sha256(encoded + b"\0" + msgspec.json.encode(metadata, order="sorted")).hexdigest()
-    return ParsedBatch(results=encoded, count=len(results), digest=digest)
+            return 0, InvalidBatch(str(exc))
+        _encoder.encode_into(result, buffer)
+        sink.write(buffer)
+    return len(items), None
+
+
+def parse_spooled(
+    body: IO[bytes], content_type: str, metadata: dict[str, Any], quotas: Quotas, directory: Path
+) -> ParsedBatch:
+    """Validate a spooled body line by line into the stored form (blocking: run it in a thread)."""
+    body.seek(0)
+    msgpack = content_type.split(";")[0].strip().lower() in MSGPACK_TYPES
+    with _open_spool(directory) as sink:
+        sink.write(bytes(_HEADER_ROOM))
+        count = (_transcode_msgpack if msgpack else _transcode_jsonl)(body, sink, quotas)
+        if count == 0:
+            raise InvalidBatch("body: no result lines: the batch is empty")
+        header = _array_header(count)
+        sink.seek(_HEADER_ROOM - len(header))
+        sink.write(header)
+        sink.seek(_HEADER_ROOM - len(header))
+        results = sink.read()
+    digest = hashlib.sha256(results)
+    digest.update(b"\0" + msgspec.json.encode(metadata, order="sorted"))
+    return ParsedBatch(results=results, count=count, digest=digest.hexdigest())

@@ -39,10 +39,10 @@ class ErrorBody(msgspec.Struct):
     error: ErrorDetail
 
 
-class Health(msgspec.Struct):
+class Health(msgspec.Struct, omit_defaults=True):
     status: str
     database: str
-    batches: dict[str, int]
+    batches: dict[str, int] | None = None  # queue counts: only with the operator token
 
 
 class TenantCreate(msgspec.Struct, forbid_unknown_fields=True):

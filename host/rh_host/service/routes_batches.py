@@ -14,7 +14,7 @@ from litestar.params import Parameter
 from rh_host.outcome import BatchOutcome
 from rh_host.service.auth import Caller, service_of, tenant_dependency
 from rh_host.service.errors import NotFound, Pending
-from rh_host.service.intake import check_batch_id, parse_batch, parse_metadata
+from rh_host.service.intake import check_batch_id, parse_metadata, parse_spooled, receive_body
 from rh_host.service.models import BatchAccepted, BatchView, RunDetail, RunSummary
 from rh_host.service.views import batch_view, run_detail, run_summary
 
@@ -29,7 +29,8 @@ _MAX_WAIT_SECONDS = 30.0
     summary="Submit a batch: JSONL (OpenAI or vLLM batch output) or a msgpack array of output lines",
     description=(
         "Answers 202 only once the batch is durably stored. Posting the same batch id with the same content"
-        " again is harmless (duplicate: true); with other content it is a 409."
+        " again is harmless (duplicate: true); with other content it is a 409. The body streams to disk and"
+        " is validated line by line: an empty batch, a bad line or a batch *input* file is a 400 naming the line."
     ),
 )
 async def submit(
@@ -40,9 +41,15 @@ async def submit(
 ) -> BatchAccepted:
     check_batch_id(batch_id)
     meta = parse_metadata(metadata)
-    body = await request.body()
-    parsed = parse_batch(body, request.headers.get("content-type", ""), meta, caller.quotas)
     service = service_of(request)
+    spool = service.settings.data_dir / "spool"
+    body = await receive_body(request, caller.quotas.max_batch_mb * 1024 * 1024, spool)
+    try:
+        content_type = request.headers.get("content-type", "")
+        parsed = await to_thread.run_sync(parse_spooled, body, content_type, meta, caller.quotas, spool)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await to_thread.run_sync(body.close)  # dropping a large file's pages takes milliseconds
     row, created = await to_thread.run_sync(
         service.store.insert_batch, caller.tenant_id, batch_id, parsed.digest, meta, parsed.results, parsed.count
     )

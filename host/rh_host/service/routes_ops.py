@@ -9,16 +9,28 @@ from litestar.di import Provide
 
 from rh_host.service.auth import operator_dependency, service_of
 from rh_host.service.errors import Unavailable
+from rh_host.service.keys import same_secret
 from rh_host.service.models import Health
 
 __all__ = ["healthz", "metrics"]
 
 
-@get("/healthz", summary="Liveness and database reachability", tags=["operations"])
+def _is_operator(request: Request) -> bool:
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and same_secret(key.strip(), service_of(request).operator_token)
+
+
+@get(
+    "/healthz",
+    summary="Liveness and database reachability",
+    description="Without a key: status only. With the operator token: the queue counts too.",
+    tags=["operations"],
+)
 async def healthz(request: Request) -> Health:
-    service = service_of(request)
+    store = service_of(request).store
+    operator = _is_operator(request)
     try:
-        depth = await to_thread.run_sync(service.store.queue_depth)
+        depth = await to_thread.run_sync(store.queue_depth if operator else store.ping)
     except sa.exc.SQLAlchemyError as exc:
         raise Unavailable(f"database unreachable: {type(exc).__name__}") from None
     return Health(status="ok", database="ok", batches=depth)

@@ -473,6 +473,11 @@ class Store:
                 batches.update().where(batches.c.pk == batch_pk, batches.c.status == RUNNING).values(status=QUEUED)
             )
 
+    def ping(self) -> None:
+        """Raises when the database cannot be reached; the cheapest query there is."""
+        with self.engine.connect() as conn:
+            conn.execute(sa.select(1))
+
     def queue_depth(self) -> dict[str, int]:
         with self.engine.begin() as conn:
             counts = dict(conn.execute(sa.select(batches.c.status, sa.func.count()).group_by(batches.c.status)).all())
