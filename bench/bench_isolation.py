@@ -40,8 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _batches import batch_lines, chat_line
 
-from rh_sandbox import Limits, ProcessBackend, RunSpec, RunStatus, StrictProcessBackend, probe
-from rh_sandbox.python.forkserver import ForkServerBackend
+from rh_sandbox import ForkServerBackend, Limits, ProcessBackend, RunSpec, RunStatus, StrictProcessBackend, probe
 from rh_sdk import HandlerRegistry
 from rh_sdk.protocol import Invocation, encode_invocation
 

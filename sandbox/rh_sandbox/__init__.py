@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         make_wasm_backend,
     )
     from rh_sandbox.linux.uids import DEFAULT_UIDS, SandboxUids, UidRange
+    from rh_sandbox.python.forkserver import ForkServerBackend
     from rh_sandbox.python.process import ProcessBackend
     from rh_sandbox.python.strict import StrictProcessBackend
     from rh_sandbox.wasm import WasmBackend
@@ -49,6 +50,7 @@ __all__ = [
     "Backend",
     "Dispatcher",
     "EgressSettings",
+    "ForkServerBackend",
     "GrantError",
     "IsolationLevel",
     "IsolationSetting",
@@ -88,6 +90,7 @@ _LAZY = {
     "ISOLATION_CHOICES": "rh_sandbox.factory",
     "Dispatcher": "rh_sandbox.dispatch",
     "EgressSettings": "rh_sandbox.egress",
+    "ForkServerBackend": "rh_sandbox.python.forkserver",
     "IsolationSetting": "rh_sandbox.factory",
     "OperatorPolicy": "rh_sandbox.egress",
     "ProcessBackend": "rh_sandbox.python.process",

@@ -17,6 +17,7 @@ FACE = [
     "Backend",
     "Dispatcher",
     "EgressSettings",
+    "ForkServerBackend",
     "GrantError",
     "IsolationLevel",
     "IsolationSetting",
