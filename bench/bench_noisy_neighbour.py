@@ -32,6 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "service"))
 from rh_testserver import OPENAI, Server, cleanup, pack, public_tempdir  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+from bench_service import percentile  # noqa: E402
+
 NOOP = REPO / "bench" / "plugins" / "noop"
 LIMITS = "[limits]\ncpu_seconds = 2\nmemory_mb = 256\nwall_seconds = 6\n"
 
@@ -117,11 +120,6 @@ def write_hostile(root: Path) -> list[Path]:
         )
         dirs.append(plugin)
     return dirs
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
 
 
 def submit_and_wait(api: httpx.Client, batch_id: str, body: bytes) -> float | str:

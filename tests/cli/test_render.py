@@ -69,3 +69,15 @@ def test_only_host_records_are_shown_as_the_hosts() -> None:
     text = render_outcome(outcome, show_logs=True)
     assert "WARNING [host] 12 log lines dropped" in text
     assert "WARNING log output truncated at max_log_kb" in text
+
+
+def test_egress_refusals_counted_at_the_door_show_their_count() -> None:
+    egress = [
+        {"grant": "api.example.com:443", "outcome": "ok", "reason": None},
+        {"grant": "?", "outcome": "refused", "reason": "connection cap reached (256 per run)", "count": 1244},
+        {"grant": "db:5432", "outcome": "refused", "reason": "not granted"},
+    ]
+    text = render_outcome(merge_outcome("b", [run("net", 1, RunStatus.OK, egress=egress)], 0, 0))
+    assert "⇄ ? refused: connection cap reached (256 per run) (x1244)" in text
+    assert "⇄ db:5432 refused: not granted\n" in text + "\n"  # one refusal: no count
+    assert "⇄ api.example.com:443 ok" in text

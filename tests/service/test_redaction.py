@@ -74,3 +74,17 @@ def test_an_outcome_is_redacted_through_any_depth() -> None:
     outcome = BatchOutcome(batch_id="b", success=True, result_count=0, handlers=[run], output={"d": nested})
     text = msgspec.json.encode(redact_struct(outcome, [SECRET]))
     assert SECRET.encode() not in text and text.count(REDACTED.encode()) == 2
+
+
+def test_redaction_covers_logs_errors_and_output_even_json_escaped() -> None:
+    secret = 'pa"ss\\word-123'
+    result = RunResult(
+        status=RunStatus.FAILED,
+        reply=Reply(ran=True, ok=False, output={"echo": secret}),
+        error=f"bad key {secret}",
+        logs=[LogRecord(level="INFO", message=f"using {secret}", extra={"k": secret})],
+    )
+    text = msgspec.json.encode(redact_result(result, [secret, "abc"])).decode()
+    assert "word-123" not in text and text.count("[redacted]") == 4
+    untouched = redact_result(result, ["not-there"])
+    assert untouched is result

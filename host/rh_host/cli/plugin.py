@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,12 +27,12 @@ from rh_host.cli._scaffold import C_BUILD, c_plugin_files, c_sdk_header, python_
 from rh_host.cli.render import render_outcome
 from rh_host.errors import HostError
 from rh_host.manifest import load_plugin
+from rh_host.names import NAME
 from rh_host.pipeline import Pipeline
 from rh_sandbox import EgressSettings, SandboxError, UidRange, make_dispatcher
 
 __all__ = ["pack_directory", "plugin"]
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 
 @click.group()
@@ -53,8 +52,8 @@ def plugin() -> None:
 )
 def init(name: str, parent: Path, language: str) -> None:
     """Scaffold a working plugin NAME (plugin.toml, the handler, sample.jsonl)."""
-    if not _NAME.match(name):
-        fail(f"plugin name {name!r} must match {_NAME.pattern}")
+    if not NAME.match(name):
+        fail(f"plugin name {name!r} must match {NAME.pattern}")
     target = parent / name
     if target.exists():
         fail(f"{target} already exists")

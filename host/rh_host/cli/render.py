@@ -50,7 +50,8 @@ def render_outcome(outcome: BatchOutcome, show_logs: bool = False) -> str:
             lines.append(f"  {'':>4}  └ limits clamped to the ceilings: {changes}")
         for conn in run.egress or []:
             shown = conn["outcome"] if conn["outcome"] == "ok" else f"{conn['outcome']}: {conn['reason']}"
-            lines.append(f"  {'':>4}  ⇄ {conn['grant']} {shown}")
+            times = f" (x{conn['count']})" if conn.get("count", 1) > 1 else ""  # turned away at the broker's door
+            lines.append(f"  {'':>4}  ⇄ {conn['grant']} {shown}{times}")
         for record in run.logs:
             failing = run.status not in (RunStatus.OK, RunStatus.SKIPPED)
             if show_logs or (failing and record.level in _LOG_LEVELS_SHOWN_ON_FAILURE):
