@@ -32,3 +32,10 @@ def test_unsafe_names_are_refused_before_writing(tmp_path: Path, name: str) -> N
 def test_dot_segments_are_harmless(tmp_path: Path) -> None:
     unpack_archive(_tar("./a/./b.txt"), tmp_path, UploadCaps())
     assert (tmp_path / "a" / "b.txt").read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("name", ["__pycache__/handler.cpython-311.pyc", "pkg/mod.pyc", "x.pyo", "a/__pycache__/b"])
+def test_compiled_bytecode_is_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(UploadRejected, match="compiled bytecode is not accepted"):
+        unpack_archive(_tar(name), tmp_path, UploadCaps())
+    assert list(tmp_path.iterdir()) == []

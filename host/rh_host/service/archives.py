@@ -61,6 +61,9 @@ def _check_name(name: str) -> str:
     if name.startswith("/") or _DRIVE.match(name):
         raise UploadRejected(f"archive entry {name!r}: absolute paths are not allowed")
     parts = PurePosixPath(name).parts
+    if name.endswith((".pyc", ".pyo")) or "__pycache__" in parts:
+        # the host compiles sources itself; a shipped pyc could run in place of the source beside it
+        raise UploadRejected(f"archive entry {name!r}: compiled bytecode is not accepted (upload the sources)")
     if ".." in parts:
         raise UploadRejected(f"archive entry {name!r}: '..' (path traversal) is not allowed")
     clean = "/".join(p for p in parts if p != ".")  # "" for "./", the root (``tar -C dir .`` writes it)

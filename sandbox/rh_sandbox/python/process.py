@@ -27,7 +27,7 @@ from rh_sandbox.classify import run_result
 from rh_sandbox.errors import SandboxError
 from rh_sandbox.linux.cgroups import CgroupV1, RunCgroup
 from rh_sandbox.linux.layout import sandbox_environment
-from rh_sandbox.python.runtime import GuestRuntime
+from rh_sandbox.python.runtime import GUEST_FLAGS, GuestRuntime
 from rh_sandbox.types import IsolationLevel, Limits, RunResult, RunSpec
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class ProcessBackend:
             "rlimits": guest_rlimits(spec.limits, nproc=nproc),
             "cgroup_procs": cgroup.procs_files if cgroup else [],
         }
-        return [self.runtime.interpreter, "-I", "-S", "-B", str(self.runtime.boot), json.dumps(args)]
+        return [self.runtime.interpreter, *GUEST_FLAGS, str(self.runtime.boot), json.dumps(args)]
 
     def _launch(
         self, spec: RunSpec, scratch: str, cgroup: RunCgroup | None, egress: RunEgress | None = None

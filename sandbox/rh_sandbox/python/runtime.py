@@ -26,6 +26,7 @@ import rh_sdk
 from rh_sandbox.errors import SandboxError
 
 __all__ = [
+    "GUEST_FLAGS",
     "GuestRuntime",
     "build_site",
     "default_runtime_root",
@@ -34,6 +35,11 @@ __all__ = [
     "readable_by_others",
     "site_digest",
 ]
+
+# How every guest interpreter starts: isolated (-I: no environment, no script dir), no site-packages
+# (-S), no bytecode writes (-B), and every hash-based pyc checked against its source, so a pyc with
+# an unchecked hash (PEP 552) never runs in place of the source beside it.
+GUEST_FLAGS = ("-I", "-S", "-B", "--check-hash-based-pycs", "always")
 
 _GUEST = Path(__file__).resolve().parent.parent / "guest"
 # guest-side modules (rh_sandbox.guest: stdlib + SDK only), copied into the site dir under these names

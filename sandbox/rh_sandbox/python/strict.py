@@ -27,7 +27,7 @@ from rh_sandbox.linux.confinement import Confinement
 from rh_sandbox.linux.layout import PLUGIN_MOUNT, RUNTIME_MOUNT, landlock_rules, sandbox_environment
 from rh_sandbox.linux.uids import SandboxUids, default_uids, processes_of_uid
 from rh_sandbox.python.process import ProcessBackend, _exited, guest_rlimits
-from rh_sandbox.python.runtime import GuestRuntime, readable_by_others
+from rh_sandbox.python.runtime import GUEST_FLAGS, GuestRuntime, readable_by_others
 from rh_sandbox.types import IsolationLevel, RunResult, RunSpec
 
 __all__ = ["StrictProcessBackend", "bwrap_exit_code", "require_sandbox_readable"]
@@ -118,7 +118,7 @@ class StrictProcessBackend(ProcessBackend):
         plugin_dir = require_sandbox_readable(spec.plugin_dir)
         cgroup_fds = cgroup.open_procs() if cgroup is not None else []
         try:
-            guest = [self.runtime.interpreter, "-I", "-S", "-B", f"{RUNTIME_MOUNT}/site/_rh_boot.py"]
+            guest = [self.runtime.interpreter, *GUEST_FLAGS, f"{RUNTIME_MOUNT}/site/_rh_boot.py"]
             argv = strict_command(
                 [*guest, json.dumps(self._boot_args(spec, cgroup_fds, cgroup, egress))],
                 uid=self.uids.uid_for(spec.group),

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import py_compile
 import socket
 import subprocess
+import sys
 import time
 import tracemalloc
 import uuid
@@ -31,7 +33,9 @@ def backend(request: pytest.FixtureRequest, machine) -> Iterator[object]:
     if not machine.strict_sandbox_works:
         pytest.skip(f"strict sandbox unavailable here: {machine.strict_problem}")
     if request.param == "cold":
-        yield StrictProcessBackend()
+        cold = StrictProcessBackend()
+        yield cold
+        cold.close()  # unpins its groups' dirs
         return
     with ForkServerBackend(prefork=1 if request.param == "prefork" else 0) as b:
         yield b
@@ -311,3 +315,29 @@ def test_a_guest_cannot_forge_host_records_or_host_measured_statuses(run: Run, p
     assert [record.logger for record in forged] == ["rh.sandbox", "rh.egress"]
     assert all(record.source == "guest" for record in result.logs), result.logs
     assert_good_still_runs(run, plugins)
+
+
+_SOURCE = """from rh_sdk import ResultHandler
+
+class Which(ResultHandler):
+    def handle(self, batch_id, results, metadata):
+        return {"ran": %r}
+"""
+
+
+def test_a_shipped_pyc_never_runs_in_place_of_its_source(run: Run, world_dir: Path) -> None:
+    """A pyc with an unchecked hash (PEP 552) beside a source over the host's 1 MiB precompile cap:
+    Python's default would run the pyc without reading the source."""
+    plugin = world_dir / "pyc-swap"
+    (plugin / "__pycache__").mkdir(parents=True)
+    impostor = world_dir / "impostor.py"
+    impostor.write_text(_SOURCE % "pyc")
+    pyc = plugin / "__pycache__" / f"which.{sys.implementation.cache_tag}.pyc"
+    py_compile.compile(str(impostor), cfile=str(pyc), invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    padding = "# " + "x" * 1022 + "\n"
+    (plugin / "which.py").write_text(_SOURCE % "source" + padding * 1100)  # > 1 MiB: not precompiled
+    for path in [plugin, *plugin.rglob("*")]:
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    result = run(plugin, "which:Which")
+    assert result.status is RunStatus.OK, (result.error, result.logs[-3:])
+    assert result.reply is not None and result.reply.output == {"ran": "source"}

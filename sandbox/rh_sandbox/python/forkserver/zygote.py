@@ -30,7 +30,7 @@ from rh_sandbox.linux.layout import PLUGINS_MOUNT, RUNTIME_MOUNT, sandbox_enviro
 from rh_sandbox.python.forkserver.child import Child, Preload
 from rh_sandbox.python.forkserver.plugin_dirs import PluginDir
 from rh_sandbox.python.process import guest_rlimits
-from rh_sandbox.python.runtime import GuestRuntime
+from rh_sandbox.python.runtime import GUEST_FLAGS, GuestRuntime
 from rh_sandbox.types import SandboxError
 
 __all__ = ["Zygote"]
@@ -90,7 +90,7 @@ class Zygote:
             "env": sandbox_environment(),  # exactly: bwrap adds PWD
         }
         binds = [(str(runtime.root), RUNTIME_MOUNT)] + [(d.path, p) for d, p in self._inside.items()]
-        guest = [runtime.interpreter, "-I", "-S", "-B", f"{RUNTIME_MOUNT}/site/_rh_zygote.py", json.dumps(args)]
+        guest = [runtime.interpreter, *GUEST_FLAGS, f"{RUNTIME_MOUNT}/site/_rh_zygote.py", json.dumps(args)]
         argv = strict_command(
             guest,
             uid=self.uid,
