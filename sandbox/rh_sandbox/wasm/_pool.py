@@ -78,7 +78,7 @@ class WorkerLauncher(Protocol):
         under that many MiB of data, without the compiled-module cache."""
 
     def close(self) -> None:
-        """The backend closed, its workers stopped: remove what the launches shared (the tenants'
+        """The backend closed, its workers stopped: remove what the launches shared (the groups'
         cgroup dirs). The launcher stays usable: a backend closes the one it was given."""
 
 
