@@ -79,7 +79,7 @@ def make_python_backend(
     probed: Probe | None = None,
     egress: EgressSettings | None = None,
     uids: SandboxUids | None = None,
-    tenant_max_tasks: int | None = None,
+    group_max_tasks: int | None = None,
 ) -> Backend:
     """The Python backend for an isolation setting.
 
@@ -90,18 +90,18 @@ def make_python_backend(
     ``egress`` (the operator's policy; by default no grant is permitted). The ``basic`` level has
     the host's network and enforces no grant. ``uids``: where each group's own uid comes from (a
     range that overlaps a user, group or subordinate-id range is refused wherever strict would run).
-    ``tenant_max_tasks``: the most tasks one group's runs hold together (its dir's ``pids.max``;
-    None: :func:`~rh_sandbox.linux.cgroups.default_tenant_max_tasks`).
+    ``group_max_tasks``: the most tasks one group's runs hold together (its dir's ``pids.max``;
+    None: :func:`~rh_sandbox.linux.cgroups.default_group_max_tasks`).
     """
     uids = uids or default_uids()
     if check_isolation(isolation, probed, uids) is None:
-        return ProcessBackend(tenant_max_tasks=tenant_max_tasks)
+        return ProcessBackend(group_max_tasks=group_max_tasks)
     if warm:
         return GrantedRunsApart(
-            ForkServerBackend(prefork=prefork, uids=uids, tenant_max_tasks=tenant_max_tasks),
-            lambda: StrictProcessBackend(egress=egress, uids=uids, tenant_max_tasks=tenant_max_tasks),
+            ForkServerBackend(prefork=prefork, uids=uids, group_max_tasks=group_max_tasks),
+            lambda: StrictProcessBackend(egress=egress, uids=uids, group_max_tasks=group_max_tasks),
         )
-    return StrictProcessBackend(egress=egress, uids=uids, tenant_max_tasks=tenant_max_tasks)
+    return StrictProcessBackend(egress=egress, uids=uids, group_max_tasks=group_max_tasks)
 
 
 def make_wasm_backend(
@@ -111,12 +111,12 @@ def make_wasm_backend(
     probed: Probe | None = None,
     egress: EgressSettings | None = None,
     uids: SandboxUids | None = None,
-    tenant_max_tasks: int | None = None,
+    group_max_tasks: int | None = None,
 ) -> Backend:
     """The WASM backend for an isolation setting, as :func:`make_python_backend` decides it: at the
     strict level each group's workers run in a strict sandbox as the group's own uid (give both
     backends the same ``uids``: a group has one uid), with a compiled-module cache of their own
-    under ``cache_dir``; their tasks count against ``tenant_max_tasks`` as the Python runs' do."""
+    under ``cache_dir``; their tasks count against ``group_max_tasks`` as the Python runs' do."""
     from rh_sandbox.wasm import WasmBackend  # wasmtime: only once a WASM plugin comes
 
     uids = uids or default_uids()
@@ -125,7 +125,7 @@ def make_wasm_backend(
     from rh_sandbox.wasm import StrictWorkers
 
     egress_root = egress.run_root if egress is not None else None
-    workers = StrictWorkers(uids=uids, cache_dir=cache_dir, egress_root=egress_root, tenant_max_tasks=tenant_max_tasks)
+    workers = StrictWorkers(uids=uids, cache_dir=cache_dir, egress_root=egress_root, group_max_tasks=group_max_tasks)
     return WasmBackend(sandbox=workers, egress=egress)
 
 

@@ -36,7 +36,7 @@ class Probe:
     user_namespaces: bool = False  # max_user_namespaces > 0
     strict_sandbox_works: bool = False  # a real setpriv + bwrap run came back as the sandbox uid
     strict_problem: str | None = None
-    probe_uid: int | None = None  # the uid the probe's sandbox ran as: its own, never a tenant's
+    probe_uid: int | None = None  # the uid the probe's sandbox ran as: its own, never a group's
     cgroup_v1_controllers: list[str] = field(default_factory=list)
     cgroup_v2_controllers: list[str] | None = None  # None: no unified hierarchy mounted
     cgroup_v2_kill: bool = False
@@ -73,13 +73,13 @@ def _has_kill(root: Path) -> bool:
     return any((d / "cgroup.kill").exists() for d in [root, *list(root.iterdir())[:50]] if d.is_dir())
 
 
-_PROBE_GROUP = "\x00rh-host probe"  # a group no tenant has (see _probe_uid)
+_PROBE_GROUP = "\x00rh-host probe"  # a group the host never passes (see _probe_uid)
 _NOBODY = 65534
 
 
 def _probe_uid(uids: SandboxUids) -> int:
-    """The probe's sandbox runs as a uid of the range claimed like a tenant's, for a group of its own:
-    never as a uid some tenant's sandboxes run as, in this host process or another. With none free
+    """The probe's sandbox runs as a uid of the range claimed like a group's, for a group of its own:
+    never as a uid some group's sandboxes run as, in this host process or another. With none free
     (the range's problems are reported on their own), as ``nobody``: the probe checks the sandbox."""
     try:
         return uids.uid_for(_PROBE_GROUP)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from rh_sandbox.linux.cgroups import CgroupV1, tenant_dir_name
+from rh_sandbox.linux.cgroups import CgroupV1, group_dir_name
 from tests.sandbox.conftest import copy_plugin
 
 LOOP = Path(__file__).parent / "side_by_side" / "backend_loop.py"
@@ -53,7 +53,7 @@ def test_two_hosts_side_by_side_never_remove_each_others_tenant_dirs(other: str,
         assert report["errors"] == []
         assert report["statuses"] == {"ok": RUNS}
     for controller in ("cpu", "pids"):  # the last one out removed the tenant's dirs
-        assert not (Path("/sys/fs/cgroup") / controller / "rh-host" / tenant_dir_name(group)).exists()
+        assert not (Path("/sys/fs/cgroup") / controller / "rh-host" / group_dir_name(group)).exists()
 
 
 @pytest.mark.usefixtures("needs_tenant_dirs")
@@ -61,17 +61,17 @@ def test_a_tenant_dir_another_process_pinned_survives_this_ones_sweep_and_close(
     group = f"pinned-{os.getpid()}"
     pinner = subprocess.Popen(
         [sys.executable, "-c", "import os, sys\nfrom rh_sandbox.linux.cgroups import CgroupV1\n"
-         f"fd = CgroupV1().tenant_procs({group!r})\nprint('pinned', flush=True)\nsys.stdin.read()\n"
+         f"fd = CgroupV1().group_procs({group!r})\nprint('pinned', flush=True)\nsys.stdin.read()\n"
          "os.write(fd, b'0')\nprint('joined', flush=True)"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         assert pinner.stdout is not None and pinner.stdout.readline() == "pinned\n"
         mine = CgroupV1()
-        mine.create(memory_mb=64, max_processes=8, tenant=group).close()
-        mine.remove_tenant_dirs()  # this process's close
+        mine.create(memory_mb=64, max_processes=8, group=group).close()
+        mine.remove_group_dirs()  # this process's close
         CgroupV1().sweep_stale(min_age_s=0)  # and a sweep
-        tenant = Path("/sys/fs/cgroup/cpu/rh-host") / tenant_dir_name(group)
+        tenant = Path("/sys/fs/cgroup/cpu/rh-host") / group_dir_name(group)
         assert tenant.is_dir()
         out, _ = pinner.communicate("", timeout=30)  # the pinner's join, after both
         assert pinner.returncode == 0 and out == "joined\n"

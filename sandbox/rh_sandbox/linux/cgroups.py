@@ -2,18 +2,18 @@
 
 A double-forked ``setsid`` daemon escapes ``killpg`` and psutil's ``children()``; it cannot leave its
 cgroup. Each run gets one cgroup in each of the memory, pids, cpuacct and freezer hierarchies (cpu too
-when a CPU quota or a tenant is given). Killing is freeze, SIGKILL every member, lift the CPU quota,
+when a CPU quota or a group is given). Killing is freeze, SIGKILL every member, lift the CPU quota,
 thaw: a frozen fork bomb cannot fork while it is being killed.
 
-In the cpu and pids hierarchies a run's cgroup sits in its tenant's (``rh-host/tenant-<group>/``). In
-the cpu hierarchy, which holds that tenant's fork server too, the scheduler shares the CPU between
-tenants by weight first, then between each tenant's runs, so a tenant with many runs in flight does
-not starve one with few. In the pids hierarchy the tenant's dir has a ``pids.max`` of its own (the
-tenant's task total), so a tenant's runs together cannot take the host's last pids.
+In the cpu and pids hierarchies a run's cgroup sits in its group's (``rh-host/tenant-<group>/``). In
+the cpu hierarchy, which holds that group's fork server too, the scheduler shares the CPU between
+groups by weight first, then between each group's runs, so a group with many runs in flight does
+not starve one with few. In the pids hierarchy the group's dir has a ``pids.max`` of its own (the
+group's task total), so a group's runs together cannot take the host's last pids.
 
 Several rh-host processes share these dirs. What each owns: the run cgroups it made (their names
-start with its pid and start time), and one *pin* per tenant dir it uses (an empty cgroup named the
-same way). A tenant's dir holding a pin cannot be removed (the kernel refuses ``rmdir`` of a cgroup
+start with its pid and start time), and one *pin* per group dir it uses (an empty cgroup named the
+same way). A group's dir holding a pin cannot be removed (the kernel refuses ``rmdir`` of a cgroup
 with children), so a process that joins or creates in a dir it has pinned never finds it gone; a
 process removes only its own cgroups and pins, and a sweep those of processes that are gone.
 """
@@ -36,17 +36,18 @@ from typing import TypeVar
 
 from rh_sandbox.types import Limits, SandboxError
 
-__all__ = ["CgroupV1", "RunCgroup", "cgroup_v1_controllers", "default_tenant_max_tasks", "tenant_dir_name"]
+__all__ = ["CgroupV1", "RunCgroup", "cgroup_v1_controllers", "default_group_max_tasks", "group_dir_name"]
 
 _ROOT = Path("/sys/fs/cgroup")
 _WANTED = ("memory", "pids", "cpuacct", "freezer", "cpu")
 _PARENT = "rh-host"
-_TENANT_CONTROLLER = "cpu"  # the hierarchy whose tenant dir a fork server's zygote joins (its forks: its weight)
-# the hierarchies with a level per tenant: cpu (its weight, cpu.shares) and pids (its task total, pids.max)
-_TENANT_CONTROLLERS = ("cpu", "pids")
+_GROUP_CONTROLLER = "cpu"  # the hierarchy whose group dir a fork server's zygote joins (its forks: its weight)
+# the hierarchies with a level per group: cpu (its weight, cpu.shares) and pids (its task total, pids.max)
+_GROUP_CONTROLLERS = ("cpu", "pids")
 _PIN = "pin"  # a pin's name: <pid>.<start>-pin-<random>
-_TENANT_MAX_TASKS = 4096  # the default task total of one tenant, at most a quarter of the host's pid_max
-_TENANT_PREFIXES = ("tenant-", "tenant=")  # a group's own name; the digest of one that is not a safe name
+_GROUP_MAX_TASKS = 4096  # the default task total of one group, at most a quarter of the host's pid_max
+# a group dir's name: the group's own name; the digest of one that is not a safe name (see group_dir_name)
+_GROUP_DIR_PREFIXES = ("tenant-", "tenant=")
 _SAFE_GROUP = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _T = TypeVar("_T")
 
@@ -62,22 +63,23 @@ def cgroup_v1_controllers() -> list[str]:
     return [c for c in _WANTED if _writable_controller(c)]
 
 
-def tenant_dir_name(group: str) -> str:
-    """The cgroup dir of one group (tenant) in the cpu hierarchy: ``tenant-<group>`` when the group is a
-    safe path component, else ``tenant=<digest>`` (a group is an opaque string)."""
+def group_dir_name(group: str) -> str:
+    """The cgroup dir of one group in the cpu and pids hierarchies: ``tenant-<group>`` when the group is
+    a safe path component, else ``tenant=<digest>`` (a group is an opaque string). The ``tenant``
+    prefixes are on-disk names that older rh-host processes on the same machine recognise: keep them."""
     if _SAFE_GROUP.fullmatch(group) and group not in (".", ".."):
         return f"tenant-{group}"
     return f"tenant={hashlib.sha256(group.encode()).hexdigest()[:32]}"
 
 
-def default_tenant_max_tasks() -> int:
-    """The default task total of one tenant: 4096, or a quarter of ``kernel.pid_max`` if that is less,
-    so that a few tenants at their totals still leave the host pids to fork."""
+def default_group_max_tasks() -> int:
+    """The default task total of one group: 4096, or a quarter of ``kernel.pid_max`` if that is less,
+    so that a few groups at their totals still leave the host pids to fork."""
     try:
         pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
     except (OSError, ValueError):
-        return _TENANT_MAX_TASKS
-    return max(1, min(_TENANT_MAX_TASKS, pid_max // 4))
+        return _GROUP_MAX_TASKS
+    return max(1, min(_GROUP_MAX_TASKS, pid_max // 4))
 
 
 def _start_time(pid: int) -> str | None:
@@ -113,7 +115,7 @@ def _has_subdirs(path: Path) -> bool:
 
 def _in_made_dir(parent: Path, act: Callable[[], _T]) -> _T:
     """``act()`` on something in ``parent``, made first (and again if a sweep removed an emptied
-    tenant dir in between)."""
+    group dir in between)."""
     for _ in range(3):
         parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
@@ -140,7 +142,7 @@ class RunCgroup:
 
     paths: dict[str, Path]
     owner_uid: int | None = None
-    tenant: str | None = None  # the group whose dir holds it in the cpu hierarchy
+    group: str | None = None  # the group whose dir holds it in the cpu hierarchy
     _closed: bool = field(default=False, repr=False)
     _limits: tuple = field(default=(), repr=False)  # what set_limits last wrote: skip rewriting it
     _files: dict[str, int] = field(default_factory=dict, repr=False)  # counters kept open, read with pread
@@ -302,18 +304,18 @@ class RunCgroup:
 class CgroupV1:
     """Creates per-run cgroups under ``/sys/fs/cgroup/<controller>/rh-host/``."""
 
-    def __init__(self, controllers: list[str] | None = None, *, tenant_max_tasks: int | None = None) -> None:
-        """``tenant_max_tasks``: the ``pids.max`` of each tenant's dir in the pids hierarchy, the most
-        tasks all of one tenant's runs may hold together (default :func:`default_tenant_max_tasks`).
-        Written whenever this object first uses a tenant's dir: processes sharing a machine should
+    def __init__(self, controllers: list[str] | None = None, *, group_max_tasks: int | None = None) -> None:
+        """``group_max_tasks``: the ``pids.max`` of each group's dir in the pids hierarchy, the most
+        tasks all of one group's runs may hold together (default :func:`default_group_max_tasks`).
+        Written whenever this object first uses a group's dir: processes sharing a machine should
         be given the same value (the last one written holds)."""
         self.controllers = cgroup_v1_controllers() if controllers is None else controllers
-        if tenant_max_tasks is None:
-            tenant_max_tasks = default_tenant_max_tasks()
-        if tenant_max_tasks < 1:
-            raise ValueError(f"tenant_max_tasks must be at least 1, not {tenant_max_tasks}")
-        self.tenant_max_tasks = tenant_max_tasks
-        self._pins: dict[Path, Path] = {}  # tenant dir: this object's pin in it (see the module docstring)
+        if group_max_tasks is None:
+            group_max_tasks = default_group_max_tasks()
+        if group_max_tasks < 1:
+            raise ValueError(f"group_max_tasks must be at least 1, not {group_max_tasks}")
+        self.group_max_tasks = group_max_tasks
+        self._pins: dict[Path, Path] = {}  # group dir: this object's pin in it (see the module docstring)
         self._pin_lock = threading.Lock()
 
     @property
@@ -325,7 +327,7 @@ class CgroupV1:
 
         A cgroup's name starts with its maker's pid and start time; one whose maker still runs is
         never touched, however long it has been empty (a fork server keeps emptied cgroups for reuse).
-        A name without a maker (an older rh-host's) goes once empty for ``min_age_s``. A tenant's dir
+        A name without a maker (an older rh-host's) goes once empty for ``min_age_s``. A group's dir
         goes once it holds neither cgroups nor processes: a live process's pin is a cgroup, so a dir
         some process uses stays (:meth:`create` makes it again when needed).
         """
@@ -335,7 +337,7 @@ class CgroupV1:
             removed += self._sweep(parent, min_age_s)
             with contextlib.suppress(OSError):
                 for entry in os.scandir(parent):
-                    if entry.is_dir() and entry.name.startswith(_TENANT_PREFIXES):
+                    if entry.is_dir() and entry.name.startswith(_GROUP_DIR_PREFIXES):
                         removed += self._sweep(Path(entry.path), min_age_s)
                         with contextlib.suppress(OSError):
                             os.rmdir(entry.path)  # refused (EBUSY) while it has cgroups or members
@@ -347,7 +349,7 @@ class CgroupV1:
         now = time.time()
         with contextlib.suppress(OSError):
             for entry in os.scandir(parent):
-                if not entry.is_dir() or entry.name.startswith(_TENANT_PREFIXES):
+                if not entry.is_dir() or entry.name.startswith(_GROUP_DIR_PREFIXES):
                     continue
                 alive = _owner_alive(entry.name)
                 if alive or (alive is None and now - entry.stat().st_mtime < min_age_s):
@@ -357,12 +359,12 @@ class CgroupV1:
                     removed += 1
         return removed
 
-    def _in_tenant_dir(self, controller: str, tenant: str, act: Callable[[Path], _T]) -> _T:
-        """``act(dir)`` on ``tenant``'s dir in ``controller``'s hierarchy, pinned first: made if need
+    def _in_group_dir(self, controller: str, group: str, act: Callable[[Path], _T]) -> _T:
+        """``act(dir)`` on ``group``'s dir in ``controller``'s hierarchy, pinned first: made if need
         be, with an empty cgroup of this object's in it that keeps any other process's sweep or
         close from removing it (``rmdir`` of a cgroup with children fails) until
-        :meth:`remove_tenant_dirs`. In the pids hierarchy, pinning also sets the tenant's task total."""
-        path = _ROOT / controller / _PARENT / tenant_dir_name(tenant)
+        :meth:`remove_group_dirs`. In the pids hierarchy, pinning also sets the group's task total."""
+        path = _ROOT / controller / _PARENT / group_dir_name(group)
         with self._pin_lock:
             for attempt in range(2):
                 if path not in self._pins:
@@ -376,39 +378,39 @@ class CgroupV1:
         raise AssertionError("unreachable")
 
     def _pin(self, controller: str, path: Path) -> Path:
-        """Make this object's pin in the tenant dir ``path`` (and the dir if need be)."""
+        """Make this object's pin in the group dir ``path`` (and the dir if need be)."""
         pin = path / f"{_owner_of(os.getpid())}-{_PIN}-{uuid.uuid4().hex[:12]}"
         _in_made_dir(path, pin.mkdir)
         if controller == "pids":
             try:
-                _write(path / "pids.max", str(self.tenant_max_tasks))
+                _write(path / "pids.max", str(self.group_max_tasks))
             except OSError:
                 pin.rmdir()
                 raise
         return pin
 
-    def _mkdir(self, controller: str, name: str, tenant: str | None) -> Path:
-        """Make ``name`` under ``rh-host/`` (under its tenant's dir in the cpu and pids hierarchies)."""
-        if tenant is not None and controller in _TENANT_CONTROLLERS:
-            return self._in_tenant_dir(controller, tenant, lambda parent: _made(parent / name))
+    def _mkdir(self, controller: str, name: str, group: str | None) -> Path:
+        """Make ``name`` under ``rh-host/`` (under its group's dir in the cpu and pids hierarchies)."""
+        if group is not None and controller in _GROUP_CONTROLLERS:
+            return self._in_group_dir(controller, group, lambda parent: _made(parent / name))
         parent = _ROOT / controller / _PARENT
         path = parent / name
         _in_made_dir(parent, path.mkdir)
         return path
 
-    def tenant_procs(self, tenant: str) -> int | None:
-        """A write-only fd of the ``cgroup.procs`` of ``tenant``'s dir in the cpu hierarchy, which a
-        process of that tenant's sandbox joins by writing "0" (as run cgroups are joined: see
+    def group_procs(self, group: str) -> int | None:
+        """A write-only fd of the ``cgroup.procs`` of ``group``'s dir in the cpu hierarchy, which a
+        process of that group's sandbox joins by writing "0" (as run cgroups are joined: see
         :meth:`RunCgroup.open_procs`); None where this machine offers no cpu hierarchy. The dir stays
-        pinned until :meth:`remove_tenant_dirs`, so a join through the fd never meets a removed dir."""
-        if _TENANT_CONTROLLER not in self.controllers:
+        pinned until :meth:`remove_group_dirs`, so a join through the fd never meets a removed dir."""
+        if _GROUP_CONTROLLER not in self.controllers:
             return None
-        return self._in_tenant_dir(
-            _TENANT_CONTROLLER, tenant, lambda path: os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+        return self._in_group_dir(
+            _GROUP_CONTROLLER, group, lambda path: os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
         )
 
-    def remove_tenant_dirs(self, timeout_s: float = 1.0) -> None:
-        """Unpin the tenant dirs this object used and remove those left empty: a closing backend's
+    def remove_group_dirs(self, timeout_s: float = 1.0) -> None:
+        """Unpin the group dirs this object used and remove those left empty: a closing backend's
         zygotes may take a moment to exit. One that holds cgroups (another backend's runs or pin) stays."""
         with self._pin_lock:
             pins, self._pins = self._pins, {}
@@ -437,19 +439,19 @@ class CgroupV1:
         max_processes: int | None,
         cpu_quota_cores: float | None = None,
         owner_uid: int | None = None,
-        tenant: str | None = None,
+        group: str | None = None,
     ) -> RunCgroup:
-        """A run's cgroups; with ``tenant``, in the cpu and pids hierarchies under that tenant's dirs
-        (in cpu even without a CPU quota, so that the run counts against its tenant's weight; in pids
-        its tasks count against the tenant's total as well as against ``max_processes``)."""
+        """A run's cgroups; with ``group``, in the cpu and pids hierarchies under that group's dirs
+        (in cpu even without a CPU quota, so that the run counts against its group's weight; in pids
+        its tasks count against the group's total as well as against ``max_processes``)."""
         name = f"{_owner_of(os.getpid())}-{uuid.uuid4().hex[:12]}"
         paths: dict[str, Path] = {}
         try:
             for controller in self.controllers:
-                if controller == _TENANT_CONTROLLER and cpu_quota_cores is None and tenant is None:
+                if controller == _GROUP_CONTROLLER and cpu_quota_cores is None and group is None:
                     continue
-                paths[controller] = self._mkdir(controller, name, tenant)
-            cgroup = RunCgroup(paths, owner_uid, tenant)
+                paths[controller] = self._mkdir(controller, name, group)
+            cgroup = RunCgroup(paths, owner_uid, group)
             cgroup.set_limits(memory_mb=memory_mb, max_processes=max_processes, cpu_quota_cores=cpu_quota_cores)
             if owner_uid is not None:
                 for path in paths.values():
@@ -460,7 +462,7 @@ class CgroupV1:
         return cgroup
 
     def for_run(
-        self, limits: Limits, cpu_quota_cores: float | None = None, *, tenant: str | None = None
+        self, limits: Limits, cpu_quota_cores: float | None = None, *, group: str | None = None
     ) -> RunCgroup | None:
         """The cgroup one run's limits ask for, or None where the machine offers none."""
         if not self.available:
@@ -470,7 +472,7 @@ class CgroupV1:
                 memory_mb=limits.memory_mb,
                 max_processes=limits.max_processes,
                 cpu_quota_cores=cpu_quota_cores,
-                tenant=tenant,
+                group=group,
             )
         except OSError as exc:
             raise SandboxError(f"cannot create a cgroup for the run: {exc}") from exc

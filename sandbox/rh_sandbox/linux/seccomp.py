@@ -28,7 +28,7 @@ DENIED_SYSCALLS = (
     # kernel extension and tracing surfaces
     "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter", "io_uring_register",
     "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
-    # SysV IPC and POSIX message queues: their objects live in the IPC namespace, which a tenant's
+    # SysV IPC and POSIX message queues: their objects live in the IPC namespace, which a group's
     # runs share with its zygote, not in a run (a segment outlived its run, readable by the next)
     "shmget", "shmat", "shmctl", "shmdt", "semget", "semop", "semtimedop", "semctl",
     "msgget", "msgsnd", "msgrcv", "msgctl",

@@ -78,13 +78,13 @@ class ProcessBackend:
         scratch_root: Path | None = None,
         cgroups: CgroupV1 | None = None,
         *,
-        tenant_max_tasks: int | None = None,
+        group_max_tasks: int | None = None,
     ) -> None:
-        """``tenant_max_tasks``: the most tasks one tenant's runs may hold together, when no
+        """``group_max_tasks``: the most tasks one group's runs may hold together, when no
         ``cgroups`` is given (see :class:`~rh_sandbox.linux.cgroups.CgroupV1`)."""
         self.runtime = runtime or GuestRuntime.prepare()
         self.scratch_root = scratch_root
-        self.cgroups = cgroups if cgroups is not None else CgroupV1(tenant_max_tasks=tenant_max_tasks)
+        self.cgroups = cgroups if cgroups is not None else CgroupV1(group_max_tasks=group_max_tasks)
 
     def run(self, spec: RunSpec, payload: bytes) -> RunResult:
         if spec.runtime != "python":
@@ -102,10 +102,10 @@ class ProcessBackend:
     def close(self) -> None:
         """Nothing warm to stop: every run's processes are gone when ``run`` returns. The groups'
         dirs in the cpu hierarchy go, when no other backend's runs are in them."""
-        self.cgroups.remove_tenant_dirs()
+        self.cgroups.remove_group_dirs()
 
     def _cgroup(self, limits: Limits, group: str) -> RunCgroup | None:
-        return self.cgroups.for_run(limits, self.cpu_quota_cores, tenant=group)
+        return self.cgroups.for_run(limits, self.cpu_quota_cores, group=group)
 
     def _argv(self, spec: RunSpec, cgroup: RunCgroup | None) -> list[str]:
         nproc = None

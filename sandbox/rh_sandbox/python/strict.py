@@ -65,9 +65,9 @@ class StrictProcessBackend(ProcessBackend):
         cpu_quota_cores: float | None = 1.0,
         egress: EgressSettings | None = None,
         uids: SandboxUids | None = None,
-        tenant_max_tasks: int | None = None,
+        group_max_tasks: int | None = None,
     ) -> None:
-        super().__init__(runtime=runtime, cgroups=cgroups, tenant_max_tasks=tenant_max_tasks)
+        super().__init__(runtime=runtime, cgroups=cgroups, group_max_tasks=group_max_tasks)
         self.uids = uids or default_uids()  # each group's runs as its own uid (the fork server's for it)
         self.egress = egress or EgressSettings()  # the default permits no grant
         self.confinement = confinement or Confinement.detect(self.runtime)

@@ -57,7 +57,7 @@ class WasmBackend:
     compile_seconds: extra time allowed when a worker first meets a module (compile or cache load).
     concurrent_checks: the most module checks (``validate``) at once; more wait their turn. Each may
     take its memory_mb (1 GiB) to compile a hostile module: uploads must not add up to the machine's.
-    checks_per_group: the most of them for one group (tenant) at once, so that one tenant uploading
+    checks_per_group: the most of them for one group at once, so that one group uploading
     many modules does not hold every turn while the others' uploads wait.
     """
 
@@ -116,7 +116,7 @@ class WasmBackend:
         memory_mb: int = 1024,
     ) -> None:
         """Check a module as :func:`validate_module` does, where ``group``'s runs would meet it: at the
-        strict level in a strict sandbox as the group's own uid (an upload is its tenant's code).
+        strict level in a strict sandbox as the group's own uid (an upload is its group's code).
         ``timeout_seconds`` starts when the check does, after any wait for a turn (the group's, then
         the backend's)."""
         with self._group_turns:

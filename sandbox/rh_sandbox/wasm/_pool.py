@@ -78,7 +78,7 @@ class WorkerLauncher(Protocol):
         under that many MiB of data, without the compiled-module cache."""
 
     def close(self) -> None:
-        """The backend closed, its workers stopped: remove what the launches shared (the tenants'
+        """The backend closed, its workers stopped: remove what the launches shared (the groups'
         cgroup dirs). The launcher stays usable: a backend closes the one it was given."""
 
 
@@ -141,10 +141,30 @@ class WorkerProcess:
         self._scratch = Path(tempfile.mkdtemp(prefix="rh-wasm-worker-", dir=_TMPFS if os.path.isdir(_TMPFS) else None))
         self._errlog = open(self._scratch / "worker.err", "w+b")  # noqa: SIM115 - owned until close()
         info_r, info_w = os.pipe2(os.O_CLOEXEC) if self.sandboxed else (None, None)
-        launch: WorkerCommand | None = None
         try:
-            launch = launcher.launch(group, info_w, check_mb=check_mb)
-            self._proc = subprocess.Popen(
+            self._proc, launch = self._start(launcher, info_w, check_mb)
+        except (OSError, SandboxError) as exc:
+            self._errlog.close()
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            _close_fds(info_r, info_w)
+            raise SandboxError(f"cannot start wasm worker: {exc}") from exc
+        self._cgroup = launch.cgroup
+        _close_fds(*launch.pass_fds, info_w)  # the worker holds its own copies now
+        self._stdin = self._proc.stdin
+        self._stdout = self._proc.stdout
+        if self._stdin is None or self._stdout is None:
+            raise SandboxError("wasm worker started without pipes")
+        self._wfd = self._stdin.fileno()
+        self._rfd = self._stdout.fileno()
+        self.ready = self._await_ready(info_r)
+
+    def _start(
+        self, launcher: WorkerLauncher, info_w: int | None, check_mb: int | None
+    ) -> tuple[subprocess.Popen[bytes], WorkerCommand]:
+        """Launch the worker's command; if the process does not start, free what the launch holds."""
+        launch = launcher.launch(self.group, info_w, check_mb=check_mb)
+        try:
+            proc = subprocess.Popen(
                 launch.argv,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -155,30 +175,18 @@ class WorkerProcess:
                 pass_fds=(*launch.pass_fds, *(() if info_w is None else (info_w,))),
                 start_new_session=True,
             )
-        except (OSError, SandboxError) as exc:
-            self._errlog.close()
-            shutil.rmtree(self._scratch, ignore_errors=True)
-            for fd in (info_r, info_w):
-                if fd is not None:
-                    os.close(fd)
-            if launch is not None:
-                launch.discard()
-            raise SandboxError(f"cannot start wasm worker: {exc}") from exc
-        self._cgroup = launch.cgroup
-        for fd in launch.pass_fds:
-            os.close(fd)
-        if info_w is not None:
-            os.close(info_w)
-        self._stdin = self._proc.stdin
-        self._stdout = self._proc.stdout
-        if self._stdin is None or self._stdout is None:
-            raise SandboxError("wasm worker started without pipes")
-        self._wfd = self._stdin.fileno()
-        self._rfd = self._stdout.fileno()
+        except (OSError, SandboxError):
+            launch.discard()
+            raise
+        return proc, launch
+
+    def _await_ready(self, info_r: int | None) -> bytes:
+        """The worker's ready frame (and, sandboxed, its own pid from bwrap's info); a worker that does
+        not get there is killed."""
         try:
             if info_r is not None:
                 self._guest_pid = _sandboxed_pid(info_r, time.monotonic() + STARTUP_SECONDS)
-            self.ready = self.receive(time.monotonic() + STARTUP_SECONDS)
+            return self.receive(time.monotonic() + STARTUP_SECONDS)
         except (WorkerDied, WorkerTimeout) as exc:
             detail = self.error_tail()
             self.kill()
@@ -292,6 +300,12 @@ class WorkerProcess:
         shutil.rmtree(self._scratch, ignore_errors=True)
         if self._cgroup is not None:  # kills anything the worker left (nothing: it was pid 1) and removes it
             self._cgroup.close()
+
+
+def _close_fds(*fds: int | None) -> None:
+    for fd in fds:
+        if fd is not None:
+            os.close(fd)
 
 
 def _sandboxed_pid(fd: int, deadline: float) -> int:

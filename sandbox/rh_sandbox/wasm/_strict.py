@@ -1,17 +1,17 @@
-"""WASM workers at the strict level: each tenant's workers as its own uid, inside bubblewrap, confined.
+"""WASM workers at the strict level: each group's workers as its own uid, inside bubblewrap, confined.
 
 wasmtime is the guest's first wall; this is the second, for the day a guest gets out of it. A worker
-runs as its tenant's uid (the one its Python runs get, see :mod:`rh_sandbox.linux.uids`) in a sandbox that
+runs as its group's uid (the one its Python runs get, see :mod:`rh_sandbox.linux.uids`) in a sandbox that
 holds: ``/usr`` and ``/rh`` (a runtime dir of Python, wasmtime, msgspec, the SDK and rh_sandbox
-itself, copied world-readable, as the Python guests' runtime is) read-only; the tenant's own
+itself, copied world-readable, as the Python guests' runtime is) read-only; the group's own
 compiled-module cache read-write at ``/cache``; the egress run root read-only (each run's broker
 socket appears there while the run lasts) and the CA certificates; a bounded ``/tmp`` as cwd. No
-network, no other tenant's files, no host socket. Before it starts a thread or reads a byte from the
+network, no other group's files, no host socket. Before it starts a thread or reads a byte from the
 host, the worker joins a cgroup of its own (pids, memory, freezer, cpu) and applies Landlock and the
 seccomp filter to itself.
 
-The compiled-module cache is per tenant because deserializing trusts it: a tenant that could write a
-file another tenant's worker loads would run native code there.
+The compiled-module cache is per group because deserializing trusts it: a group that could write a
+file another group's worker loads would run native code there.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ _UNCOUNTED_MB = 128
 # (a worker thread per CPU: 5 threads in all on 2 CPUs). Nothing may fork.
 _MAX_TASKS = 16 + 2 * (os.cpu_count() or 1)
 # Joining costs a few ms per hierarchy (cgroup v1 attach waits for an RCU grace period), so only those
-# with a use: cpu without a quota (one guest at a time, on one thread), in its tenant's dir, so that
-# the worker's CPU counts against its tenant's weight; no cpuacct (the worker measures its runs).
+# with a use: cpu without a quota (one guest at a time, on one thread), in its group's dir, so that
+# the worker's CPU counts against its group's weight; no cpuacct (the worker measures its runs).
 _WORKER_CONTROLLERS = ("memory", "pids", "freezer", "cpu")
 # -I -S: nothing of the interpreter's own site-packages; the runtime's site dir only
 _LAUNCHER = (
@@ -89,7 +89,7 @@ class WorkerRuntime:
 
 
 def _require_reachable(path: Path, what: str) -> None:
-    """bwrap binds as the tenant's uid: every dir on the way must be searchable by any uid."""
+    """bwrap binds as the group's uid: every dir on the way must be searchable by any uid."""
     for directory in [path, *path.parents]:
         if not directory.stat().st_mode & stat.S_IXOTH:
             raise SandboxError(
@@ -101,14 +101,14 @@ def _require_reachable(path: Path, what: str) -> None:
 class StrictWorkers:
     """Builds the command of each sandboxed worker (the ``sandbox`` of :class:`WasmBackend`).
 
-    cache_dir: the root of the tenants' compiled-module caches (``<cache_dir>/<tenant digest>``, each
-    owned by its tenant's uid, mode 0700); None: every worker compiles its modules itself.
+    cache_dir: the root of the groups' compiled-module caches (``<cache_dir>/<group digest>``, each
+    owned by its group's uid, mode 0700); None: every worker compiles its modules itself.
     egress_root: where runs' egress brokers put their sockets (bound read-only); None: the default.
     cgroups: where each worker gets a cgroup of its own, joined before it reads a byte from the host;
     None: the v1 memory, pids, freezer and cpu hierarchies, where the machine offers them (cpu and
-    pids: in the tenant's dir, see :mod:`rh_sandbox.linux.cgroups`).
-    tenant_max_tasks: without ``cgroups``, the task total of each tenant's dir in the pids hierarchy
-    (None: :func:`~rh_sandbox.linux.cgroups.default_tenant_max_tasks`); a worker's tasks count against it.
+    pids: in the group's dir, see :mod:`rh_sandbox.linux.cgroups`).
+    group_max_tasks: without ``cgroups``, the task total of each group's dir in the pids hierarchy
+    (None: :func:`~rh_sandbox.linux.cgroups.default_group_max_tasks`); a worker's tasks count against it.
     """
 
     sandboxed = True
@@ -123,12 +123,12 @@ class StrictWorkers:
         data_mb: int = 4096,
         confinement: Confinement | None = None,
         cgroups: CgroupV1 | None = None,
-        tenant_max_tasks: int | None = None,
+        group_max_tasks: int | None = None,
     ) -> None:
         self.runtime = runtime or WorkerRuntime.prepare()
         if cgroups is None:
             controllers = [c for c in cgroup_v1_controllers() if c in _WORKER_CONTROLLERS]
-            cgroups = CgroupV1(controllers, tenant_max_tasks=tenant_max_tasks)
+            cgroups = CgroupV1(controllers, group_max_tasks=group_max_tasks)
         self.cgroups = cgroups if cgroups.available else None
         if self.cgroups is not None:
             self.cgroups.sweep_stale()  # what a host killed by SIGKILL left
@@ -137,7 +137,7 @@ class StrictWorkers:
         self._cache_root = Path(cache_dir).resolve() if cache_dir is not None else None
         if self._cache_root is not None:
             self._cache_root.mkdir(parents=True, exist_ok=True)
-            os.chmod(self._cache_root, 0o711)  # a tenant's uid may reach its own dir, not list the others
+            os.chmod(self._cache_root, 0o711)  # a group's uid may reach its own dir, not list the others
             _require_reachable(self._cache_root, "wasm cache dir")
         self._egress_root = (egress_root or default_run_root()).resolve()
         self._egress_root.mkdir(parents=True, exist_ok=True, mode=0o711)
@@ -157,10 +157,10 @@ class StrictWorkers:
         try:
             if self.cgroups is not None:
                 memory_mb = (check_mb or self._data_mb) + _SCRATCH_MB + _UNCOUNTED_MB
-                launch.cgroup = self.cgroups.create(memory_mb=memory_mb, max_processes=_MAX_TASKS, tenant=group)
+                launch.cgroup = self.cgroups.create(memory_mb=memory_mb, max_processes=_MAX_TASKS, group=group)
                 launch.pass_fds = tuple(launch.cgroup.open_procs())
             launch.argv = self.command(group, info_fd, check_mb=check_mb, cgroup_fds=launch.pass_fds)
-        except OSError as exc:  # a cgroup or the tenant's cache dir
+        except OSError as exc:  # a cgroup or the group's cache dir
             launch.discard()
             raise SandboxError(f"cannot prepare a wasm worker of {group}: {exc}") from exc
         except BaseException:
@@ -169,9 +169,9 @@ class StrictWorkers:
         return launch
 
     def close(self) -> None:
-        """Remove the tenants' dirs in the cpu hierarchy, once their workers are gone."""
+        """Remove the groups' dirs in the cpu hierarchy, once their workers are gone."""
         if self.cgroups is not None:
-            self.cgroups.remove_tenant_dirs()
+            self.cgroups.remove_group_dirs()
 
     def command(
         self, group: str, info_fd: int | None, *, check_mb: int | None = None, cgroup_fds: tuple[int, ...] = ()
@@ -191,7 +191,7 @@ class StrictWorkers:
         worker = [self.runtime.interpreter, "-I", "-S", "-c", _LAUNCHER, "--data-mb", str(data_mb)]
         cached = self._cache_root is not None and check_mb is None
         if cached:
-            binds.append((str(self._tenant_cache(group, uid)), CACHE_MOUNT))
+            binds.append((str(self._group_cache(group, uid)), CACHE_MOUNT))
             worker += ["--cache-dir", CACHE_MOUNT]
         if check_mb is not None:
             worker.append("--validate")
@@ -216,7 +216,7 @@ class StrictWorkers:
         rules = landlock_rules(read=(CA_CERTIFICATES,), full=(CACHE_MOUNT,) if cached else ())
         return self.confinement.boot_args(rules)
 
-    def _tenant_cache(self, group: str, uid: int) -> Path:
+    def _group_cache(self, group: str, uid: int) -> Path:
         """``group``'s cache dir, owned by its uid. A dir owned by any other uid (the group's uid
         changed since) is emptied first: nothing another uid wrote is ever loaded."""
         assert self._cache_root is not None

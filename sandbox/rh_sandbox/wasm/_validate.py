@@ -3,7 +3,7 @@
 The check runs in a one-shot worker (``--validate``) under RLIMIT_DATA and a wall-clock kill, because
 compiling is where hostile modules bite: a million nested blocks took 4 s and 1 GB to compile here.
 It is started by the same launcher as the runs' workers, so at the strict level an upload is compiled
-and its start function run in a strict sandbox as its tenant's own uid, never as the host's.
+and its start function run in a strict sandbox as its group's own uid, never as the host's.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from rh_sandbox.linux.cgroups import CgroupV1, tenant_dir_name
+from rh_sandbox.linux.cgroups import CgroupV1, group_dir_name
 from rh_sandbox.linux.uids import default_uids
 from rh_sandbox.python.forkserver import ForkServerBackend, run_cgroups
 from rh_sandbox.python.process import ProcessBackend
@@ -56,11 +56,11 @@ def where_plugin(root: Path) -> Path:
 
 
 def test_a_groups_dir_name_is_the_group_when_safe_and_a_digest_otherwise() -> None:
-    assert tenant_dir_name("acme-1.prod_eu") == "tenant-acme-1.prod_eu"
-    hashed = {tenant_dir_name(group) for group in ("a/b", "..", ".", "x" * 65, "über", "a b", "")}
+    assert group_dir_name("acme-1.prod_eu") == "tenant-acme-1.prod_eu"
+    hashed = {group_dir_name(group) for group in ("a/b", "..", ".", "x" * 65, "über", "a b", "")}
     assert len(hashed) == 7  # distinct groups, distinct dirs
     assert all(name.startswith("tenant=") and "/" not in name and len(name) == 39 for name in hashed)
-    assert tenant_dir_name("a/b") == tenant_dir_name("a/b")  # stable: the same tenant, the same dir
+    assert group_dir_name("a/b") == group_dir_name("a/b")  # stable: the same tenant, the same dir
 
 
 def _check_runs_in_tenant_dirs(run: Callable, plugin: Path) -> None:
@@ -71,7 +71,7 @@ def _check_runs_in_tenant_dirs(run: Callable, plugin: Path) -> None:
         run_name = where["pids"].rpartition("/")[2]
         assert where["memory"].endswith(f"/rh-host/{run_name}")  # the other hierarchies stay flat
         for controller in ("cpu", "pids"):
-            assert where[controller].endswith(f"/rh-host/{tenant_dir_name(group)}/{run_name}")
+            assert where[controller].endswith(f"/rh-host/{group_dir_name(group)}/{run_name}")
 
 
 @pytest.mark.usefixtures("needs_strict", "needs_cpu_hierarchy")
@@ -81,7 +81,7 @@ def test_fork_server_runs_and_zygotes_are_in_their_tenants_dir(world_dir: Path) 
     with ForkServerBackend(prefork=1) as backend:
         _check_runs_in_tenant_dirs(make_runner(backend), plugin)
         for group in ("acme", "other tenant/x"):  # the zygote's forks count against its tenant too
-            members = (CPU / tenant_dir_name(group) / "cgroup.procs").read_text().split()
+            members = (CPU / group_dir_name(group) / "cgroup.procs").read_text().split()
             assert members
             for pid in members:
                 status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
@@ -109,7 +109,7 @@ def test_cold_runs_are_in_their_tenants_dir(
 def test_a_sweep_removes_a_gone_hosts_runs_in_tenant_dirs_and_the_emptied_dirs() -> None:
     made = subprocess.run(
         [sys.executable, "-c", "from rh_sandbox.linux.cgroups import CgroupV1\n"
-         "print(CgroupV1().create(memory_mb=64, max_processes=8, tenant='swept').paths['cpu'])"],
+         "print(CgroupV1().create(memory_mb=64, max_processes=8, group='swept').paths['cpu'])"],
         capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
     left = Path(made.stdout.strip())  # its maker exited without removing it
@@ -142,7 +142,7 @@ def test_emptied_cgroups_are_pooled_per_tenant_and_the_fullest_pool_gives_way(
     monkeypatch.setattr(run_cgroups, "_POOL_MAX", 3)
     with ForkServerBackend(prefork=0) as backend:
         made = {
-            group: [backend.cgroups.create(memory_mb=64, max_processes=8, tenant=group) for _ in range(n)]
+            group: [backend.cgroups.create(memory_mb=64, max_processes=8, group=group) for _ in range(n)]
             for group, n in (("quiet", 3), ("busy", 2))
         }
         for cgroup in made["quiet"] + made["busy"]:
@@ -188,8 +188,8 @@ def test_a_tenants_runs_together_stop_at_its_task_total_while_another_tenant_for
     os.chmod(plugin / "storm.py", 0o644)
     limits = Limits(wall_seconds=30, max_processes=32)
     storm = {"forks": 24, "pause": 0.02, "hold": 1.0}
-    pids = Path("/sys/fs/cgroup/pids/rh-host") / tenant_dir_name("stormer")
-    with ForkServerBackend(prefork=3, tenant_max_tasks=40) as backend:
+    pids = Path("/sys/fs/cgroup/pids/rh-host") / group_dir_name("stormer")
+    with ForkServerBackend(prefork=3, group_max_tasks=40) as backend:
         run = make_runner(backend)
         with ThreadPoolExecutor(4) as pool:
             storms = [pool.submit(run, plugin, "storm:Storm", storm, limits=limits, group="stormer") for _ in range(3)]
@@ -208,19 +208,19 @@ def test_a_tenant_dir_removed_from_outside_is_made_and_pinned_again() -> None:
     """An operator's clean-up removed a tenant's dirs, pin and all: the next run's cgroup makes them
     again, with a pin, instead of failing."""
     cgroups = CgroupV1()
-    cgroups.create(memory_mb=64, max_processes=8, tenant="cleaned").close()
+    cgroups.create(memory_mb=64, max_processes=8, group="cleaned").close()
     dirs = [Path("/sys/fs/cgroup", controller, "rh-host", "tenant-cleaned") for controller in ("cpu", "pids")]
     for tenant in dirs:
         pins = [entry for entry in tenant.iterdir() if entry.is_dir()]
         assert [pin.name.split("-")[1] for pin in pins] == ["pin"]
         pins[0].rmdir()
         tenant.rmdir()
-    run = cgroups.create(memory_mb=64, max_processes=8, tenant="cleaned")
+    run = cgroups.create(memory_mb=64, max_processes=8, group="cleaned")
     try:
         for controller, tenant in zip(("cpu", "pids"), dirs, strict=True):
             assert run.paths[controller].parent == tenant
             assert sum(1 for entry in tenant.iterdir() if entry.is_dir() and "-pin-" in entry.name) == 1
     finally:
         run.close()
-        cgroups.remove_tenant_dirs()
+        cgroups.remove_group_dirs()
     assert not any(tenant.exists() for tenant in dirs)

@@ -25,7 +25,7 @@ import wasm_guests as g
 from wasm_helpers import write_plugin
 
 from rh_sandbox.factory import make_wasm_backend
-from rh_sandbox.linux.cgroups import CgroupV1, tenant_dir_name
+from rh_sandbox.linux.cgroups import CgroupV1, group_dir_name
 from rh_sandbox.linux.uids import SandboxUids, processes_of_uid
 from rh_sandbox.probe import Probe
 from rh_sandbox.types import IsolationLevel, Limits, RunSpec, RunStatus, SandboxError
@@ -74,7 +74,7 @@ def test_each_tenants_worker_runs_as_its_own_uid_in_its_own_namespaces(
 ) -> None:
     write_plugin(tmp_path, OK)
     cgroup_dirs: list[Path] = []
-    tenant_dir = Path(f"/sys/fs/cgroup/cpu/rh-host/{tenant_dir_name('tenant-a')}")
+    tenant_dir = Path(f"/sys/fs/cgroup/cpu/rh-host/{group_dir_name('tenant-a')}")
     pinned_before = _entries_of_this_process(tenant_dir)  # other backends of this test process may pin it too
     with WasmBackend(sandbox=StrictWorkers(uids=uids, cache_dir=cache_root)) as backend:
         for group in ("tenant-a", "tenant-b"):
@@ -104,9 +104,9 @@ def test_each_tenants_worker_runs_as_its_own_uid_in_its_own_namespaces(
                 pids_dir = Path("/sys/fs/cgroup/pids") / joined["pids"].lstrip("/")
                 run_name = joined["freezer"].rpartition("/")[2]
                 assert joined["freezer"] == f"/rh-host/{run_name}"
-                assert joined["pids"] == f"/rh-host/{tenant_dir_name(group)}/{run_name}"  # the tenant's task total
+                assert joined["pids"] == f"/rh-host/{group_dir_name(group)}/{run_name}"  # the tenant's task total
                 if "cpu" in CgroupV1().controllers:  # no quota: there to count against its tenant's weight
-                    assert joined["cpu"] == f"/rh-host/{tenant_dir_name(group)}/{run_name}"
+                    assert joined["cpu"] == f"/rh-host/{group_dir_name(group)}/{run_name}"
                 assert 4 <= int(pids_dir.joinpath("pids.max").read_text()) <= 16 + 2 * (os.cpu_count() or 1)
                 assert pids_dir.joinpath("cgroup.procs").read_text().split() == [str(pid)]
                 memory = Path("/sys/fs/cgroup/memory") / joined["memory"].lstrip("/") / "memory.limit_in_bytes"
@@ -187,7 +187,7 @@ def test_code_running_as_the_worker_meets_the_walls(
     host_socket.listen()
     try:
         workers = StrictWorkers(uids=uids, cache_dir=cache_root)
-        other = workers._tenant_cache("tenant-b", uids.uid_for("tenant-b"))
+        other = workers._group_cache("tenant-b", uids.uid_for("tenant-b"))
         launch = workers.launch("tenant-a", None)
         argv = launch.argv
         program = (

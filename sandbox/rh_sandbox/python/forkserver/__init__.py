@@ -1,4 +1,4 @@
-"""Warm strict dispatch: a fork server per group (tenant), one forked child per invocation.
+"""Warm strict dispatch: a fork server per group, one forked child per invocation.
 
 Steps per run: find (or start) the group's zygote with the plugin dir bound; claim a child it forked
 ahead, already in its own cgroup (or fork one now); set that cgroup to the run's limits; hand the
@@ -13,7 +13,7 @@ Who owns what:
   servers.py      Server (a zygote + its pool) and Groups: each group's current server, runs in flight
   run.py          ChildRun: one run in a claimed child, from the request to the RunResult
   upkeep.py       Upkeep: the background thread that arms, promotes and lets go of children
-  run_cgroups.py  RunCgroups: run cgroups made per tenant, emptied ones pooled for reuse
+  run_cgroups.py  RunCgroups: run cgroups made per group, emptied ones pooled for reuse
   plugin_dirs.py  PluginDir, and the once-per-dir checks (readable, bytecode)
   backend.py      ForkServerBackend: leases a server, claims a child, runs, lets go
 

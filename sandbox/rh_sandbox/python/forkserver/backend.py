@@ -50,10 +50,10 @@ class ForkServerBackend:
         max_plugin_dirs: int = 64,
         preload: int = 4,
         uids: SandboxUids | None = None,
-        tenant_max_tasks: int | None = None,  # pids.max of each group's dir (None: CgroupV1's default)
+        group_max_tasks: int | None = None,  # pids.max of each group's dir (None: CgroupV1's default)
     ) -> None:
         self.runtime = runtime or GuestRuntime.prepare()
-        self.cgroups = cgroups if cgroups is not None else CgroupV1(tenant_max_tasks=tenant_max_tasks)
+        self.cgroups = cgroups if cgroups is not None else CgroupV1(group_max_tasks=group_max_tasks)
         if self.cgroups.available:
             self.cgroups.sweep_stale()
         self.confinement = confinement or Confinement.detect(self.runtime)
@@ -123,11 +123,11 @@ class ForkServerBackend:
 
     def _start_zygote(self, dirs: list[PluginDir], group: str) -> Zygote:
         """Start one from the starter thread (see docs/isolation.md on ``--die-with-parent``), in its
-        tenant's cgroup of the cpu hierarchy where the machine has one: what it forks is the tenant's."""
+        group's cgroup of the cpu hierarchy where the machine has one: what it forks is the group's."""
         cgroup_fd = None
         if self.cgroups.available:
             try:
-                cgroup_fd = self.cgroups.tenant_procs(group)
+                cgroup_fd = self.cgroups.group_procs(group)
             except OSError as exc:
                 raise SandboxError(f"cannot create the cgroup of group {group!r}: {exc}") from exc
         try:

@@ -1,4 +1,4 @@
-"""Run cgroups for a fork server's children: made per tenant, and emptied ones kept for reuse.
+"""Run cgroups for a fork server's children: made per group, and emptied ones kept for reuse.
 
 A cgroup is made only when none is pooled, so the pool settles at the most that were in use at once
 and a steady load makes none (cgroup v1: making and removing one costs ~0.65 ms of CPU here, a
@@ -22,29 +22,29 @@ _FREEZE_TIMEOUT_S = 0.5  # how long a waiting child's cgroup may take to freeze
 
 
 class RunCgroups:
-    """Takes and recycles the run cgroups of every tenant. Its lock guards the pool of emptied ones."""
+    """Takes and recycles the run cgroups of every group. Its lock guards the pool of emptied ones."""
 
     def __init__(self, cgroups: CgroupV1, cpu_quota_cores: float | None) -> None:
         self.cgroups = cgroups
         self.cpu_quota_cores = cpu_quota_cores
         self._lock = threading.Lock()
-        self._pool: dict[str | None, list[RunCgroup]] = {}  # per tenant (its dir of the cpu hierarchy)
+        self._pool: dict[str | None, list[RunCgroup]] = {}  # per group (its dir of the cpu hierarchy)
         self._closed = False
 
-    def for_arming(self, tenant: str) -> RunCgroup | None:
+    def for_arming(self, group: str) -> RunCgroup | None:
         """A cgroup for a child armed ahead of its run (its run's limits are set at claim)."""
-        return self.pooled(tenant) or self.cgroups.for_run(Limits(), self.cpu_quota_cores, tenant=tenant)
+        return self.pooled(group) or self.cgroups.for_run(Limits(), self.cpu_quota_cores, group=group)
 
-    def for_run(self, tenant: str, limits: Limits) -> RunCgroup | None:
+    def for_run(self, group: str, limits: Limits) -> RunCgroup | None:
         """A cgroup set to ``limits`` with its counters reset, pooled or made now (None: no cgroups)."""
-        cgroup = self.pooled(tenant)
+        cgroup = self.pooled(group)
         if cgroup is not None:
             try:
                 self.fit(cgroup, limits, reset=True)
                 return cgroup
             except OSError:  # removed from outside while pooled: the run gets a new one
                 cgroup.close()
-        return self.cgroups.for_run(limits, self.cpu_quota_cores, tenant=tenant)
+        return self.cgroups.for_run(limits, self.cpu_quota_cores, group=group)
 
     def fit(self, cgroup: RunCgroup, limits: Limits, *, reset: bool) -> None:
         """Set a claimed child's cgroup to its run's limits (raises OSError: e.g. its waiting child
@@ -56,15 +56,15 @@ class RunCgroups:
         if reset:
             cgroup.reset_usage()
 
-    def pooled(self, tenant: str) -> RunCgroup | None:
+    def pooled(self, group: str) -> RunCgroup | None:
         with self._lock:
-            pooled = self._pool.get(tenant)
+            pooled = self._pool.get(group)
             return pooled.pop() if pooled else None
 
     def recycle(self, cgroup: RunCgroup) -> None:
-        """Pool an emptied cgroup for the next armed child of its tenant, unless it carries events a
+        """Pool an emptied cgroup for the next armed child of its group, unless it carries events a
         reset cannot clear (an OOM kill, a refused fork): those are removed. Beyond ``_POOL_MAX`` in
-        all, the oldest of the tenant with the most pooled goes (a tenant that stopped running does
+        all, the oldest of the group with the most pooled goes (a group that stopped running does
         not keep the others' runs making cgroups). Once closed, every cgroup is removed."""
         if occupied(cgroup) or cgroup.oom_killed() or cgroup.pids_limited():
             cgroup.close()
@@ -73,7 +73,7 @@ class RunCgroups:
             if self._closed:
                 evicted: RunCgroup | None = cgroup
             else:
-                self._pool.setdefault(cgroup.tenant, []).append(cgroup)
+                self._pool.setdefault(cgroup.group, []).append(cgroup)
                 evicted = None
                 if sum(map(len, self._pool.values())) > _POOL_MAX:
                     evicted = max(self._pool.values(), key=len).pop(0)
@@ -81,7 +81,7 @@ class RunCgroups:
             evicted.close()
 
     def close(self) -> None:
-        """Remove the pooled cgroups and the tenant dirs (idempotent)."""
+        """Remove the pooled cgroups and the group dirs (idempotent)."""
         with self._lock:
             if self._closed:
                 return
@@ -90,7 +90,7 @@ class RunCgroups:
             self._pool = {}
         for cgroup in pooled:
             cgroup.close()
-        self.cgroups.remove_tenant_dirs()
+        self.cgroups.remove_group_dirs()
 
     def pooled_count(self) -> int:
         """Emptied cgroups waiting for reuse (for tests and metrics)."""

@@ -53,7 +53,7 @@ class Zygote:
         group: str = "default",
         cgroup_fd: int | None = None,
     ) -> None:
-        """``cgroup_fd``: a ``cgroup.procs`` file the zygote joins before anything else (its tenant's
+        """``cgroup_fd``: a ``cgroup.procs`` file the zygote joins before anything else (its group's
         dir in the cpu hierarchy, where its children's run cgroups are); the caller closes it."""
         self.plugin_dirs = list(plugin_dirs)
         self.group = group
