@@ -142,17 +142,23 @@ def make_dispatcher(
     wasm_cache_dir: Path | None = None,
     egress: EgressSettings | None = None,
     sandbox_uids: UidRange | None = None,
+    group_max_tasks: int | None = None,
 ) -> Dispatcher:
     """The host's one backend: a backend per runtime, each built on its first run. ``egress``: the
     operator's policy for plugins' network grants (default: none permitted); ``sandbox_uids``: the
     range each group's own sandbox uid comes from (default: :data:`DEFAULT_UIDS`). Both runtimes
-    share one uid allocator: a group's Python and WASM runs have the same uid."""
+    share one uid allocator: a group's Python and WASM runs have the same uid. ``group_max_tasks``: the
+    most tasks one group's runs of both runtimes hold together (None: the default)."""
     uids = SandboxUids.over(sandbox_uids)
     return Dispatcher(
         {
-            "python": lambda: make_python_backend(isolation, egress=egress, uids=uids),
+            "python": lambda: make_python_backend(isolation, egress=egress, uids=uids, group_max_tasks=group_max_tasks),
             "wasm": lambda: make_wasm_backend(
-                isolation, cache_dir=wasm_cache_dir or default_wasm_cache_dir(), egress=egress, uids=uids
+                isolation,
+                cache_dir=wasm_cache_dir or default_wasm_cache_dir(),
+                egress=egress,
+                uids=uids,
+                group_max_tasks=group_max_tasks,
             ),
         }
     )

@@ -14,6 +14,7 @@ import pytest
 
 from rh_sandbox.dispatch import GrantedRunsApart
 from rh_sandbox.factory import check_isolation, make_dispatcher, make_python_backend
+from rh_sandbox.linux.cgroups import group_dir_name
 from rh_sandbox.linux.uids import UidRange
 from rh_sandbox.probe import Probe, probe
 from rh_sandbox.python.forkserver import ForkServerBackend
@@ -137,3 +138,24 @@ def test_a_tenants_python_and_wasm_runs_share_its_uid(plugins: Path) -> None:
                 assert (Path(cache) / hashlib.sha256(group.encode()).hexdigest()[:32]).stat().st_uid == uids[group]
             assert uids["tenant-a"] != uids["tenant-b"]
             assert all(uid in uid_range for uid in uids.values())
+
+
+def test_the_dispatchers_group_task_total_reaches_both_runtimes(plugins: Path) -> None:
+    machine = probe()
+    if not machine.strict_sandbox_works or "pids" not in machine.cgroup_v1_controllers:
+        pytest.skip("needs the strict sandbox and a writable pids hierarchy")
+    payload = encode_invocation(Invocation(batch_id="b", handler="whoami:WhoAmI", config={}, results=[]))
+    group = f"task-total-{os.getpid()}"
+    total = Path("/sys/fs/cgroup/pids/rh-host") / group_dir_name(group) / "pids.max"
+    with tempfile.TemporaryDirectory(prefix="rh-wasm-cache-", dir="/tmp") as cache:
+        os.chmod(cache, 0o755)
+        with make_dispatcher("strict", wasm_cache_dir=Path(cache), group_max_tasks=77) as dispatcher:
+            spec = RunSpec(name="who", runtime="python", plugin_dir=str(plugins / "whoami"), entry="whoami:WhoAmI",
+                           group=group)  # fmt: skip
+            assert dispatcher.run(spec, payload).status is RunStatus.OK
+            assert total.read_text().strip() == "77"  # the Python backend set it
+            total.write_text("max")  # the WASM backend sets it again when it first uses the group's dir
+            wasm_spec = RunSpec(name="ok", runtime="wasm", plugin_dir=str(plugins / "ok"), entry="handler.wat",
+                                encoding="json", group=group)  # fmt: skip
+            assert dispatcher.run(wasm_spec, b"{}").status is RunStatus.OK
+            assert total.read_text().strip() == "77"

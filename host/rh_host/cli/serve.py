@@ -58,6 +58,13 @@ __all__ = ["serve"]
     help="How often retention and the garbage collection of unreferenced plugin files run.",
 )
 @click.option(
+    "--tenant-max-tasks",
+    type=click.IntRange(16),
+    envvar="RH_TENANT_MAX_TASKS",
+    help="Processes and threads of one tenant's runs together (a pids cgroup per tenant).  "
+    "[default: min(4096, pid_max / 4)]",
+)
+@click.option(
     "--max-connections",
     type=click.IntRange(1),
     help="Open HTTP connections at once; more are answered 503 and closed.  [default: 512]",
@@ -86,6 +93,7 @@ def serve(
     quotas: dict[str, str],
     retention_days: float | None,
     housekeeping_seconds: float,
+    tenant_max_tasks: int | None,
     max_connections: int | None,
     header_timeout: float | None,
     body_timeout: float | None,
@@ -110,6 +118,7 @@ def serve(
         default_quotas=default_quotas(quotas),
         retention_days=retention_days,
         housekeeping_seconds=housekeeping_seconds,
+        tenant_max_tasks=tenant_max_tasks,
     )
     if not migrate_only:
         try:

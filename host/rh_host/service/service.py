@@ -55,6 +55,7 @@ class Service:
             self.settings.data_dir / "wasm-cache",
             egress=self.settings.egress,
             sandbox_uids=self.settings.sandbox_uids,
+            group_max_tasks=self.settings.tenant_max_tasks,
         )
         self.dispatch = LocalWorkerPool(
             self.store,

@@ -60,6 +60,7 @@ class ServiceSettings(msgspec.Struct, kw_only=True):
     isolation: str = "auto"
     egress: EgressSettings = msgspec.field(default_factory=EgressSettings)  # the cap on plugins' network grants
     sandbox_uids: UidRange | None = None  # where each tenant's own sandbox uid comes from (None: the default range)
+    tenant_max_tasks: int | None = None  # tasks of one tenant's runs together (None: min(4096, pid_max / 4))
     run_parallel: int = 2  # concurrent handler runs inside one batch (equal priorities)
     default_quotas: Quotas = Quotas()
     upload: UploadCaps = UploadCaps()
