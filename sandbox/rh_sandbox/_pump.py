@@ -69,6 +69,7 @@ class _Feed:
             self.stream.close()
 
     def close(self) -> None:
+        """Close stdin if the loop ended before all was written (deadline, breach, child gone)."""
         if self.stream is not None and not self.stream.closed:
             with contextlib.suppress(OSError):
                 self.stream.close()

@@ -73,9 +73,8 @@ def _cpu_limit_hit(end: Ending) -> bool:
     signum = _killing_signal(end)
     if end.breach is Breach.CPU or signum == signal.SIGXCPU:
         return True
-    return (
-        signum == signal.SIGKILL and end.cpu_ms >= end.cpu_limit_ms * 0.95
-    )  # the hard RLIMIT_CPU follows SIGXCPU with SIGKILL
+    # the hard RLIMIT_CPU follows SIGXCPU with SIGKILL
+    return signum == signal.SIGKILL and end.cpu_ms >= end.cpu_limit_ms * 0.95
 
 
 def _limit_reached(end: Ending) -> _Outcome | None:
