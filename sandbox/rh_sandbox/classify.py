@@ -58,8 +58,27 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def classify(end: Ending, encoding: Encoding) -> tuple[RunStatus, Reply | None, str | None]:
-    """(status, reply, error). Limits first: a reply written by a run that breached one does not count."""
+_Outcome = tuple[RunStatus, Reply | None, str | None]
+
+
+def _killing_signal(end: Ending) -> int | None:
+    """The signal that killed the child, if one did (a negative return code)."""
+    if end.returncode is not None and end.returncode < 0:
+        return -end.returncode
+    return None
+
+
+def _cpu_limit_hit(end: Ending) -> bool:
+    """The pump saw the CPU time pass its limit, or the kernel's RLIMIT_CPU ended the child."""
+    signum = _killing_signal(end)
+    if end.breach is Breach.CPU or signum == signal.SIGXCPU:
+        return True
+    # the hard RLIMIT_CPU follows SIGXCPU with SIGKILL
+    return signum == signal.SIGKILL and end.cpu_ms >= end.cpu_limit_ms * 0.95
+
+
+def _limit_reached(end: Ending) -> _Outcome | None:
+    """The status of the limit the run hit, if any; checked before any reply is looked at."""
     if end.breach is Breach.OUTPUT:
         return RunStatus.OUTPUT_LIMIT, None, f"reply exceeded max_output_kb={end.output_limit_kb}"
     if end.breach is Breach.LOGS:
@@ -73,20 +92,30 @@ def classify(end: Ending, encoding: Encoding) -> tuple[RunStatus, Reply | None, 
             None,
             f"process limit of {end.process_limit} (or its tenant's task total) reached (fork or thread bomb)",
         )
-    signum = -end.returncode if end.returncode is not None and end.returncode < 0 else None
-    cpu_hit = end.breach is Breach.CPU or signum == signal.SIGXCPU
-    if signum == signal.SIGKILL and end.cpu_ms >= end.cpu_limit_ms * 0.95:
-        cpu_hit = True  # the hard RLIMIT_CPU follows SIGXCPU with SIGKILL
-    if cpu_hit:
+    if _cpu_limit_hit(end):
         return RunStatus.CPU_LIMIT, None, f"CPU limit of {end.cpu_limit_ms / 1000:g} s reached"
     if end.oom_killed:
         return RunStatus.MEMORY_LIMIT, None, "memory limit reached (killed by the OOM killer)"
+    return None
+
+
+def _without_reply(end: Ending) -> _Outcome:
+    """The status of a child that wrote nothing: how it ended says whose fault that was."""
+    signum = _killing_signal(end)
+    if signum is not None:
+        return RunStatus.CRASHED, None, f"killed by {_signal_name(signum)} without a reply"
+    if end.returncode:
+        return RunStatus.FAILED, None, f"exited with status {end.returncode} without a reply"
+    return RunStatus.PROTOCOL_ERROR, None, "exited without writing a reply"
+
+
+def classify(end: Ending, encoding: Encoding) -> _Outcome:
+    """(status, reply, error). Limits first: a reply written by a run that breached one does not count."""
+    limit = _limit_reached(end)
+    if limit is not None:
+        return limit
     if not end.stdout:
-        if signum is not None:
-            return RunStatus.CRASHED, None, f"killed by {_signal_name(signum)} without a reply"
-        if end.returncode:
-            return RunStatus.FAILED, None, f"exited with status {end.returncode} without a reply"
-        return RunStatus.PROTOCOL_ERROR, None, "exited without writing a reply"
+        return _without_reply(end)
     if end.reply is not None:
         return classify_reply(end.reply, memory_measured=end.memory_measured)
     try:

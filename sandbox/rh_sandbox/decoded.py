@@ -86,14 +86,14 @@ def _too_big(budget: int) -> DecodedTooLarge:
     return DecodedTooLarge(f"would take more than {budget} bytes of host memory once decoded")
 
 
-# Header byte -> (kind, fixed size or length-field width). Kinds below.
-_FREE, _FIXED, _STRING, _BINARY, _EXTENSION, _ARRAY, _MAP, _BAD = range(8)
+# Header byte -> (kind, fixed size or length-field width). Kinds below; _FIXED: a number, nil or bool.
+_FIXED, _STRING, _BINARY, _EXTENSION, _ARRAY, _MAP, _BAD = range(7)
 
 
 def _header_table() -> list[tuple[int, int]]:
     table = [(_BAD, 0)] * 256
     for b in range(0x00, 0x80):
-        table[b] = (_FREE, 1)  # positive fixint: a cached small int
+        table[b] = (_FIXED, 1)  # positive fixint: a cached small int
     for b in range(0x80, 0x90):
         table[b] = (_MAP, 0)
     for b in range(0x90, 0xA0):
@@ -102,7 +102,7 @@ def _header_table() -> list[tuple[int, int]]:
         table[b] = (_STRING, 0)
     for b in range(0xE0, 0x100):
         table[b] = (_FIXED, 1)  # negative fixint
-    table[0xC0] = table[0xC2] = table[0xC3] = (_FREE, 1)  # nil, false, true
+    table[0xC0] = table[0xC2] = table[0xC3] = (_FIXED, 1)  # nil, false, true
     for b, width in ((0xC4, 1), (0xC5, 2), (0xC6, 4)):
         table[b] = (_BINARY, width)
     for b, width in ((0xC7, 1), (0xC8, 2), (0xC9, 4)):
@@ -124,51 +124,94 @@ def _header_table() -> list[tuple[int, int]]:
 
 _HEADERS = _header_table()
 _SMALL_DICTS = [_dict_bytes(n) for n in range(16)]
+# What a fixed-size value costs decoded: nothing for nil, booleans and small ints (CPython caches them).
+_FIXED_CHARGES = [0 if b < 0x80 or b in (0xC0, 0xC2, 0xC3) else _NUMBER for b in range(256)]
+# (values to read, charge) of a map or array whose count is in its header byte (0x80-0x9F, by first - 0x80)
+_FIX_CONTAINERS = [(2 * n, _SMALL_DICTS[n]) for n in range(16)] + [(n, _LIST + _SLOT * n) for n in range(16)]
+# Header bytes that are a whole value by themselves (small int, nil, bool, empty map or array): from the
+# fourth in a row, the run is counted at C speed. Negative fixints do not start a run, only join one.
+_RUN_STARTERS = bytes(charge == 0 or b in (0x80, 0x90) for b, charge in enumerate(_FIXED_CHARGES))
 _ONE_BYTE_VALUES = re.compile(rb"[\x00-\x80\x90\xc0\xc2\xc3\xe0-\xff]+")
+# At the deepest level an empty map or array is one level too many: a run there stops before one.
+_ONE_BYTE_SCALARS = re.compile(rb"[\x00-\x7f\xc0\xc2\xc3\xe0-\xff]+")
 _NOT_NEGATIVE = bytes(range(0xE0))  # deleting these leaves the negative fixints
+
+
+def _charge_run(data: bytes, pos: int, stop: int, cost: int, budget: int, deepest: bool) -> tuple[int, int]:
+    """(end, cost) after the run of one-byte values at ``pos`` (up to ``stop``), counted at C speed:
+    a reply of millions of empty maps or small ints must not take a loop turn per byte. ``deepest``:
+    the run is at :data:`MAX_DEPTH`, where it ends before an empty container, which is too deep."""
+    run = (_ONE_BYTE_SCALARS if deepest else _ONE_BYTE_VALUES).match(data, pos, stop)
+    if run is None:  # only at the deepest level, on an empty map or array: one level too many
+        raise _too_deep()
+    end = run.end()
+    empties = data.count(b"\x80", pos, end) + data.count(b"\x90", pos, end)
+    negatives = data[pos:end].translate(None, _NOT_NEGATIVE) if data[pos] >= 0xE0 or empties < end - pos else b""
+    cost += _EMPTY_DICT * empties + _NUMBER * len(negatives)
+    if cost > budget:
+        raise _too_big(budget)
+    return end, cost
+
+
+def _wide_container(data: bytes, pos: int, kind: int, width: int) -> tuple[int, int, int]:
+    """(values to read, charge, position after the header) of a map or array with a count field
+    (16 entries or more: rare enough to leave the hot loop)."""
+    count = int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
+    pos += 1 + width
+    count = min(count, len(data) - pos)  # every value takes a byte: msgspec refuses a short one
+    if kind == _MAP:
+        return 2 * count, _SMALL_DICTS[count] if count < 16 else _dict_bytes(count), pos
+    return count, _LIST + _SLOT * count, pos
+
+
+def _skip_blob(data: bytes, pos: int, kind: int, width: int) -> tuple[int, int]:
+    """(charge, position after it) of the binary or extension value at ``pos``, skipped by its length
+    (rare in replies: out of the hot loop)."""
+    if width < 0:  # fixext: no length field, the whole size is in the header byte
+        length, pos = -width - 2, pos - width
+    else:
+        length = int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
+        pos += 1 + width + (kind == _EXTENSION) + length  # an extension's type byte, then its data
+    return (_BYTES if kind == _BINARY else _EXT) + min(length, len(data)), pos
 
 
 def msgpack_cost(data: bytes, budget: int) -> int:
     """Upper bound of the host memory decoding ``data`` (one MessagePack value) takes, or
     :class:`DecodedTooLarge` as soon as it passes ``budget`` or :data:`MAX_DEPTH`. A malformed or
-    truncated value ends the scan: msgspec then refuses it having built no more than was charged."""
+    truncated value ends the scan: msgspec then refuses it having built no more than was charged.
+
+    The frequent values (numbers, strings, containers of up to 15 entries) are charged inline: a call
+    per value would cost more than the charge. Runs, binaries and wide headers go to the helpers."""
     size = len(data)
     pos = 0
     cost = 0
     pending = [1]  # values still to read in each open container; the bottom one is the top level
     streak = 0  # one-byte values in a row
-    headers, small_dicts = _HEADERS, _SMALL_DICTS  # locals: the hot loop
-    free, string, fixed, map_, array = _FREE, _STRING, _FIXED, _MAP, _ARRAY
+    headers, run_starters, fixed_charges, fix_containers = _HEADERS, _RUN_STARTERS, _FIXED_CHARGES, _FIX_CONTAINERS
+    fixed, string, map_, array = _FIXED, _STRING, _MAP, _ARRAY  # locals: the hot loop
     while pending:
-        if pending[-1] == 0:
+        if pending[-1] == 0:  # a container read to its end (or an empty one)
             pending.pop()
             continue
         if pos >= size:
             break
         first = data[pos]
         kind, width = headers[first]
-        if kind != free and first not in (0x80, 0x90):
+        if not run_starters[first]:
             streak = 0
-        elif streak < 3 or len(pending) > MAX_DEPTH:
+        elif streak < 3:
             streak += 1
-        else:
-            # the fourth one-byte value (small int, nil, bool, empty map or array) in a row: count the
-            # rest of the run at C speed
-            run = _ONE_BYTE_VALUES.match(data, pos, min(size, pos + pending[-1]))
-            end = run.end() if run is not None else pos + 1  # it matches: data[pos] is such a value
-            empties = data.count(b"\x80", pos, end) + data.count(b"\x90", pos, end)
-            negatives = data[pos:end].translate(None, _NOT_NEGATIVE) if first >= 0xE0 or empties < end - pos else b""
-            cost += _EMPTY_DICT * empties + _NUMBER * len(negatives)
+        else:  # the fourth one-byte value in a row: the rest of the run at C speed
+            stop, deepest = min(size, pos + pending[-1]), len(pending) > MAX_DEPTH
+            end, cost = _charge_run(data, pos, stop, cost, budget, deepest)
             pending[-1] -= end - pos
             pos = end
-            if cost > budget:
-                raise _too_big(budget)
             continue
         pending[-1] -= 1
-        if kind == free:
-            pos += 1
-            continue
-        if kind == string:
+        if kind == fixed:
+            cost += fixed_charges[first]
+            pos += width
+        elif kind == string:
             if width == 0:
                 length, pos = first & 0x1F, pos + 1
             else:
@@ -179,31 +222,17 @@ def msgpack_cost(data: bytes, budget: int) -> int:
             cost += _STR + (4 * length if wide else length)  # UCS-4 at worst
             pos += length
         elif kind in (map_, array):
-            if width == 0:
-                count, pos = first & 0x0F, pos + 1
+            if width:
+                values, charge, pos = _wide_container(data, pos, kind, width)
             else:
-                count = int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
-                pos += 1 + width
-                count = min(count, size - pos)  # every value takes a byte: msgspec refuses a short one
-            if kind == map_:
-                cost += small_dicts[count] if count < 16 else _dict_bytes(count)
-                count *= 2
-            else:
-                cost += _LIST + _SLOT * count
+                (values, charge), pos = fix_containers[first - 0x80], pos + 1
+            cost += charge
             if len(pending) > MAX_DEPTH:
                 raise _too_deep()
-            if count:
-                pending.append(count)
-        elif kind == fixed:
-            cost += _NUMBER
-            pos += width
-        elif kind in (_BINARY, _EXTENSION):
-            if width < 0:
-                length, pos = -width - 2, pos - width
-            else:
-                length = int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
-                pos += 1 + width + (kind == _EXTENSION) + length
-            cost += (_BYTES if kind == _BINARY else _EXT) + min(length, size)
+            pending.append(values)  # an empty one is closed at the top of the loop
+        elif kind != _BAD:  # a binary or an extension
+            charge, pos = _skip_blob(data, pos, kind, width)
+            cost += charge
         else:
             break  # 0xC1, never used: msgspec refuses it
         if cost > budget:
