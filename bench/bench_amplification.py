@@ -28,7 +28,7 @@ from pathlib import Path
 
 import msgspec
 
-from rh_sandbox.classify import bounded_reply
+from rh_sandbox.classify import bounded_reply  # internals: this bench measures the decoding bounds
 from rh_sandbox.decoded import DecodedTooLarge
 from rh_sandbox.guest_logs import parse_logs
 from rh_sdk.protocol import LogRecord, Reply, decode_reply, encode_reply
@@ -120,8 +120,7 @@ def measure(name: str, shape: str) -> dict[str, object]:
 
 
 def sandbox_runs() -> None:
-    from rh_sandbox.python.forkserver import ForkServerBackend
-    from rh_sandbox.types import Limits, RunSpec
+    from rh_sandbox import ForkServerBackend, Limits, RunSpec
     from rh_sdk.protocol import Invocation, encode_invocation
 
     plugin = Path(__file__).resolve().parent.parent / "tests" / "sandbox" / "plugins" / "hostile"

@@ -22,8 +22,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from rh_sandbox import Limits, RunResult, RunSpec, RunStatus, probe
-from rh_sandbox.python.forkserver import ForkServerBackend
+from rh_sandbox import ForkServerBackend, Limits, RunResult, RunSpec, RunStatus, probe
 from rh_sdk.protocol import Invocation, encode_invocation
 
 BURN = """
