@@ -90,7 +90,7 @@ def _limit_reached(end: Ending) -> _Outcome | None:
         return (
             RunStatus.CRASHED,
             None,
-            f"process limit of {end.process_limit} (or its tenant's task total) reached (fork or thread bomb)",
+            f"process limit of {end.process_limit} reached, or its tenant's task total (fork or thread bomb)",
         )
     if _cpu_limit_hit(end):
         return RunStatus.CPU_LIMIT, None, f"CPU limit of {end.cpu_limit_ms / 1000:g} s reached"

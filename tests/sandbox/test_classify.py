@@ -44,7 +44,7 @@ RULES = [
     ("reply over max_output_kb", ending(breach=Breach.OUTPUT), RunStatus.OUTPUT_LIMIT, "max_output_kb=64"),
     ("logs over max_log_kb", ending(breach=Breach.LOGS), RunStatus.OUTPUT_LIMIT, "max_log_kb=32"),
     ("wall-clock deadline", ending(breach=Breach.TIMEOUT), RunStatus.TIMEOUT, "wall-clock limit of 3 s"),
-    ("fork or thread bomb", ending(breach=Breach.PROCESSES), RunStatus.CRASHED, "process limit of 8"),
+    ("fork or thread bomb", ending(breach=Breach.PROCESSES), RunStatus.CRASHED, "process limit of 8 reached"),
     ("CPU time seen by the host", ending(breach=Breach.CPU), RunStatus.CPU_LIMIT, "CPU limit of 1 s"),
     ("SIGXCPU (soft RLIMIT_CPU)", ending(returncode=-signal.SIGXCPU), RunStatus.CPU_LIMIT, "CPU limit of 1 s"),
     (
