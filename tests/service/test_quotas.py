@@ -24,18 +24,22 @@ from rh_host.service.store import Store
 KIB = 1024
 
 
+def fresh_engine(request: pytest.FixtureRequest, tmp_path: Path) -> sa.Engine:
+    """An empty database of the fixture's kind: a SQLite file, or a new database on the test server."""
+    if request.param == "sqlite":
+        return make_engine(f"sqlite:///{tmp_path / 'q.db'}")
+    admin_url: str = request.getfixturevalue("postgres_url")
+    name = f"q_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(admin_url)
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    return make_engine(admin_url.rsplit("/", 1)[0] + f"/{name}")
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'q.db'}")
-    else:
-        admin_url: str = request.getfixturevalue("postgres_url")
-        name = f"q_{uuid.uuid4().hex[:12]}"
-        admin = make_engine(admin_url)
-        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql(f"CREATE DATABASE {name}")
-        admin.dispose()
-        engine = make_engine(admin_url.rsplit("/", 1)[0] + f"/{name}")
+    engine = fresh_engine(request, tmp_path)
     migrate(engine)
     try:
         yield Store(engine)
@@ -164,16 +168,7 @@ def test_retry_wrappers_keep_their_signatures() -> None:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def bare_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
-    else:
-        admin_url: str = request.getfixturevalue("postgres_url")
-        name = f"m_{uuid.uuid4().hex[:12]}"
-        admin = make_engine(admin_url)
-        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql(f"CREATE DATABASE {name}")
-        admin.dispose()
-        engine = make_engine(admin_url.rsplit("/", 1)[0] + f"/{name}")
+    engine = fresh_engine(request, tmp_path)
     try:
         yield engine
     finally:
