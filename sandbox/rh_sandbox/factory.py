@@ -9,6 +9,7 @@ first run.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -150,12 +151,17 @@ def make_dispatcher(
     share one uid allocator: a group's Python and WASM runs have the same uid. ``group_max_tasks``: the
     most tasks one group's runs of both runtimes hold together (None: the default)."""
     uids = SandboxUids.over(sandbox_uids)
+    # one probe for both runtimes, on the first run that needs one (each starts a real sandbox)
+    machine = functools.cache(lambda: None if isolation == "basic" else probe(uids))
     return Dispatcher(
         {
-            "python": lambda: make_python_backend(isolation, egress=egress, uids=uids, group_max_tasks=group_max_tasks),
+            "python": lambda: make_python_backend(
+                isolation, probed=machine(), egress=egress, uids=uids, group_max_tasks=group_max_tasks
+            ),
             "wasm": lambda: make_wasm_backend(
                 isolation,
                 cache_dir=wasm_cache_dir or default_wasm_cache_dir(),
+                probed=machine(),
                 egress=egress,
                 uids=uids,
                 group_max_tasks=group_max_tasks,

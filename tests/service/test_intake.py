@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,20 @@ def test_too_many_results_counts_them_all(tmp_path: Path) -> None:
     whole = msgspec.msgpack.encode(parse_jsonl(OPENAI.read_bytes().splitlines(), "x"))
     with pytest.raises(PayloadTooLarge, match=r"^batch has 8 results"):
         parse(tmp_path, whole, MSGPACK, max_results=2)
+
+
+def test_a_msgpack_array_over_the_count_is_refused_before_its_items_are_built(tmp_path: Path) -> None:
+    """4 MiB of one-byte items would be ~200 MiB of objects; the header's count refuses it first."""
+    count = 4 << 20
+    body = b"\xdd" + count.to_bytes(4, "big") + b"\xc0" * count
+    tracemalloc.start()
+    try:
+        with pytest.raises(PayloadTooLarge, match=f"^batch has {count} results"):
+            parse(tmp_path, body, MSGPACK, max_results=10)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
 
 
 def test_metadata_and_batch_id() -> None:

@@ -14,7 +14,7 @@ from rh_host.service.keys import hash_key, same_secret
 from rh_host.service.service import Service
 from rh_host.service.settings import Quotas
 
-__all__ = ["Caller", "bearer", "operator_dependency", "service_of", "tenant_dependency"]
+__all__ = ["Caller", "bearer", "is_operator", "operator_dependency", "service_of", "tenant_dependency"]
 
 
 class Caller(msgspec.Struct, frozen=True):
@@ -44,6 +44,14 @@ async def tenant_dependency(request: Request) -> Caller:
             raise Forbidden("this route takes a tenant key, not the operator token")
         raise Unauthorized("invalid API key")
     return Caller(tenant_id=row.id, name=row.name, quotas=msgspec.json.decode(row.quotas, type=Quotas))
+
+
+def is_operator(request: Request) -> bool:
+    """Whether the request carries the operator token (for routes open to all that show it more)."""
+    try:
+        return same_secret(bearer(request), service_of(request).operator_token)
+    except Unauthorized:
+        return False
 
 
 async def operator_dependency(request: Request) -> bool:

@@ -133,7 +133,6 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.close()
 
     def _expired(self, phase: str, seconds: float) -> None:
-        self._deadline = None
         self._disarm()
         if self.transport.is_closing():
             return

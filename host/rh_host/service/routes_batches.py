@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 from anyio import to_thread
@@ -14,9 +14,12 @@ from litestar.params import Parameter
 from rh_host.outcome import BatchOutcome
 from rh_host.service.auth import Caller, service_of, tenant_dependency
 from rh_host.service.errors import NotFound, Pending
-from rh_host.service.intake import check_batch_id, parse_metadata, parse_spooled, receive_body
+from rh_host.service.intake import INTAKE_THREADS, check_batch_id, parse_metadata, parse_spooled, receive_body
 from rh_host.service.models import BatchAccepted, BatchView, RunDetail, RunSummary
 from rh_host.service.views import batch_view, run_detail, run_summary
+
+if TYPE_CHECKING:
+    from rh_host.service.service import Service
 
 __all__ = ["batches_router"]
 
@@ -46,7 +49,9 @@ async def submit(
     body = await receive_body(request, caller.quotas.max_batch_mb * 1024 * 1024, spool)
     try:
         content_type = request.headers.get("content-type", "")
-        parsed = await to_thread.run_sync(parse_spooled, body, content_type, meta, caller.quotas, spool)
+        parsed = await to_thread.run_sync(
+            parse_spooled, body, content_type, meta, caller.quotas, spool, limiter=_intake_limiter(service)
+        )
     finally:
         with anyio.CancelScope(shield=True):
             await to_thread.run_sync(body.close)  # dropping a large file's pages takes milliseconds
@@ -57,6 +62,14 @@ async def submit(
         service.metrics.batches_accepted.inc()
         service.notify()
     return BatchAccepted(batch_id=row.batch_id, status=row.status, result_count=row.result_count, duplicate=not created)
+
+
+def _intake_limiter(service: Service) -> anyio.CapacityLimiter:
+    """At most INTAKE_THREADS bodies are parsed at once: more uploads wait their turn, and the
+    threads every other route's database calls use stay free."""
+    if service.intake_limiter is None:
+        service.intake_limiter = anyio.CapacityLimiter(INTAKE_THREADS)
+    return service.intake_limiter
 
 
 @get("/", summary="List batches, newest first")

@@ -7,17 +7,11 @@ from anyio import to_thread
 from litestar import Request, get
 from litestar.di import Provide
 
-from rh_host.service.auth import operator_dependency, service_of
+from rh_host.service.auth import is_operator, operator_dependency, service_of
 from rh_host.service.errors import Unavailable
-from rh_host.service.keys import same_secret
 from rh_host.service.models import Health
 
 __all__ = ["healthz", "metrics"]
-
-
-def _is_operator(request: Request) -> bool:
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and same_secret(key.strip(), service_of(request).operator_token)
 
 
 @get(
@@ -28,7 +22,7 @@ def _is_operator(request: Request) -> bool:
 )
 async def healthz(request: Request) -> Health:
     store = service_of(request).store
-    operator = _is_operator(request)
+    operator = is_operator(request)
     try:
         depth = await to_thread.run_sync(store.queue_depth if operator else store.ping)
     except sa.exc.SQLAlchemyError as exc:

@@ -6,6 +6,8 @@ import logging
 import os
 from pathlib import Path
 
+import anyio
+
 from rh_host.service.artifacts import ArtifactStore
 from rh_host.service.db import make_engine, migrate
 from rh_host.service.errors import Unavailable, UploadRejected
@@ -29,6 +31,7 @@ class Service:
 
     def __init__(self, settings: ServiceSettings, *, run_migrations: bool = True) -> None:
         self.settings = settings
+        self.intake_limiter: anyio.CapacityLimiter | None = None  # made by the first upload, in the event loop
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         if settings.database_url is None:  # batches and tenants' data: 0600 (SQLite gives -wal/-shm the same)
             os.close(os.open(settings.data_dir / "rh-host.db", os.O_WRONLY | os.O_CREAT, 0o600))

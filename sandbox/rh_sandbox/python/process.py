@@ -110,7 +110,9 @@ class ProcessBackend:
     def _argv(self, spec: RunSpec, cgroup: RunCgroup | None) -> list[str]:
         nproc = None
         if cgroup is None and os.geteuid() != 0:
-            nproc = len(psutil.pids()) + spec.limits.max_processes  # counts every process of this uid
+            nproc = (
+                len(psutil.pids()) + spec.limits.max_processes
+            )  # RLIMIT_NPROC counts the uid's processes: every one bounds it
         args = {
             "site": str(self.runtime.site),
             "plugin_dir": str(Path(spec.plugin_dir).resolve()),

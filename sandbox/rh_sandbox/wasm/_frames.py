@@ -13,6 +13,7 @@ import msgspec
 
 from rh_sandbox.errors import SandboxError
 from rh_sandbox.guest.wire import HEADER as _HEADER
+from rh_sandbox.guest.wire import frame
 
 __all__ = [
     "FrameError",
@@ -86,7 +87,7 @@ _encoder = msgspec.msgpack.Encoder()
 
 def write_frame(fd: int, message: msgspec.Struct) -> None:
     body = _encoder.encode(message)
-    data = memoryview(_HEADER.pack(len(body)) + body)
+    data = memoryview(frame(body))
     while data:
         written = os.write(fd, data)
         data = data[written:]

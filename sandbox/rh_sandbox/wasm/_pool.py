@@ -27,6 +27,7 @@ from rh_sandbox.linux.bwrap import bwrap_exit_code
 from rh_sandbox.linux.cgroups import RunCgroup
 from rh_sandbox.linux.layout import worker_environment
 from rh_sandbox.types import IsolationLevel, SandboxError
+from rh_sandbox.wasm._frames import MAX_FRAME_BYTES
 
 __all__ = [
     "CommandWrapper",
@@ -221,6 +222,8 @@ class WorkerProcess:
     def receive(self, deadline: float) -> bytes:
         """One frame's body, waiting until ``deadline`` (time.monotonic) at most."""
         (size,) = HEADER.unpack(self._read(HEADER.size, deadline))
+        if size > MAX_FRAME_BYTES:  # the worker's own check, on the host's side of the pipe too
+            raise WorkerDied(f"worker announced a frame of {size} bytes (at most {MAX_FRAME_BYTES})")
         return self._read(size, deadline)
 
     def _read(self, size: int, deadline: float) -> bytes:

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import os
 import select
 import socket
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from rh_sandbox.linux.cgroups import RunCgroup
 from rh_sandbox.types import Limits
@@ -28,6 +31,20 @@ class ChildState(enum.Enum):
     PROMOTING = "promoting"  # said it waits (or its time is up): its cgroup's counters are being reset
     READY = "ready"  # confined and waiting, its counters reset: offered to runs
     TAKEN = "taken"  # out of the pool: a run's, or killed
+
+
+def ready_among(watched: Sequence[Any], timeout_s: float | None) -> list[Any]:
+    """Those of ``watched`` (fds or objects with ``fileno()``) readable within ``timeout_s`` (None:
+    no limit). ``select.select`` would do, but fails on fd numbers of 1024 and up, which a host
+    whose fd limit was raised reaches under load. A closed fd raises OSError, as select does."""
+    by_fd = {w if isinstance(w, int) else w.fileno(): w for w in watched}
+    poller = select.poll()
+    for fd in by_fd:
+        poller.register(fd, select.POLLIN)
+    events = poller.poll(None if timeout_s is None else timeout_s * 1000)
+    if any(event & select.POLLNVAL for _, event in events):
+        raise OSError(errno.EBADF, "a watched fd was closed")
+    return [by_fd[fd] for fd, _ in events]
 
 
 @dataclass(frozen=True)
@@ -68,7 +85,7 @@ class Child:
         """Wait for the child's "confined and waiting" byte; False when it died or took too long."""
         if not self.said_ready:
             try:
-                if select.select([self.request], [], [], timeout_s)[0]:
+                if ready_among([self.request], timeout_s):
                     self.said_ready = self.request.recv(16) == READY_BYTE
             except (OSError, ValueError):
                 self.said_ready = False

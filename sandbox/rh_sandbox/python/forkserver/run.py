@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import select
 import signal
 import socket
 import time
@@ -20,7 +19,7 @@ from rh_sandbox.classify import bounded_reply, run_result
 from rh_sandbox.decoded import DecodedTooLarge
 from rh_sandbox.linux.cgroups import RunCgroup
 from rh_sandbox.linux.uids import processes_of_uid
-from rh_sandbox.python.forkserver.child import Child
+from rh_sandbox.python.forkserver.child import Child, ready_among
 from rh_sandbox.python.forkserver.run_cgroups import kill_members
 from rh_sandbox.python.forkserver.zygote import Zygote
 from rh_sandbox.python.process import guest_rlimits
@@ -184,10 +183,9 @@ class ChildRun:
 
 def readable(fd: int, timeout_s: float) -> bool:
     try:
-        ready, _, _ = select.select([fd], [], [], timeout_s)
+        return bool(ready_among([fd], timeout_s))
     except (OSError, ValueError):
         return True
-    return bool(ready)
 
 
 def _grow_pipe(fd: int, size_bytes: int) -> None:

@@ -7,11 +7,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
 import threading
 import time
 
-from rh_sandbox.python.forkserver.child import Child, ChildState
+from rh_sandbox.python.forkserver.child import Child, ChildState, ready_among
 from rh_sandbox.python.forkserver.run import EXIT_GRACE_S, readable
 from rh_sandbox.python.forkserver.run_cgroups import RunCgroups, freeze, occupied
 from rh_sandbox.python.forkserver.servers import Server
@@ -114,11 +113,11 @@ class Upkeep:
                 return
         self._release(child)
 
-    def _release(self, child: Child, *, reaped: bool = False) -> None:
+    def _release(self, child: Child, *, reaped: bool = False, grace_s: float = EXIT_GRACE_S) -> None:
         """Close the child's ends and recycle its cgroup. An answered child was SIGKILLed: its cgroup
-        is reused only once the zygote has reaped it (``reaped``: its status pipe was readable) or it
-        has been freeze-killed."""
-        if child.answered and child.cgroup is not None and not (reaped or readable(child.status_fd, EXIT_GRACE_S)):
+        is reused only once the zygote has reaped it (``reaped``: its status pipe was readable, or
+        becomes so within ``grace_s``) or it has been freeze-killed."""
+        if child.answered and child.cgroup is not None and not (reaped or readable(child.status_fd, grace_s)):
             child.cgroup.kill()  # SIGKILLed, yet not reaped in time: make sure before the cgroup is reused
         child.close()
         if child.cgroup is not None:
@@ -172,7 +171,8 @@ class Upkeep:
         for child, until in list(exiting.items()):
             if child.status_fd in ready or now >= until:
                 del exiting[child]
-                self._release(child, reaped=child.status_fd in ready)
+                # its grace has passed already: waiting it out again would hold up every group's upkeep
+                self._release(child, reaped=child.status_fd in ready, grace_s=0.0)
 
     def _wait(self, arming: dict[Child, Server], exiting: dict[Child, float]) -> set[object]:
         """Until the first of: a wake-up, an arming child says it waits, an answered child is reaped,
@@ -181,7 +181,7 @@ class Upkeep:
         timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
         try:
             watched = [self._wake_r, *(c.request for c in arming), *(c.status_fd for c in exiting)]
-            ready = set(select.select(watched, [], [], timeout)[0])
+            ready = set(ready_among(watched, timeout))
         except (OSError, ValueError):
             return set()
         with contextlib.suppress(OSError):
