@@ -24,10 +24,15 @@ from rh_host.outcome import BatchOutcome, ClampedLimit, HandlerRun, merge_outcom
 from rh_sandbox import Backend, Limits, RunResult, SandboxError
 from rh_sdk.protocol import Encoding, Invocation, ResultLine, RunStatus, encode_invocation
 
-__all__ = ["Pipeline", "RunEvent"]
+__all__ = ["NOT_RUN", "Pipeline", "RunEvent", "is_disabled"]
 
 _log = logging.getLogger("rh.pipeline")
-_NOT_RUN = "none (not started)"  # the isolation of a run that never reached a sandbox
+NOT_RUN = "none (not started)"  # the isolation of a run that never reached a sandbox
+
+
+def is_disabled(plugin: Plugin) -> bool:
+    """Its config turns it off (``enabled = false``): it is skipped, never started."""
+    return plugin.config.get("enabled", True) is False
 
 
 @dataclass(frozen=True)
@@ -112,8 +117,8 @@ class Pipeline:
         event = RunEvent(batch_id, plugin.name, plugin.priority, index, total)
         self._emit(event)
         spec = plugin.run_spec(group, limits_for(plugin) if limits_for else None)
-        if plugin.config.get("enabled", True) is False:
-            result = RunResult(status=RunStatus.SKIPPED, error=None, isolation=_NOT_RUN)
+        if is_disabled(plugin):
+            result = RunResult(status=RunStatus.SKIPPED, error=None, isolation=NOT_RUN)
         else:
             invocation = Invocation(
                 batch_id=batch_id,
@@ -126,11 +131,11 @@ class Pipeline:
                 result = self.backend.run(spec, encode_invocation(invocation, spec.encoding))
             except SandboxError as exc:  # the sandbox could not run it: the host's fault, never the handler's
                 _log.error("batch %s: sandbox fault running %s: %s", batch_id, plugin.name, exc)
-                result = RunResult(status=RunStatus.HOST_ERROR, error=f"sandbox fault: {exc}", isolation=_NOT_RUN)
+                result = RunResult(status=RunStatus.HOST_ERROR, error=f"sandbox fault: {exc}", isolation=NOT_RUN)
             except Exception as exc:  # a host bug or an OS failure (no disk, no fds): this run only
                 _log.exception("batch %s: unexpected fault running %s", batch_id, plugin.name)
                 error = f"host fault: {type(exc).__name__}: {exc}"
-                result = RunResult(status=RunStatus.HOST_ERROR, error=error, isolation=_NOT_RUN)
+                result = RunResult(status=RunStatus.HOST_ERROR, error=error, isolation=NOT_RUN)
         run = HandlerRun(
             name=plugin.name,
             version=plugin.manifest.version,

@@ -34,7 +34,6 @@ from rh_sandbox import EgressSettings, SandboxError, UidRange, make_dispatcher
 __all__ = ["pack_directory", "plugin"]
 
 
-
 @click.group()
 def plugin() -> None:
     """Write, test and upload result handler plugins."""

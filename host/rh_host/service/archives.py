@@ -36,6 +36,7 @@ _MAX_NAME_BYTES = 255  # one path component (NAME_MAX)
 _MAX_PATH_BYTES = 1024  # a whole entry name: PATH_MAX (4096) less room for the data dir's own path
 _HOST_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)  # the disk's fault, not the archive's
 _SKIP_DIRS = {"__pycache__", ".git", ".venv", "node_modules", ".pytest_cache"}
+_BYTECODE_SUFFIXES = (".pyc", ".pyo")  # never packed, refused at upload: the host compiles sources itself
 _RATIO_FLOOR = _MIB  # below this much unpacked data the ratio says nothing (text compresses well)
 _CHUNK = 64 * 1024
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -61,7 +62,7 @@ def _check_name(name: str) -> str:
     if name.startswith("/") or _DRIVE.match(name):
         raise UploadRejected(f"archive entry {name!r}: absolute paths are not allowed")
     parts = PurePosixPath(name).parts
-    if name.endswith((".pyc", ".pyo")) or "__pycache__" in parts:
+    if name.endswith(_BYTECODE_SUFFIXES) or "__pycache__" in parts:
         # the host compiles sources itself; a shipped pyc could run in place of the source beside it
         raise UploadRejected(f"archive entry {name!r}: compiled bytecode is not accepted (upload the sources)")
     if ".." in parts:
@@ -270,7 +271,10 @@ def pack_directory(directory: Path) -> bytes:
     ):
         for path in sorted(directory.rglob("*")):
             relative = path.relative_to(directory)
-            if any(part in _SKIP_DIRS or part.startswith(".") for part in relative.parts) or path.suffix == ".pyc":
+            if (
+                any(part in _SKIP_DIRS or part.startswith(".") for part in relative.parts)
+                or path.suffix in _BYTECODE_SUFFIXES
+            ):
                 continue
             if path.is_symlink():
                 raise UploadRejected(f"{path}: symlinks cannot be packed (the service refuses them)")

@@ -70,7 +70,7 @@ class RecordingBackend:
         except SandboxError:
             if self._stopping():  # the dispatcher was closed under us
                 raise ShuttingDown(spec.name) from None
-            raise  # the pipeline reports it as crashed; not stored, so a redelivery runs it again
+            raise  # the pipeline reports it as host_error; not stored, so a redelivery runs it again
         if self._stopping() and result.status.value in ("crashed", "timeout"):
             raise ShuttingDown(spec.name)  # killed by our own shutdown, not the plugin's doing
         result = redact_result(result, self._secrets)

@@ -138,9 +138,7 @@ class Store:
             quotas = self._locked_quotas(conn, tenant_id)
             plugin = self._plugin(conn, tenant_id, name, missing_ok=True)
             if plugin is None:
-                count = conn.execute(
-                    sa.select(sa.func.count()).select_from(plugins).where(plugins.c.tenant_id == tenant_id)
-                ).scalar_one()
+                count = _plugin_count(conn, tenant_id)
                 if count >= quotas.max_plugins:
                     raise QuotaExceeded(
                         f"quota max_plugins: the tenant has {count} plugins; the quota is {quotas.max_plugins}"
@@ -379,11 +377,7 @@ class Store:
         cap = quotas.max_stored_batch_mb * _MIB
         if size > cap:
             raise QuotaTooLarge(f"quota max_stored_batch_mb: the batch stores {size} bytes; the quota is {cap}")
-        count, stored = conn.execute(
-            sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(batches.c.stored_bytes), 0)).where(
-                batches.c.tenant_id == tenant_id
-            )
-        ).one()
+        count, stored = _batch_totals(conn, tenant_id)
         if count >= quotas.max_stored_batches:
             raise QuotaExceeded(
                 f"quota max_stored_batches: the tenant stores {count} batches; the quota is"
@@ -520,14 +514,8 @@ class Store:
     def usage(self, tenant_id: str) -> dict[str, int]:
         """What the tenant stores, in the units of its quotas' totals."""
         with self.engine.begin() as conn:
-            count, stored = conn.execute(
-                sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(batches.c.stored_bytes), 0)).where(
-                    batches.c.tenant_id == tenant_id
-                )
-            ).one()
-            plugin_count = conn.execute(
-                sa.select(sa.func.count()).select_from(plugins).where(plugins.c.tenant_id == tenant_id)
-            ).scalar_one()
+            count, stored = _batch_totals(conn, tenant_id)
+            plugin_count = _plugin_count(conn, tenant_id)
             return {
                 "plugins": plugin_count,
                 "artifact_bytes": self._artifact_bytes(conn, tenant_id),
@@ -612,3 +600,19 @@ _BATCH_SUMMARY = (
     batches.c.started_at,
     batches.c.finished_at,
 )
+
+
+def _batch_totals(conn: sa.Connection, tenant_id: str) -> tuple[int, int]:
+    """How many batches the tenant stores and their bytes: what its quota checks and its usage show."""
+    count, stored = conn.execute(
+        sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(batches.c.stored_bytes), 0)).where(
+            batches.c.tenant_id == tenant_id
+        )
+    ).one()
+    return count, stored
+
+
+def _plugin_count(conn: sa.Connection, tenant_id: str) -> int:
+    return conn.execute(
+        sa.select(sa.func.count()).select_from(plugins).where(plugins.c.tenant_id == tenant_id)
+    ).scalar_one()

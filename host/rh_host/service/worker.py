@@ -25,12 +25,12 @@ import tenacity
 from rh_host.errors import ManifestError
 from rh_host.manifest import Manifest, Plugin, load_plugin
 from rh_host.outcome import BatchOutcome, HandlerRun, merge_outcome
-from rh_host.pipeline import Pipeline
+from rh_host.pipeline import NOT_RUN, Pipeline, is_disabled
 from rh_host.service.artifacts import ArtifactStore
 from rh_host.service.limits import clamp_limits
 from rh_host.service.metrics import Metrics
 from rh_host.service.recording import RecordingBackend, ShuttingDown
-from rh_host.service.redaction import redact_struct
+from rh_host.service.redaction import redact_text
 from rh_host.service.settings import Quotas
 from rh_host.service.store import Row, Store
 from rh_host.service.vault import Vault
@@ -217,13 +217,29 @@ class LocalWorkerPool:
         if unloadable:
             runs = [*outcome.handlers, *unloadable]
             outcome = merge_outcome(row.batch_id, runs, outcome.result_count, outcome.duration_ms)
-        return redact_struct(outcome, secret_values)  # host errors quote exceptions, which were not redacted
+        return _redact_host_errors(outcome, secret_values)
+
+
+def _redact_host_errors(outcome: BatchOutcome, secret_values: list[str]) -> BatchOutcome:
+    """Runs were redacted as they were recorded, and the merged output is theirs; what the host wrote
+    itself (a host_error run's error, the batch's error) quotes exceptions, so only that is redacted
+    here, not the whole outcome a second time."""
+    if not secret_values:
+        return outcome
+    handlers = [
+        msgspec.structs.replace(run, error=redact_text(run.error, secret_values))
+        if run.status is RunStatus.HOST_ERROR and run.error
+        else run
+        for run in outcome.handlers
+    ]
+    error = redact_text(outcome.error, secret_values) if outcome.error else outcome.error
+    return msgspec.structs.replace(outcome, handlers=handlers, error=error)
 
 
 def _unloadable_run(plugin: Plugin) -> HandlerRun:
     """The run of a plugin version whose stored files the host cannot load: never left out of the outcome
     (skipped, as the pipeline would, when its config disables it)."""
-    disabled = plugin.config.get("enabled", True) is False
+    disabled = is_disabled(plugin)
     return HandlerRun(
         name=plugin.name,
         version=plugin.manifest.version,
@@ -231,5 +247,5 @@ def _unloadable_run(plugin: Plugin) -> HandlerRun:
         priority=plugin.priority,
         status=RunStatus.SKIPPED if disabled else RunStatus.HOST_ERROR,
         error=None if disabled else "host error: this plugin version's stored files cannot be loaded on this host",
-        isolation="none (not started)",
+        isolation=NOT_RUN,
     )
