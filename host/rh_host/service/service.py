@@ -9,6 +9,7 @@ from pathlib import Path
 import anyio
 
 from rh_host.service.artifacts import ArtifactStore
+from rh_host.service.data_dir_lock import DataDirLock
 from rh_host.service.db import make_engine, migrate
 from rh_host.service.errors import Unavailable, UploadRejected
 from rh_host.service.housekeeping import Housekeeper
@@ -33,24 +34,29 @@ class Service:
         self.settings = settings
         self.intake_limiter: anyio.CapacityLimiter | None = None  # made by the first upload, in the event loop
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        if settings.database_url is None:  # batches and tenants' data: 0600 (SQLite gives -wal/-shm the same)
-            os.close(os.open(settings.data_dir / "rh-host.db", os.O_WRONLY | os.O_CREAT, 0o600))
-        self.engine = make_engine(settings.url)
-        if run_migrations:
-            migrate(self.engine)
-        self.store = Store(self.engine)
-        self.operator_token, self.operator_token_source = load_operator_token(settings.data_dir)
-        self.vault = Vault.for_data_dir(settings.data_dir)
-        self.artifacts = ArtifactStore(settings.data_dir / "artifacts")
-        self.metrics = Metrics(self.store.queue_depth)
-        self.dispatcher: Dispatcher | None = None
-        self.dispatch: BatchDispatch | None = None
-        self.housekeeper = Housekeeper(
-            self.store,
-            self.artifacts,
-            retention_days=settings.retention_days,
-            interval_seconds=settings.housekeeping_seconds,
-        )
+        self._dir_lock = DataDirLock.acquire(settings.data_dir)  # before anything in the dir is touched
+        try:
+            if settings.database_url is None:  # batches and tenants' data: 0600 (SQLite gives -wal/-shm the same)
+                os.close(os.open(settings.data_dir / "rh-host.db", os.O_WRONLY | os.O_CREAT, 0o600))
+            self.engine = make_engine(settings.url)
+            if run_migrations:
+                migrate(self.engine)
+            self.store = Store(self.engine)
+            self.operator_token, self.operator_token_source = load_operator_token(settings.data_dir)
+            self.vault = Vault.for_data_dir(settings.data_dir)
+            self.artifacts = ArtifactStore(settings.data_dir / "artifacts")
+            self.metrics = Metrics(self.store.queue_depth)
+            self.dispatcher: Dispatcher | None = None
+            self.dispatch: BatchDispatch | None = None
+            self.housekeeper = Housekeeper(
+                self.store,
+                self.artifacts,
+                retention_days=settings.retention_days,
+                interval_seconds=settings.housekeeping_seconds,
+            )
+        except BaseException:
+            self._dir_lock.release()
+            raise
 
     def start(self) -> None:
         self.dispatcher = make_dispatcher(
@@ -108,3 +114,4 @@ class Service:
             self.dispatcher.close()
             self.dispatcher = None
         self.engine.dispose()
+        self._dir_lock.release()
