@@ -13,6 +13,7 @@ from rh_host.service.data_dir_lock import DataDirLock
 from rh_host.service.db import make_engine, migrate
 from rh_host.service.errors import Unavailable, UploadRejected
 from rh_host.service.housekeeping import Housekeeper
+from rh_host.service.intake import BodySlots
 from rh_host.service.keys import load_operator_token
 from rh_host.service.metrics import Metrics
 from rh_host.service.settings import ServiceSettings
@@ -33,6 +34,7 @@ class Service:
     def __init__(self, settings: ServiceSettings, *, run_migrations: bool = True) -> None:
         self.settings = settings
         self.intake_limiter: anyio.CapacityLimiter | None = None  # made by the first upload, in the event loop
+        self.body_slots = BodySlots()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._dir_lock = DataDirLock.acquire(settings.data_dir)  # before anything in the dir is touched
         try:
