@@ -52,7 +52,7 @@ async def submit(
     check_batch_id(batch_id)
     meta = parse_metadata(metadata)
     service = service_of(request)
-    with service.body_slots.hold(caller.tenant_id):
+    async with service.body_slots.hold(caller.tenant_id):
         parsed = await _receive_and_parse(request, service, caller, meta)
         row, created = await to_thread.run_sync(
             service.store.insert_batch, caller.tenant_id, batch_id, parsed.digest, meta, parsed.results, parsed.count
@@ -141,10 +141,10 @@ async def list_runs(request: Request, caller: Caller, batch_id: str) -> list[Run
 async def get_run(request: Request, caller: Caller, batch_id: str, plugin: str) -> RunDetail:
     store = service_of(request).store
     row = await to_thread.run_sync(store.batch, caller.tenant_id, batch_id)
-    runs = [r for r in await to_thread.run_sync(store.runs_of, row.pk) if r.plugin == plugin]
-    if not runs:
+    run = await to_thread.run_sync(store.last_run, row.pk, plugin)
+    if run is None:
         raise NotFound(f"batch {batch_id!r} has no run of {plugin!r}")
-    return run_detail(runs[-1])
+    return run_detail(run)
 
 
 batches_router = Router(
