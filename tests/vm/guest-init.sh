@@ -21,4 +21,4 @@ bash "$scratch/cmd" </dev/null
 echo $? >"$scratch/rc.part" && mv "$scratch/rc.part" "$scratch/rc"
 sync
 echo o >/proc/sysrq-trigger
-sleep 10
+sleep 10 2>/dev/null
