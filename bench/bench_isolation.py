@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_isolation.py                 # ~30 s on 2 cores
     .venv/bin/python bench/bench_isolation.py --runs 500 --cold-runs 40 --markdown
+    tests/vm/vmrun .venv/bin/python bench/bench_isolation.py --runs 100 --cold-runs 10   # cgroup v2, emulated
 
 Modes (trivial handler, one result line; after warm-up):
   in-process     rh_sdk.HandlerRegistry.process_results: no isolation (the reference)
@@ -259,7 +260,11 @@ def main() -> int:
     real_in = sample(inprocess(realistic, "realistic", "Encode", thousand), max(20, args.runs // 10))
 
     ref = statistics.median(rows[0][1])
-    print(f"# bench_isolation: {os.cpu_count()} cores, {sys.version.split()[0]}, kernel {os.uname().release}")
+    machine = probe()
+    print(
+        f"# bench_isolation: {os.cpu_count()} cores, {sys.version.split()[0]}, kernel {os.uname().release}, "
+        f"cgroup v{machine.cgroup_version} (per-run cgroups: {'yes' if machine.per_run_cgroups else 'no'})"
+    )
     print(f"{'mode':<18}{'p50 ms':>10}{'p99 ms':>10}{'p50 / in-process':>20}")
     for name, values in rows:
         med = statistics.median(values)

@@ -14,7 +14,8 @@ from pathlib import Path
 from rh_sandbox.errors import SandboxError
 from rh_sandbox.guest import confine
 from rh_sandbox.linux.bwrap import bwrap_path, bwrap_version, setpriv_path, strict_command
-from rh_sandbox.linux.cgroups import CgroupV1, cgroup_v1_controllers
+from rh_sandbox.linux.cgroup_backends import machine_cgroups
+from rh_sandbox.linux.cgroups import cgroup_v1_controllers
 from rh_sandbox.linux.seccomp import seccomp_available
 from rh_sandbox.linux.uids import SandboxUids, default_uids
 from rh_sandbox.python.runtime import find_interpreter, readable_by_others
@@ -40,8 +41,9 @@ class Probe:
     cgroup_v1_controllers: list[str] = field(default_factory=list)
     cgroup_v2_controllers: list[str] | None = None  # None: no unified hierarchy mounted
     cgroup_v2_kill: bool = False
-    per_run_cgroups: bool = False  # what the sandbox uses: v1 pids + freezer (+ memory, cpu, cpuacct)
-    tenant_cpu_shares: bool = False  # per-run cgroups and a v1 cpu hierarchy: a CPU weight per group
+    cgroup_version: int = 1  # the backend runs get: 2 where /sys/fs/cgroup is the unified hierarchy
+    per_run_cgroups: bool = False  # v1: pids + freezer (+ memory, cpu, cpuacct); v2: memory + pids
+    tenant_cpu_shares: bool = False  # per-run cgroups and the cpu controller: a CPU weight per group
     seccomp: bool = False
     seccomp_problem: str | None = None
     landlock_abi: int = 0
@@ -111,8 +113,10 @@ def probe(uids: SandboxUids | None = None) -> Probe:
     p.bwrap, p.bwrap_version, p.setpriv = bwrap_path(), bwrap_version(), setpriv_path()
     p.cgroup_v1_controllers = cgroup_v1_controllers()
     p.cgroup_v2_controllers, p.cgroup_v2_kill = _cgroup_v2()
-    p.per_run_cgroups = CgroupV1(p.cgroup_v1_controllers).available
-    p.tenant_cpu_shares = p.per_run_cgroups and "cpu" in p.cgroup_v1_controllers
+    cgroups = machine_cgroups()
+    p.cgroup_version = cgroups.version
+    p.per_run_cgroups = cgroups.available
+    p.tenant_cpu_shares = p.per_run_cgroups and "cpu" in cgroups.controllers
     p.seccomp_problem = seccomp_available()
     p.seccomp = p.seccomp_problem is None
     p.landlock_abi = confine.landlock_abi()
@@ -141,16 +145,27 @@ def _strict_problem(p: Probe, uids: SandboxUids) -> str | None:
     return _try_strict(p.interpreter, p.probe_uid)
 
 
+_NO_CPU = {
+    1: "no writable cgroup v1 cpu: no CPU quota per run, no CPU share per tenant",
+    2: "no cgroup v2 cpu controller offered: no CPU quota per run, no CPU share per tenant",
+}
+
+
 def _gaps(p: Probe) -> list[str]:
     gaps = []
     if p.level != IsolationLevel.STRICT.value:
         gaps.append(f"no namespaces: {p.strict_problem}")
     elif not p.running_as_root:
         gaps.append("not running as root: every tenant's sandbox runs as the host's own uid, not one of its own")
-    if not p.per_run_cgroups:
+    if not p.per_run_cgroups and p.cgroup_version == 2:
+        gaps.append(
+            "cgroup v2 without a writable memory+pids subtree (run as root, or delegate one):"
+            " memory via RLIMIT_AS, processes via RLIMIT_NPROC"
+        )
+    elif not p.per_run_cgroups:
         gaps.append("no writable cgroup v1 pids+freezer: memory via RLIMIT_AS, processes via RLIMIT_NPROC")
     elif not p.tenant_cpu_shares:
-        gaps.append("no writable cgroup v1 cpu: no CPU quota per run, no CPU share per tenant")
+        gaps.append(_NO_CPU[p.cgroup_version])
     if not p.seccomp:
         gaps.append(f"no seccomp filter: {p.seccomp_problem}")
     if p.landlock_abi == 0:
@@ -186,7 +201,8 @@ def _limit_lines(p: Probe) -> list[str]:
     return [
         f"  cgroup v1           {' '.join(p.cgroup_v1_controllers) or 'none writable'}",
         f"  cgroup v2           {v2}" + _suffix(" (cgroup.kill)", p.cgroup_v2_kill),
-        f"  per-run cgroups     {_yes(p.per_run_cgroups)}",
+        f"  per-run cgroups     {_yes(p.per_run_cgroups)}"
+        + _suffix(f" (cgroup v{p.cgroup_version})", p.per_run_cgroups),
         f"  tenant CPU shares   {_yes(p.tenant_cpu_shares)}",
         f"  seccomp             {_yes(p.seccomp)}" + _suffix(f" ({p.seccomp_problem})", p.seccomp_problem),
         f"  Landlock            {'ABI ' + str(p.landlock_abi) if p.landlock_abi else 'no'}",

@@ -32,7 +32,7 @@ def needs_strict(machine: Probe) -> None:
 @pytest.fixture(scope="session")
 def needs_cgroups(machine: Probe) -> None:
     if not machine.per_run_cgroups:
-        pytest.skip("no writable cgroup v1 pids+freezer hierarchy on this machine")
+        pytest.skip("no per-run cgroups here (cgroup v1 pids+freezer, or a writable v2 memory+pids subtree)")
 
 
 @pytest.fixture

@@ -143,7 +143,7 @@ def test_a_tenants_python_and_wasm_runs_share_its_uid(plugins: Path) -> None:
 def test_the_dispatchers_group_task_total_reaches_both_runtimes(plugins: Path) -> None:
     machine = probe()
     if not machine.strict_sandbox_works or "pids" not in machine.cgroup_v1_controllers:
-        pytest.skip("needs the strict sandbox and a writable pids hierarchy")
+        pytest.skip("needs the strict sandbox and the cgroup v1 pids hierarchy (its group dirs are shared)")
     payload = encode_invocation(Invocation(batch_id="b", handler="whoami:WhoAmI", config={}, results=[]))
     group = f"task-total-{os.getpid()}"
     total = Path("/sys/fs/cgroup/pids/rh-host") / group_dir_name(group) / "pids.max"

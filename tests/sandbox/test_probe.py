@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from rh_sandbox.probe import Probe, _gaps, format_probe
+from rh_sandbox.probe import _NO_CPU, Probe, _gaps, format_probe
 
 
 def test_probe_describes_this_machine(machine: Probe) -> None:
@@ -16,9 +16,11 @@ def test_probe_describes_this_machine(machine: Probe) -> None:
     report = format_probe(machine)
     assert f"Level used by --isolation auto: {machine.level}" in report
     assert "Landlock" in report and "cgroup v1" in report and "seccomp" in report
-    assert machine.tenant_cpu_shares == (machine.per_run_cgroups and "cpu" in machine.cgroup_v1_controllers)
+    offered = machine.cgroup_v1_controllers if machine.cgroup_version == 1 else machine.cgroup_v2_controllers
+    assert machine.tenant_cpu_shares == (machine.per_run_cgroups and "cpu" in (offered or []))
+    assert f"per-run cgroups     {'yes (cgroup v' if machine.per_run_cgroups else 'no'}" in report
     assert f"tenant CPU shares   {'yes' if machine.tenant_cpu_shares else 'no'}" in report
-    cpu_gap = "no writable cgroup v1 cpu: no CPU quota per run, no CPU share per tenant"
+    cpu_gap = _NO_CPU[machine.cgroup_version]
     assert (cpu_gap in machine.gaps) == (machine.per_run_cgroups and not machine.tenant_cpu_shares)
 
 
@@ -28,6 +30,11 @@ def test_a_machine_without_the_cpu_hierarchy_reports_the_gap() -> None:
     assert _gaps(no_cpu) == ["no writable cgroup v1 cpu: no CPU quota per run, no CPU share per tenant"]
     assert _gaps(Probe(**strict, per_run_cgroups=True, tenant_cpu_shares=True)) == []
     assert "tenant CPU shares   no" in format_probe(no_cpu)
+    v2_no_cpu = Probe(**strict, cgroup_version=2, per_run_cgroups=True, tenant_cpu_shares=False)
+    assert _gaps(v2_no_cpu) == ["no cgroup v2 cpu controller offered: no CPU quota per run, no CPU share per tenant"]
+    assert "per-run cgroups     yes (cgroup v2)" in format_probe(v2_no_cpu)
+    v2_unwritable = Probe(**strict, cgroup_version=2, per_run_cgroups=False)
+    assert "cgroup v2 without a writable memory+pids subtree" in _gaps(v2_unwritable)[0]
 
 
 def test_doctor_command_prints_the_probe(machine: Probe) -> None:

@@ -36,7 +36,16 @@ from typing import TypeVar
 
 from rh_sandbox.types import Limits, SandboxError
 
-__all__ = ["CgroupV1", "RunCgroup", "cgroup_v1_controllers", "default_group_max_tasks", "group_dir_name"]
+__all__ = [
+    "CgroupV1",
+    "RunCgroup",
+    "cgroup_v1_controllers",
+    "default_group_max_tasks",
+    "group_dir_name",
+    "owner_alive",
+    "owner_of",
+    "write_file",
+]
 
 _ROOT = Path("/sys/fs/cgroup")
 _WANTED = ("memory", "pids", "cpuacct", "freezer", "cpu")
@@ -93,11 +102,11 @@ def _start_time(pid: int) -> str | None:
 
 
 @functools.cache
-def _owner_of(pid: int) -> str:
+def owner_of(pid: int) -> str:
     return f"{pid}.{_start_time(pid)}"
 
 
-def _owner_alive(name: str) -> bool | None:
+def owner_alive(name: str) -> bool | None:
     """Whether the host process that made the cgroup ``name`` still runs; None: a name that carries
     no owner (made by an older rh-host)."""
     owner, sep, _ = name.partition("-")
@@ -128,7 +137,8 @@ def _made(path: Path) -> Path:
     return path
 
 
-def _write(path: Path, value: str) -> None:
+def write_file(path: Path, value: str) -> None:
+    """One write(2) of ``value``: a cgroup file takes each write as one command."""
     fd = os.open(path, os.O_WRONLY)
     try:
         os.write(fd, value.encode())
@@ -179,23 +189,23 @@ class RunCgroup:
             limit = str(memory_mb * 1024 * 1024)
             memsw = paths["memory"] / "memory.memsw.limit_in_bytes"
             with contextlib.suppress(OSError):  # raising: memsw first (it may never be below the limit)
-                _write(memsw, limit)
-            _write(paths["memory"] / "memory.limit_in_bytes", limit)
+                write_file(memsw, limit)
+            write_file(paths["memory"] / "memory.limit_in_bytes", limit)
             with contextlib.suppress(OSError):  # lowering: memsw after; swap accounting may be off
-                _write(memsw, limit)
+                write_file(memsw, limit)
         if max_processes and "pids" in paths:
-            _write(paths["pids"] / "pids.max", str(max_processes))
+            write_file(paths["pids"] / "pids.max", str(max_processes))
         if cpu_quota_cores and "cpu" in paths:
-            _write(paths["cpu"] / "cpu.cfs_period_us", "100000")
-            _write(paths["cpu"] / "cpu.cfs_quota_us", str(int(cpu_quota_cores * 100000)))
+            write_file(paths["cpu"] / "cpu.cfs_period_us", "100000")
+            write_file(paths["cpu"] / "cpu.cfs_quota_us", str(int(cpu_quota_cores * 100000)))
         self._limits = wanted
 
     def reset_usage(self) -> None:
         """Zero the peak-memory and CPU counters (what a waiting child used is not the run's)."""
         if "memory" in self.paths:
-            _write(self.paths["memory"] / "memory.max_usage_in_bytes", "0")
+            write_file(self.paths["memory"] / "memory.max_usage_in_bytes", "0")
         if "cpuacct" in self.paths:
-            _write(self.paths["cpuacct"] / "cpuacct.usage", "0")
+            write_file(self.paths["cpuacct"] / "cpuacct.usage", "0")
 
     def open_procs(self) -> list[int]:
         """Write-only fds of every ``cgroup.procs``: a sandboxed guest that sees no ``/sys`` joins by
@@ -212,7 +222,7 @@ class RunCgroup:
 
     def add(self, pid: int) -> None:
         for path in self.paths.values():
-            _write(path / "cgroup.procs", str(pid))
+            write_file(path / "cgroup.procs", str(pid))
 
     def pids(self) -> set[int]:
         found: set[int] = set()
@@ -253,6 +263,26 @@ class RunCgroup:
         """Whether a fork was refused because pids.max was reached."""
         return "pids" in self.paths and self._counter_field("pids", "pids.events", b"max") > 0
 
+    @property
+    def can_freeze(self) -> bool:
+        return "freezer" in self.paths
+
+    @property
+    def reusable(self) -> bool:
+        """Whether :meth:`reset_usage` clears everything a run measured, so another run may use it."""
+        return True
+
+    def freezer_state(self, state: bytes | None = None) -> bytes:
+        """Write ``state`` (b"FROZEN" or b"THAWED") to ``freezer.state`` when given; return what it
+        reads (b"FREEZING": a task not yet at a point where it can stop). OSError: the cgroup is gone."""
+        fd = os.open(self.paths["freezer"] / "freezer.state", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            if state is not None:
+                os.write(fd, state)
+            return os.pread(fd, 64, 0).strip()
+        finally:
+            os.close(fd)
+
     def kill(self, timeout: float = 5.0) -> None:
         """Freeze, SIGKILL every member, lift the CPU quota, thaw; wait until empty."""
         if not self.pids():
@@ -260,7 +290,7 @@ class RunCgroup:
         freezer = self.paths.get("freezer")
         if freezer is not None:
             with contextlib.suppress(OSError):
-                _write(freezer / "freezer.state", "FROZEN")
+                write_file(freezer / "freezer.state", "FROZEN")
         deadline = time.monotonic() + timeout
         while True:
             members = self.pids()
@@ -269,10 +299,11 @@ class RunCgroup:
                     os.kill(pid, signal.SIGKILL)
             if "cpu" in self.paths:
                 with contextlib.suppress(OSError):
-                    _write(self.paths["cpu"] / "cpu.cfs_quota_us", "-1")
+                    write_file(self.paths["cpu"] / "cpu.cfs_quota_us", "-1")
+                    self._limits = ()  # lifted: a reuse (the fork server's pool) must set it again
             if freezer is not None:
                 with contextlib.suppress(OSError):
-                    _write(freezer / "freezer.state", "THAWED")
+                    write_file(freezer / "freezer.state", "THAWED")
             if not members or time.monotonic() > deadline:
                 return
             time.sleep(0.005)
@@ -280,7 +311,7 @@ class RunCgroup:
                 return
             if freezer is not None:
                 with contextlib.suppress(OSError):
-                    _write(freezer / "freezer.state", "FROZEN")
+                    write_file(freezer / "freezer.state", "FROZEN")
 
     def close(self) -> None:
         if self._closed:
@@ -322,6 +353,15 @@ class CgroupV1:
     def available(self) -> bool:
         return {"pids", "freezer"} <= set(self.controllers)
 
+    @property
+    def version(self) -> int:
+        return 1
+
+    @property
+    def can_freeze(self) -> bool:
+        """Whether run cgroups can be frozen (a waiting child that ran plugin code stays stopped)."""
+        return "freezer" in self.controllers
+
     def sweep_stale(self, min_age_s: float = 60.0) -> int:
         """Remove the empty run cgroups of host processes that are gone: what a host killed by SIGKILL left.
 
@@ -351,7 +391,7 @@ class CgroupV1:
             for entry in os.scandir(parent):
                 if not entry.is_dir() or entry.name.startswith(_GROUP_DIR_PREFIXES):
                     continue
-                alive = _owner_alive(entry.name)
+                alive = owner_alive(entry.name)
                 if alive or (alive is None and now - entry.stat().st_mtime < min_age_s):
                     continue
                 with contextlib.suppress(OSError):
@@ -379,11 +419,11 @@ class CgroupV1:
 
     def _pin(self, controller: str, path: Path) -> Path:
         """Make this object's pin in the group dir ``path`` (and the dir if need be)."""
-        pin = path / f"{_owner_of(os.getpid())}-{_PIN}-{uuid.uuid4().hex[:12]}"
+        pin = path / f"{owner_of(os.getpid())}-{_PIN}-{uuid.uuid4().hex[:12]}"
         _in_made_dir(path, pin.mkdir)
         if controller == "pids":
             try:
-                _write(path / "pids.max", str(self.group_max_tasks))
+                write_file(path / "pids.max", str(self.group_max_tasks))
             except OSError:
                 pin.rmdir()
                 raise
@@ -444,7 +484,7 @@ class CgroupV1:
         """A run's cgroups; with ``group``, in the cpu and pids hierarchies under that group's dirs
         (in cpu even without a CPU quota, so that the run counts against its group's weight; in pids
         its tasks count against the group's total as well as against ``max_processes``)."""
-        name = f"{_owner_of(os.getpid())}-{uuid.uuid4().hex[:12]}"
+        name = f"{owner_of(os.getpid())}-{uuid.uuid4().hex[:12]}"
         paths: dict[str, Path] = {}
         try:
             for controller in self.controllers:

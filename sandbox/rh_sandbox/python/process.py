@@ -25,7 +25,8 @@ import psutil
 from rh_sandbox._pump import exchange
 from rh_sandbox.classify import run_result
 from rh_sandbox.errors import SandboxError
-from rh_sandbox.linux.cgroups import CgroupV1, RunCgroup
+from rh_sandbox.linux.cgroup_backends import Cgroups, machine_cgroups
+from rh_sandbox.linux.cgroups import RunCgroup
 from rh_sandbox.linux.layout import sandbox_environment
 from rh_sandbox.python.runtime import GUEST_FLAGS, GuestRuntime
 from rh_sandbox.types import IsolationLevel, Limits, RunResult, RunSpec
@@ -76,15 +77,15 @@ class ProcessBackend:
         self,
         runtime: GuestRuntime | None = None,
         scratch_root: Path | None = None,
-        cgroups: CgroupV1 | None = None,
+        cgroups: Cgroups | None = None,
         *,
         group_max_tasks: int | None = None,
     ) -> None:
         """``group_max_tasks``: the most tasks one group's runs may hold together, when no
-        ``cgroups`` is given (see :class:`~rh_sandbox.linux.cgroups.CgroupV1`)."""
+        ``cgroups`` is given (see :mod:`rh_sandbox.linux.cgroup_backends`)."""
         self.runtime = runtime or GuestRuntime.prepare()
         self.scratch_root = scratch_root
-        self.cgroups = cgroups if cgroups is not None else CgroupV1(group_max_tasks=group_max_tasks)
+        self.cgroups = cgroups if cgroups is not None else machine_cgroups(group_max_tasks=group_max_tasks)
 
     def run(self, spec: RunSpec, payload: bytes) -> RunResult:
         if spec.runtime != "python":

@@ -22,7 +22,8 @@ from rh_sandbox.egress.run import EgressSettings, RunEgress, run_with_egress
 from rh_sandbox.errors import SandboxError
 from rh_sandbox.guest.confine import READ
 from rh_sandbox.linux.bwrap import bwrap_exit_code, start_sandboxed, strict_command
-from rh_sandbox.linux.cgroups import CgroupV1, RunCgroup
+from rh_sandbox.linux.cgroup_backends import Cgroups
+from rh_sandbox.linux.cgroups import RunCgroup
 from rh_sandbox.linux.confinement import Confinement
 from rh_sandbox.linux.layout import PLUGIN_MOUNT, RUNTIME_MOUNT, landlock_rules, sandbox_environment
 from rh_sandbox.linux.uids import SandboxUids, default_uids, processes_of_uid
@@ -59,7 +60,7 @@ class StrictProcessBackend(ProcessBackend):
     def __init__(
         self,
         runtime: GuestRuntime | None = None,
-        cgroups: CgroupV1 | None = None,
+        cgroups: Cgroups | None = None,
         *,
         confinement: Confinement | None = None,
         cpu_quota_cores: float | None = 1.0,

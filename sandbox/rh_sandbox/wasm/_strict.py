@@ -34,7 +34,8 @@ import rh_sandbox
 import rh_sdk
 from rh_sandbox.egress.run import CA_CERTIFICATES, default_run_root
 from rh_sandbox.linux.bwrap import strict_command
-from rh_sandbox.linux.cgroups import CgroupV1, cgroup_v1_controllers
+from rh_sandbox.linux.cgroup_backends import Cgroups, machine_cgroups
+from rh_sandbox.linux.cgroups import cgroup_v1_controllers
 from rh_sandbox.linux.confinement import Confinement
 from rh_sandbox.linux.layout import RUNTIME_MOUNT, SCRATCH, landlock_rules, worker_environment
 from rh_sandbox.linux.uids import SandboxUids, default_uids
@@ -106,7 +107,8 @@ class StrictWorkers:
     egress_root: where runs' egress brokers put their sockets (bound read-only); None: the default.
     cgroups: where each worker gets a cgroup of its own, joined before it reads a byte from the host;
     None: the v1 memory, pids, freezer and cpu hierarchies, where the machine offers them (cpu and
-    pids: in the group's dir, see :mod:`rh_sandbox.linux.cgroups`).
+    pids: in the group's dir, see :mod:`rh_sandbox.linux.cgroups`), or the unified hierarchy on a
+    cgroup-v2 machine (:mod:`rh_sandbox.linux.cgroups_v2`).
     group_max_tasks: without ``cgroups``, the task total of each group's dir in the pids hierarchy
     (None: :func:`~rh_sandbox.linux.cgroups.default_group_max_tasks`); a worker's tasks count against it.
     """
@@ -122,13 +124,13 @@ class StrictWorkers:
         egress_root: Path | None = None,
         data_mb: int = 4096,
         confinement: Confinement | None = None,
-        cgroups: CgroupV1 | None = None,
+        cgroups: Cgroups | None = None,
         group_max_tasks: int | None = None,
     ) -> None:
         self.runtime = runtime or WorkerRuntime.prepare()
         if cgroups is None:
             controllers = [c for c in cgroup_v1_controllers() if c in _WORKER_CONTROLLERS]
-            cgroups = CgroupV1(controllers, group_max_tasks=group_max_tasks)
+            cgroups = machine_cgroups(group_max_tasks=group_max_tasks, v1_controllers=controllers)
         self.cgroups = cgroups if cgroups.available else None
         if self.cgroups is not None:
             self.cgroups.sweep_stale()  # what a host killed by SIGKILL left

@@ -224,3 +224,22 @@ def test_a_tenant_dir_removed_from_outside_is_made_and_pinned_again() -> None:
         run.close()
         cgroups.remove_group_dirs()
     assert not any(tenant.exists() for tenant in dirs)
+
+
+@pytest.mark.usefixtures("needs_cpu_hierarchy")
+def test_a_killed_runs_cgroup_gets_its_cpu_quota_back_when_reused() -> None:
+    """Killing lifts the CPU quota (the dying exit at once); a pooled cgroup set to the same limits
+    again must get the quota back, not keep running without one."""
+    cgroups = CgroupV1()
+    run = cgroups.create(memory_mb=64, max_processes=8, cpu_quota_cores=0.5, group="requota")
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        run.add(sleeper.pid)
+        run.kill()
+        assert (run.paths["cpu"] / "cpu.cfs_quota_us").read_text().strip() == "-1"
+        run.set_limits(memory_mb=64, max_processes=8, cpu_quota_cores=0.5)
+        assert (run.paths["cpu"] / "cpu.cfs_quota_us").read_text().strip() == "50000"
+    finally:
+        sleeper.wait()
+        run.close()
+        cgroups.remove_group_dirs()

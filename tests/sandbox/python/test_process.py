@@ -23,13 +23,15 @@ from rh_host.manifest import Plugin, load_plugin
 from rh_host.outcome import BatchOutcome, HandlerRun
 from rh_host.pipeline import Pipeline
 from rh_sandbox._pump import Breach, exchange
+from rh_sandbox.linux.cgroup_backends import machine_cgroups
 from rh_sandbox.linux.cgroups import CgroupV1, RunCgroup
 from rh_sandbox.python.process import ProcessBackend
 from rh_sandbox.types import Limits, RunResult
 from rh_sdk.protocol import Invocation, ResultLine, ResultResponse, RunStatus, encode_invocation
 
 PLUGINS = Path(__file__).resolve().parent / "plugins_basic"
-HAVE_CGROUPS = CgroupV1().available
+_MACHINE_CGROUPS = type(machine_cgroups())  # CgroupV2 on a cgroup-v2 machine, else CgroupV1
+HAVE_CGROUPS = _MACHINE_CGROUPS().available
 
 RESULTS = [
     ResultLine(id="1", custom_id="r1", response=ResultResponse(status_code=200, request_id="q1", body={"a": 1})),
@@ -37,7 +39,7 @@ RESULTS = [
 ]
 
 
-class RecordingCgroups(CgroupV1):
+class RecordingCgroups(_MACHINE_CGROUPS):  # type: ignore[misc, valid-type]
     """The real per-run cgroups, remembered so that the test can check that each one is removed.
 
     Other sessions on this machine may create cgroups under rh-host/ at the same time: only ours count.

@@ -7,7 +7,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from rh_sandbox.linux.cgroups import CgroupV1
+from rh_sandbox.linux.cgroup_backends import Cgroups, machine_cgroups
 from rh_sandbox.linux.confinement import Confinement
 from rh_sandbox.linux.layout import landlock_rules
 from rh_sandbox.linux.uids import SandboxUids, default_uids
@@ -42,7 +42,7 @@ class ForkServerBackend:
     def __init__(
         self,
         runtime: GuestRuntime | None = None,
-        cgroups: CgroupV1 | None = None,
+        cgroups: Cgroups | None = None,
         *,
         prefork: int = 1,
         confinement: Confinement | None = None,
@@ -50,10 +50,10 @@ class ForkServerBackend:
         max_plugin_dirs: int = 64,
         preload: int = 4,
         uids: SandboxUids | None = None,
-        group_max_tasks: int | None = None,  # pids.max of each group's dir (None: CgroupV1's default)
+        group_max_tasks: int | None = None,  # pids.max of each group's dir (None: the backend's default)
     ) -> None:
         self.runtime = runtime or GuestRuntime.prepare()
-        self.cgroups = cgroups if cgroups is not None else CgroupV1(group_max_tasks=group_max_tasks)
+        self.cgroups = cgroups if cgroups is not None else machine_cgroups(group_max_tasks=group_max_tasks)
         if self.cgroups.available:
             self.cgroups.sweep_stale()
         self.confinement = confinement or Confinement.detect(self.runtime)
@@ -62,7 +62,7 @@ class ForkServerBackend:
         self.max_plugin_dirs = max_plugin_dirs
         self.preload = preload
         self.uids = uids or default_uids()  # each group's zygote and children run as the group's own uid
-        self._can_freeze = self.cgroups.available and "freezer" in self.cgroups.controllers
+        self._can_freeze = self.cgroups.available and self.cgroups.can_freeze
         self._plugin_dirs = PluginDirs(self.runtime.interpreter)
         self._run_cgroups = RunCgroups(self.cgroups, cpu_quota_cores)
         self._upkeep = Upkeep(self._run_cgroups)

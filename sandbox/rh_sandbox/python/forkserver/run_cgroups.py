@@ -12,7 +12,8 @@ import signal
 import threading
 import time
 
-from rh_sandbox.linux.cgroups import CgroupV1, RunCgroup
+from rh_sandbox.linux.cgroup_backends import Cgroups
+from rh_sandbox.linux.cgroups import RunCgroup
 from rh_sandbox.types import Limits
 
 __all__ = ["RunCgroups", "freeze", "kill_members", "occupied", "thaw"]
@@ -24,7 +25,7 @@ _FREEZE_TIMEOUT_S = 0.5  # how long a waiting child's cgroup may take to freeze
 class RunCgroups:
     """Takes and recycles the run cgroups of every group. Its lock guards the pool of emptied ones."""
 
-    def __init__(self, cgroups: CgroupV1, cpu_quota_cores: float | None) -> None:
+    def __init__(self, cgroups: Cgroups, cpu_quota_cores: float | None) -> None:
         self.cgroups = cgroups
         self.cpu_quota_cores = cpu_quota_cores
         self._lock = threading.Lock()
@@ -66,7 +67,7 @@ class RunCgroups:
         reset cannot clear (an OOM kill, a refused fork): those are removed. Beyond ``_POOL_MAX`` in
         all, the oldest of the group with the most pooled goes (a group that stopped running does
         not keep the others' runs making cgroups). Once closed, every cgroup is removed."""
-        if occupied(cgroup) or cgroup.oom_killed() or cgroup.pids_limited():
+        if occupied(cgroup) or cgroup.oom_killed() or cgroup.pids_limited() or not cgroup.reusable:
             cgroup.close()
             return
         with self._lock:
@@ -122,36 +123,24 @@ def occupied(cgroup: RunCgroup) -> bool:
     return _members(cgroup) != []
 
 
-def _freezer_state(cgroup: RunCgroup, state: bytes | None = None) -> bytes:
-    """Write ``state`` to the cgroup's ``freezer.state`` (when given); return what it reads."""
-    path = cgroup.paths["freezer"] / "freezer.state"
-    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        if state is not None:
-            os.write(fd, state)
-        return os.pread(fd, 64, 0).strip()
-    finally:
-        os.close(fd)
-
-
 def freeze(cgroup: RunCgroup) -> bool:
     """Freeze every process in the cgroup (a waiting child that ran plugin code: nothing of it runs
     until its run thaws it). False, thawed again, when it did not freeze in ``_FREEZE_TIMEOUT_S``
     or the cgroup has no freezer. Raises OSError when the cgroup is gone."""
-    if "freezer" not in cgroup.paths:
+    if not cgroup.can_freeze:
         return False
     deadline = time.monotonic() + _FREEZE_TIMEOUT_S
-    state = _freezer_state(cgroup, b"FROZEN")
+    state = cgroup.freezer_state(b"FROZEN")
     while state != b"FROZEN":  # FREEZING: a task not yet at a point where it can stop
         if time.monotonic() > deadline:
             thaw(cgroup)
             return False
         time.sleep(0.001)
-        state = _freezer_state(cgroup)
+        state = cgroup.freezer_state()
     return True
 
 
 def thaw(cgroup: RunCgroup) -> None:
     """Let a frozen child run again (its run claimed it). Raises OSError when the cgroup is gone."""
-    if "freezer" in cgroup.paths:
-        _freezer_state(cgroup, b"THAWED")
+    if cgroup.can_freeze:
+        cgroup.freezer_state(b"THAWED")
