@@ -69,10 +69,13 @@ batches = sa.Table(
     sa.Column("started_at", sa.Float, nullable=True),
     sa.Column("finished_at", sa.Float, nullable=True),
     sa.Column("stored_bytes", sa.BigInteger, nullable=False, server_default="0"),  # results + metadata
+    sa.Column("claimed_by", sa.String(96), nullable=True),  # the node running it (None unless running)
+    sa.Column("lease_expires_at", sa.Float, nullable=True),  # renewed by the node's heartbeat while it runs
     sa.UniqueConstraint("tenant_id", "batch_id", name="uq_batches_tenant_batch"),
     sa.Index("ix_batches_status_tenant", "status", "tenant_id", "pk"),
     sa.Index("ix_batches_finished_at", "finished_at"),  # retention finds the oldest finished batches
     sa.Index("ix_batches_tenant_bytes", "tenant_id", "stored_bytes"),  # the totals without reading the rows
+    sa.Index("ix_batches_claims", "claimed_by"),  # a node's heartbeat and release find its claims
 )
 
 runs = sa.Table(

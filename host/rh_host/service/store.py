@@ -19,7 +19,7 @@ from rh_host.service.errors import Conflict, NotFound, QuotaExceeded, QuotaTooLa
 from rh_host.service.schema import batches, outcomes, plugin_versions, plugins, runs, tenants
 from rh_host.service.settings import Quotas
 
-__all__ = ["Store"]
+__all__ = ["BATCH_SUMMARY", "DONE", "QUEUED", "RUNNING", "Row", "Store", "insert_ignore"]
 
 Row = sa.Row[Any]
 QUEUED, RUNNING, DONE = "queued", "running", "done"
@@ -30,6 +30,13 @@ _T = TypeVar("_T")
 
 def _json(value: Any) -> str:
     return msgspec.json.encode(value).decode("utf-8")
+
+
+def insert_ignore(conn: sa.Connection, table: sa.Table, values: dict[str, Any], keys: list[str]) -> int:
+    """Insert unless a row with the same ``keys`` exists; the number of rows inserted (0 or 1)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
+    return conn.execute(stmt).rowcount
 
 
 def _retry_on_integrity_error(transaction: Callable[_P, _T]) -> Callable[_P, _T]:
@@ -49,11 +56,6 @@ def _retry_on_integrity_error(transaction: Callable[_P, _T]) -> Callable[_P, _T]
 class Store:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-
-    def _insert_ignore(self, conn: sa.Connection, table: sa.Table, values: dict[str, Any], keys: list[str]) -> int:
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
-        return conn.execute(stmt).rowcount
 
     # -- tenants -------------------------------------------------------------------------------
 
@@ -391,7 +393,7 @@ class Store:
 
     def _batch(self, conn: sa.Connection, tenant_id: str, batch_id: str, missing_ok: bool = False) -> Row:
         row = conn.execute(
-            sa.select(*_BATCH_SUMMARY).where(batches.c.tenant_id == tenant_id, batches.c.batch_id == batch_id)
+            sa.select(*BATCH_SUMMARY).where(batches.c.tenant_id == tenant_id, batches.c.batch_id == batch_id)
         ).first()
         if row is None and not missing_ok:
             raise NotFound(f"no batch {batch_id!r}")
@@ -403,7 +405,7 @@ class Store:
 
     def list_batches(self, tenant_id: str, status: str | None, limit: int) -> Sequence[Row]:
         with self.engine.begin() as conn:
-            query = sa.select(*_BATCH_SUMMARY).where(batches.c.tenant_id == tenant_id)
+            query = sa.select(*BATCH_SUMMARY).where(batches.c.tenant_id == tenant_id)
             if status:
                 query = query.where(batches.c.status == status)
             return conn.execute(query.order_by(batches.c.pk.desc()).limit(limit)).all()
@@ -413,59 +415,6 @@ class Store:
             return conn.execute(
                 sa.select(batches.c.metadata, batches.c.results, batches.c.version_ids).where(batches.c.pk == pk)
             ).one()
-
-    def claim_next(self) -> Row | None:
-        """Mark the next batch running, fairly: the tenant served least recently goes first, within its
-        concurrency quota; within a tenant, the oldest batch."""
-        now = time.time()
-        with self.engine.begin() as conn:
-            running = dict(
-                conn.execute(
-                    sa.select(batches.c.tenant_id, sa.func.count())
-                    .where(batches.c.status == RUNNING)
-                    .group_by(batches.c.tenant_id)
-                ).all()
-            )
-            has_queued = sa.exists().where(batches.c.tenant_id == tenants.c.id, batches.c.status == QUEUED)
-            waiting = conn.execute(
-                sa.select(tenants.c.id, tenants.c.quotas).where(has_queued).order_by(tenants.c.last_claimed_at)
-            ).all()
-            for tenant in waiting:
-                quotas = msgspec.json.decode(tenant.quotas, type=Quotas)
-                if running.get(tenant.id, 0) >= quotas.max_concurrent_batches:
-                    continue
-                pk = conn.execute(
-                    sa.select(batches.c.pk)
-                    .where(batches.c.tenant_id == tenant.id, batches.c.status == QUEUED)
-                    .order_by(batches.c.pk)
-                    .limit(1)
-                ).scalar()
-                if pk is None:
-                    continue
-                claimed = conn.execute(
-                    batches.update()
-                    .where(batches.c.pk == pk, batches.c.status == QUEUED)
-                    .values(status=RUNNING, started_at=now, attempts=batches.c.attempts + 1)
-                ).rowcount
-                if claimed:
-                    conn.execute(tenants.update().where(tenants.c.id == tenant.id).values(last_claimed_at=now))
-                    return conn.execute(
-                        sa.select(*_BATCH_SUMMARY, tenants.c.quotas)
-                        .join(tenants, tenants.c.id == batches.c.tenant_id)
-                        .where(batches.c.pk == pk)
-                    ).one()
-            return None
-
-    def requeue_running(self) -> int:
-        """At start-up: batches a previous process was running go back to the queue (at-least-once)."""
-        with self.engine.begin() as conn:
-            return conn.execute(batches.update().where(batches.c.status == RUNNING).values(status=QUEUED)).rowcount
-
-    def requeue(self, batch_pk: int) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                batches.update().where(batches.c.pk == batch_pk, batches.c.status == RUNNING).values(status=QUEUED)
-            )
 
     def ping(self) -> None:
         """Raises when the database cannot be reached; the cheapest query there is."""
@@ -546,23 +495,11 @@ class Store:
             "created_at": time.time(),
         }
         with self.engine.begin() as conn:
-            self._insert_ignore(conn, runs, values, ["batch_pk", "version_id", "input_digest"])
+            insert_ignore(conn, runs, values, ["batch_pk", "version_id", "input_digest"])
 
     def runs_of(self, batch_pk: int) -> Sequence[Row]:
         with self.engine.begin() as conn:
             return conn.execute(sa.select(runs).where(runs.c.batch_pk == batch_pk).order_by(runs.c.id)).all()
-
-    def finish_batch(self, batch_pk: int, success: bool, outcome: str) -> bool:
-        """Store the outcome (the first one wins) and mark the batch done; False if one was already there."""
-        with self.engine.begin() as conn:
-            stored = self._insert_ignore(
-                conn,
-                outcomes,
-                {"batch_pk": batch_pk, "success": success, "outcome": outcome, "created_at": time.time()},
-                ["batch_pk"],
-            )
-            conn.execute(batches.update().where(batches.c.pk == batch_pk).values(status=DONE, finished_at=time.time()))
-            return bool(stored)
 
     def outcome(self, batch_pk: int) -> bytes | None:
         """The outcome's JSON as the worker stored it, as bytes for the response: never decoded here (an
@@ -588,7 +525,7 @@ class Store:
             return {pk: success for pk, success in conn.execute(query).all()}
 
 
-_BATCH_SUMMARY = (
+BATCH_SUMMARY = (
     batches.c.pk,
     batches.c.tenant_id,
     batches.c.batch_id,

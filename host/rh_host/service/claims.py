@@ -1,0 +1,182 @@
+"""Claims with leases: how the nodes sharing one database take batches, keep them and give them back.
+
+A node is one ``serve`` process (``rh_host.service.node``). A claim marks a queued batch running with
+the node's id and a lease expiry; the node's heartbeat (``rh_host.service.leases``) renews the leases
+of everything it holds. A batch whose lease ended (its node died, or lost the database for longer than
+a lease) goes back to the queue at the next claim by any node. A live node's batch is never touched.
+
+Fairness and the per-tenant concurrency quota hold across nodes because both are decided in the
+claim's transaction: the tenant served least recently goes first, and its running batches are counted
+while the claim holds the tenant's lock (a PostgreSQL advisory lock taken with try: a tenant another
+node is claiming for is skipped and tried again, never waited on; SQLite's IMMEDIATE transactions
+already serialise every writer). The batch row itself is picked ``FOR UPDATE SKIP LOCKED``.
+
+Finishing is guarded by the claim: the outcome is stored only by the node that holds the batch, in the
+transaction that marks it done, so a batch has exactly one stored outcome whichever nodes ran it.
+See docs/scaling.md for why this is not pgqueuer or procrastinate.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Iterable
+
+import msgspec
+import sqlalchemy as sa
+
+from rh_host.service.schema import batches, outcomes, tenants
+from rh_host.service.settings import Quotas
+from rh_host.service.store import BATCH_SUMMARY, DONE, QUEUED, RUNNING, Row, insert_ignore
+
+__all__ = ["Claims", "Finish"]
+
+_log = logging.getLogger("rh.service.claims")
+_LOCK_SPACE = 0x7268  # the first key of the two-key advisory locks this service takes ("rh")
+_CONTENDED_TRIES = 20  # claims again when every tenant with work was being claimed by another node
+_CONTENDED_PAUSE_SECONDS = 0.01
+
+
+class Finish(enum.Enum):
+    """What finishing a batch did."""
+
+    STORED = "stored"  # this node held the batch: its outcome is the batch's outcome
+    ALREADY_STORED = "already_stored"  # the batch was done before: nothing changed
+    LEASE_LOST = "lease_lost"  # another node took the batch over (or it was released): nothing stored
+
+
+class Claims:
+    """The queue's coordination queries for one node."""
+
+    def __init__(self, engine: sa.Engine, node_id: str, lease_seconds: float) -> None:
+        self.engine = engine
+        self.node_id = node_id
+        self.lease_seconds = lease_seconds
+
+    def claim_next(self) -> Row | None:
+        """Mark the next batch running for this node, fairly: the tenant served least recently goes first,
+        within its concurrency quota; within a tenant, the oldest batch. Expired leases are reclaimed first."""
+        for _ in range(_CONTENDED_TRIES):
+            row, contended = self._claim_once()
+            if row is not None or not contended:
+                return row
+            time.sleep(_CONTENDED_PAUSE_SECONDS)
+        return None
+
+    def _claim_once(self) -> tuple[Row | None, bool]:
+        now = time.time()
+        contended = False
+        with self.engine.begin() as conn:
+            self._reclaim_expired(conn, now)
+            has_queued = sa.exists().where(batches.c.tenant_id == tenants.c.id, batches.c.status == QUEUED)
+            waiting = conn.execute(
+                sa.select(tenants.c.id, tenants.c.quotas).where(has_queued).order_by(tenants.c.last_claimed_at)
+            ).all()
+            for tenant in waiting:
+                if not _try_lock_tenant(conn, tenant.id):
+                    contended = True
+                    continue
+                quotas = msgspec.json.decode(tenant.quotas, type=Quotas)
+                running = conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(batches)
+                    .where(batches.c.tenant_id == tenant.id, batches.c.status == RUNNING)
+                ).scalar_one()
+                if running >= quotas.max_concurrent_batches:
+                    continue
+                pk = conn.execute(
+                    sa.select(batches.c.pk)
+                    .where(batches.c.tenant_id == tenant.id, batches.c.status == QUEUED)
+                    .order_by(batches.c.pk)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                ).scalar()
+                if pk is None:
+                    continue
+                claimed = conn.execute(
+                    batches.update()
+                    .where(batches.c.pk == pk, batches.c.status == QUEUED)
+                    .values(
+                        status=RUNNING,
+                        started_at=now,
+                        attempts=batches.c.attempts + 1,
+                        claimed_by=self.node_id,
+                        lease_expires_at=now + self.lease_seconds,
+                    )
+                ).rowcount
+                if claimed:
+                    conn.execute(tenants.update().where(tenants.c.id == tenant.id).values(last_claimed_at=now))
+                    row = conn.execute(
+                        sa.select(*BATCH_SUMMARY, tenants.c.quotas)
+                        .join(tenants, tenants.c.id == batches.c.tenant_id)
+                        .where(batches.c.pk == pk)
+                    ).one()
+                    return row, contended
+        return None, contended
+
+    def _reclaim_expired(self, conn: sa.Connection, now: float) -> None:
+        expired = sa.and_(_held, batches.c.lease_expires_at < now)
+        lost = conn.execute(sa.select(batches.c.batch_id, batches.c.claimed_by).where(expired)).all()
+        if not lost:
+            return
+        conn.execute(_release.where(expired))
+        owners = sorted({str(row.claimed_by) for row in lost})
+        _log.warning(
+            "requeued %d batch(es) whose lease ended (node(s) %s stopped renewing): %s",
+            len(lost),
+            ", ".join(owners),
+            ", ".join(row.batch_id for row in lost[:10]),
+        )
+
+    def renew(self) -> set[int]:
+        """The heartbeat: extend the lease of every batch this node holds; the batches it still holds."""
+        with self.engine.begin() as conn:
+            mine = sa.and_(_held, batches.c.claimed_by == self.node_id)
+            conn.execute(batches.update().where(mine).values(lease_expires_at=time.time() + self.lease_seconds))
+            return set(conn.execute(sa.select(batches.c.pk).where(mine)).scalars())
+
+    def release(self, batch_pk: int) -> bool:
+        """Put one of this node's batches back in the queue (a host fault: it runs again, here or elsewhere)."""
+        with self.engine.begin() as conn:
+            mine = sa.and_(_held, batches.c.pk == batch_pk, batches.c.claimed_by == self.node_id)
+            return bool(conn.execute(_release.where(mine)).rowcount)
+
+    def release_all(self) -> int:
+        """At shutdown: every batch this node still holds goes back to the queue for the other nodes now,
+        rather than when its lease ends."""
+        return self.release_nodes([self.node_id])
+
+    def release_nodes(self, node_ids: Iterable[str]) -> int:
+        """Give back the batches of nodes known to be dead (their lock file was free at this node's start)."""
+        ids = list(node_ids)
+        if not ids:
+            return 0
+        with self.engine.begin() as conn:
+            return conn.execute(_release.where(_held, batches.c.claimed_by.in_(ids))).rowcount
+
+    def finish(self, batch_pk: int, success: bool, outcome: str) -> Finish:
+        """Store the outcome and mark the batch done, if this node still holds it."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            mine = sa.and_(_held, batches.c.pk == batch_pk, batches.c.claimed_by == self.node_id)
+            done_values = {"status": DONE, "finished_at": now, "claimed_by": None, "lease_expires_at": None}
+            done = conn.execute(batches.update().where(mine).values(**done_values)).rowcount
+            if not done:
+                stored = conn.execute(sa.select(outcomes.c.batch_pk).where(outcomes.c.batch_pk == batch_pk)).first()
+                return Finish.ALREADY_STORED if stored is not None else Finish.LEASE_LOST
+            values = {"batch_pk": batch_pk, "success": success, "outcome": outcome, "created_at": now}
+            inserted = insert_ignore(conn, outcomes, values, ["batch_pk"])
+            return Finish.STORED if inserted else Finish.ALREADY_STORED
+
+
+_held = batches.c.status == RUNNING
+_release = batches.update().values(status=QUEUED, claimed_by=None, lease_expires_at=None)
+
+
+def _try_lock_tenant(conn: sa.Connection, tenant_id: str) -> bool:
+    """Hold the tenant's claim lock until the transaction ends; False when another node holds it."""
+    if conn.dialect.name != "postgresql":
+        return True  # SQLite: this IMMEDIATE transaction is the only writer
+    key = sa.func.hashtext(sa.literal(tenant_id, sa.Text))
+    return bool(conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(_LOCK_SPACE, key))).scalar())
