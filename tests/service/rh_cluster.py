@@ -26,8 +26,10 @@ class Cluster:
         self.nodes: list[Server] = []
         self._url = database_url or f"sqlite:///{self.data_dir / 'rh-host.db'}"
 
-    def node(self, *args: str, workers: int = 2) -> Server:
-        server = Server(self.data_dir, database_url=self.database_url, workers=workers, args=list(args))
+    def node(self, *args: str, workers: int = 2, data_dir: Path | None = None) -> Server:
+        """A node on the shared data dir, or on its own (as on another machine)."""
+        data_dir = data_dir or self.data_dir
+        server = Server(data_dir, database_url=self.database_url, workers=workers, args=list(args))
         server.log_path = self.data_dir.parent / f"node{len(self.nodes)}.log"
         self.nodes.append(server)
         return server.start()

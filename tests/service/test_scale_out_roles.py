@@ -63,12 +63,15 @@ def test_sigterm_stops_claiming_at_once_and_answers_open_requests(cluster: Clust
 
 
 @pytest.mark.parametrize("cluster", ["postgresql"], indirect=True)
-def test_an_api_node_never_claims_and_a_worker_node_runs_what_it_accepted(cluster: Cluster) -> None:
+def test_an_api_node_never_claims_and_a_worker_on_another_data_dir_runs_what_it_accepted(cluster: Cluster) -> None:
     api_node = cluster.node("--role", "api")
     api = slow_tenant(api_node, "split", 0)
     assert api.post("/v1/batches/r1", content=OPENAI.read_bytes()).status_code == 202
     time.sleep(1.5)
     assert cluster.batch("r1").status == "queued"
-    cluster.node("--role", "worker")
-    assert outcome(api, "r1")["success"] is True
+    other_machine = cluster.data_dir.parent / "other-machine"
+    cluster.node("--role", "worker", data_dir=other_machine)
+    assert outcome(api, "r1")["success"] is True, cluster.logs()
+    fetched = list((other_machine / "artifacts").glob("*/*/plugin.toml"))
+    assert len(fetched) == 1, fetched  # the plugin's files came from the database, not a shared disk
     api.close()

@@ -50,6 +50,7 @@ def _store_upload(service: Service, tenant_id: str, body: bytes, activate: bool)
             msgspec.json.encode(manifest).decode(),
             size_bytes=artifact.size_bytes,
             activate=activate,
+            archive=body,
         )
     return manifest, created
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["batches", "metadata", "outcomes", "plugin_versions", "plugins", "runs", "tenants"]
+__all__ = ["artifact_archives", "batches", "metadata", "outcomes", "plugin_versions", "plugins", "runs", "tenants"]
 
 metadata = sa.MetaData()
 
@@ -50,6 +50,14 @@ plugin_versions = sa.Table(
     sa.Column("size_bytes", sa.BigInteger, nullable=False, server_default="0"),  # the artifact's unpacked files
     sa.UniqueConstraint("plugin_id", "seq", name="uq_plugin_versions_seq"),
     sa.Index("ix_plugin_versions_digest", "digest"),  # is an artifact still referenced
+)
+
+artifact_archives = sa.Table(
+    "artifact_archives",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),  # of the unpacked files (artifacts.tree_digest)
+    sa.Column("archive", sa.LargeBinary, nullable=False),  # the uploaded archive, as it came
+    sa.Column("created_at", sa.Float, nullable=False),  # or last uploaded again: the garbage collection's grace
 )
 
 batches = sa.Table(

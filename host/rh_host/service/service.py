@@ -103,6 +103,7 @@ class Service:
                 self.metrics,
                 workers=self.settings.workers,
                 run_parallel=self.settings.run_parallel,
+                upload_caps=self.settings.upload,
             )
             self.dispatch.start()
         self.housekeeper.start()

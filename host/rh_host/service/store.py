@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from rh_host.service.errors import Conflict, NotFound, QuotaExceeded, QuotaTooLarge
-from rh_host.service.schema import batches, outcomes, plugin_versions, plugins, runs, tenants
+from rh_host.service.schema import artifact_archives, batches, outcomes, plugin_versions, plugins, runs, tenants
 from rh_host.service.settings import Quotas
 
 __all__ = ["BATCH_SUMMARY", "DONE", "QUEUED", "RUNNING", "Row", "Store", "insert_ignore"]
@@ -132,9 +132,11 @@ class Store:
         *,
         size_bytes: int,
         activate: bool,
+        archive: bytes | None = None,
     ) -> tuple[Row, bool]:
         """Store an uploaded version (a repeat of the same files, by digest, returns the existing one)
-        within the tenant's max_plugins, max_versions and max_artifact_mb."""
+        within the tenant's max_plugins, max_versions and max_artifact_mb, and its ``archive``, which
+        worker nodes fetch by digest."""
         now = time.time()
         with self.engine.begin() as conn:
             quotas = self._locked_quotas(conn, tenant_id)
@@ -180,6 +182,8 @@ class Store:
                 seq = existing.seq
             if activate or plugin.active_seq is None:
                 conn.execute(plugins.update().where(plugins.c.id == plugin.id).values(active_seq=seq, enabled=True))
+            if archive is not None:
+                _put_archive(conn, digest, archive, now)
             return self._version(conn, plugin.id, seq), created
 
     def _check_version_quotas(
@@ -460,6 +464,20 @@ class Store:
                 is not None
             )
 
+    def artifact_archive(self, digest: str) -> bytes | None:
+        with self.engine.begin() as conn:
+            return conn.execute(
+                sa.select(artifact_archives.c.archive).where(artifact_archives.c.digest == digest)
+            ).scalar()
+
+    def purge_unreferenced_archives(self, before: float) -> int:
+        """Delete the archives no stored version references, stored (or uploaded again) before ``before``."""
+        referenced = sa.select(plugin_versions.c.id).where(plugin_versions.c.digest == artifact_archives.c.digest)
+        with self.engine.begin() as conn:
+            return conn.execute(
+                artifact_archives.delete().where(artifact_archives.c.created_at < before, ~sa.exists(referenced))
+            ).rowcount
+
     def usage(self, tenant_id: str) -> dict[str, int]:
         """What the tenant stores, in the units of its quotas' totals."""
         with self.engine.begin() as conn:
@@ -547,6 +565,14 @@ def _batch_totals(conn: sa.Connection, tenant_id: str) -> tuple[int, int]:
         )
     ).one()
     return count, stored
+
+
+def _put_archive(conn: sa.Connection, digest: str, archive: bytes, now: float) -> None:
+    """Store the archive of ``digest`` once; a repeat renews its time, which holds off a garbage
+    collection that is deciding about it (it waits for this row, then sees the new time)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(artifact_archives).values(digest=digest, archive=archive, created_at=now)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["digest"], set_={"created_at": now}))
 
 
 def _plugin_count(conn: sa.Connection, tenant_id: str) -> int:

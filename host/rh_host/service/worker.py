@@ -28,13 +28,13 @@ from rh_host.errors import ManifestError
 from rh_host.manifest import Manifest, Plugin, load_plugin
 from rh_host.outcome import BatchOutcome, HandlerRun, merge_outcome
 from rh_host.pipeline import NOT_RUN, Pipeline, is_disabled
-from rh_host.service.artifacts import ArtifactStore
+from rh_host.service.artifacts import ArtifactStore, ArtifactUnavailable
 from rh_host.service.claims import Claims, Finish
 from rh_host.service.limits import clamp_limits
 from rh_host.service.metrics import Metrics
 from rh_host.service.recording import RecordingBackend, ShuttingDown
 from rh_host.service.redaction import redact_text
-from rh_host.service.settings import Quotas
+from rh_host.service.settings import Quotas, UploadCaps
 from rh_host.service.store import Row, Store
 from rh_host.service.vault import Vault
 from rh_sandbox import Backend
@@ -50,6 +50,7 @@ _HOST_ERROR_RETRIES = 3  # runs again of a batch with host_error runs, before it
 _RETRY_FIRST_WAIT_SECONDS = 0.5  # then doubled each time, up to _RETRY_MAX_WAIT_SECONDS
 _RETRY_MAX_WAIT_SECONDS = 8.0
 _IDLE_POLL_SECONDS = 1.0
+_UNAVAILABLE_PAUSE_SECONDS = 2.0  # after giving back a batch whose plugin files this node cannot get
 
 
 class BatchDispatch(Protocol):
@@ -79,6 +80,7 @@ class LocalWorkerPool:
         run_parallel: int = 2,
         host_error_retries: int = _HOST_ERROR_RETRIES,
         retry_first_wait_seconds: float = _RETRY_FIRST_WAIT_SECONDS,
+        upload_caps: UploadCaps | None = None,
     ) -> None:
         self._store = store
         self._claims = claims
@@ -90,6 +92,7 @@ class LocalWorkerPool:
         self._run_parallel = run_parallel
         self._host_error_retries = host_error_retries
         self._retry_first_wait_seconds = retry_first_wait_seconds
+        self._upload_caps = upload_caps or UploadCaps()  # unpacking a fetched archive: as at upload
         self._wake = threading.Condition()
         self._pending_wakes = 0
         self._draining = threading.Event()  # claim nothing more
@@ -142,6 +145,11 @@ class LocalWorkerPool:
     def _process(self, row: Row) -> None:
         try:
             outcome = self._run_retrying_host_errors(row)
+        except ArtifactUnavailable as exc:  # not a plugin's failure, nor a reason to give the batch an outcome
+            _log.error("batch %s of %s: given back to the queue, not run: %s", row.batch_id, row.tenant_id, exc)
+            self._claims.release(row.pk)
+            self._stopping.wait(_UNAVAILABLE_PAUSE_SECONDS)
+            return
         except ShuttingDown:
             _log.info("batch %s: abandoned unrecorded (shutting down); given back to the queue", row.batch_id)
             return
@@ -210,10 +218,13 @@ class LocalWorkerPool:
             config = {**msgspec.json.decode(version.config), **secrets}
             directory = self._artifacts.path_for(version.digest)
             try:
+                directory = self._artifacts.local_copy(version.digest, self._store.artifact_archive, self._upload_caps)
                 plugin = load_plugin(directory, config)
-            except ManifestError as exc:  # the artifact vanished from disk: the operator must know
-                _log.error("batch %s: plugin %s cannot be loaded: %s", row.batch_id, version.name, exc)
+            except (ArtifactUnavailable, ManifestError) as exc:
                 stored = Plugin(manifest=_decode_manifest(version.manifest), directory=str(directory), config=config)
+                if isinstance(exc, ArtifactUnavailable) and not is_disabled(stored):
+                    raise  # the batch waits for a node that can get the files
+                _log.error("batch %s: plugin %s cannot be loaded: %s", row.batch_id, version.name, exc)
                 unloadable.append(_unloadable_run(stored))
                 continue
             plugins.append(plugin)
