@@ -126,3 +126,23 @@ def test_a_dead_node_of_the_same_data_dir_is_found_and_a_live_one_is_not(tmp_pat
     finally:
         me.close()
         alive.close()
+
+
+def test_the_cluster_view_counts_nodes_leases_and_queues(store: Store) -> None:
+    busy, idle = tenant(store, "busy"), tenant(store, "idle")
+    for i in range(3):
+        post(store, busy, f"b{i}", 10)
+    post(store, idle, "done-soon", 10)
+    a, b = Claims(store.engine, "node-a", 30), Claims(store.engine, "node-b", 30)
+    a.beat("worker")
+    b.beat("api")
+    first = a.claim_next()
+    assert first is not None and first.tenant_id == busy
+    second = a.claim_next()  # the idle tenant, served least recently
+    assert second is not None and second.tenant_id == idle
+    assert a.finish(second.pk, True, _outcome("done-soon")) is Finish.STORED
+    nodes, queues = a.cluster()
+    assert [(n.id, n.role, n.leases_held) for n in nodes] == [("node-a", "worker", 1), ("node-b", "api", 0)]
+    assert [(q.name, q.queued, q.running) for q in queues] == [("busy", 2, 1)]
+    b.leave()
+    assert [n.id for n in a.cluster()[0]] == ["node-a"]

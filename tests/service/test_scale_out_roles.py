@@ -4,14 +4,17 @@ claiming at once and answers open requests, and an api node never claims."""
 from __future__ import annotations
 
 import itertools
+import json
 import signal
+import subprocess
 import threading
 import time
+from typing import Any
 
 import httpx
 import pytest
 from rh_cluster import Cluster, slow_tenant, wait_status
-from rh_testserver import OPENAI, outcome
+from rh_testserver import OPENAI, OPERATOR_TOKEN, RH_HOST, Server, outcome
 
 pytestmark = pytest.mark.slow
 
@@ -69,9 +72,22 @@ def test_an_api_node_never_claims_and_a_worker_on_another_data_dir_runs_what_it_
     assert api.post("/v1/batches/r1", content=OPENAI.read_bytes()).status_code == 202
     time.sleep(1.5)
     assert cluster.batch("r1").status == "queued"
+    view = _status(api_node)
+    assert [(n["role"], n["alive"]) for n in view["nodes"]] == [("api", True)]
+    assert [(t["name"], t["queued"], t["running"]) for t in view["tenants"]] == [("split", 1, 0)]
     other_machine = cluster.data_dir.parent / "other-machine"
     cluster.node("--role", "worker", data_dir=other_machine)
     assert outcome(api, "r1")["success"] is True, cluster.logs()
     fetched = list((other_machine / "artifacts").glob("*/*/plugin.toml"))
     assert len(fetched) == 1, fetched  # the plugin's files came from the database, not a shared disk
+    view = _status(api_node)
+    assert sorted((n["role"], n["alive"]) for n in view["nodes"]) == [("api", True), ("worker", True)]
+    assert view["tenants"] == []
     api.close()
+
+
+def _status(node: Server) -> dict[str, Any]:
+    """``rh-host status --json`` against a node, as an operator runs it."""
+    args = [RH_HOST, "status", "--json", "--url", node.url, "--token", OPERATOR_TOKEN]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(done.stdout)

@@ -1,8 +1,9 @@
 """Claims with leases: how the nodes sharing one database take batches, keep them and give them back.
 
-A node is one ``serve`` process (``rh_host.service.node``). A claim marks a queued batch running with
-the node's id and a lease expiry; the node's heartbeat (``rh_host.service.leases``) renews the leases
-of everything it holds. A batch whose lease ended (its node died, or lost the database for longer than
+A node is one ``serve`` process (``rh_host.service.node``), with a row in ``nodes`` that its heartbeat
+(``rh_host.service.heartbeat``) keeps current, for the operator's view of the cluster. A claim marks
+a queued batch running with the node's id and a lease expiry; a worker node's heartbeat renews the
+leases of everything it holds. A batch whose lease ended (its node died, or lost the database for longer than
 a lease) goes back to the queue at the next claim by any node. A live node's batch is never touched.
 
 Fairness and the per-tenant concurrency quota hold across nodes because both are decided in the
@@ -21,12 +22,14 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import msgspec
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
-from rh_host.service.schema import batches, outcomes, tenants
+from rh_host.service.db import DEFERRED
+from rh_host.service.schema import batches, nodes, outcomes, tenants
 from rh_host.service.settings import Quotas
 from rh_host.service.store import BATCH_SUMMARY, DONE, QUEUED, RUNNING, Row, insert_ignore
 
@@ -36,6 +39,7 @@ _log = logging.getLogger("rh.service.claims")
 _LOCK_SPACE = 0x7268  # the first key of the two-key advisory locks this service takes ("rh")
 _CONTENDED_TRIES = 20  # claims again when every tenant with work was being claimed by another node
 _CONTENDED_PAUSE_SECONDS = 0.01
+_FORGET_NODES_SECONDS = 86_400.0  # a node silent this long, holding nothing, leaves the cluster view
 
 
 class Finish(enum.Enum):
@@ -128,6 +132,47 @@ class Claims:
             ", ".join(owners),
             ", ".join(row.batch_id for row in lost[:10]),
         )
+
+    def beat(self, role: str) -> None:
+        """This node is alive: its row in ``nodes`` (made at the first beat) gets the time."""
+        now = time.time()
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        row = dialect.insert(nodes).values(id=self.node_id, role=role, started_at=now, heartbeat_at=now)
+        with self.engine.begin() as conn:
+            conn.execute(row.on_conflict_do_update(index_elements=["id"], set_={"heartbeat_at": now}))
+
+    def leave(self) -> None:
+        """At a clean shutdown: this node's row goes, with the rows of nodes silent for a day that hold nothing."""
+        holding = sa.select(batches.c.pk).where(_held, batches.c.claimed_by == nodes.c.id)
+        forgotten = sa.and_(nodes.c.heartbeat_at < time.time() - _FORGET_NODES_SECONDS, ~sa.exists(holding))
+        with self.engine.begin() as conn:
+            conn.execute(nodes.delete().where(sa.or_(nodes.c.id == self.node_id, forgotten)))
+
+    def cluster(self) -> tuple[Sequence[Row], Sequence[Row]]:
+        """The operator's view: every node with its role, times and leases held; every tenant with queued
+        or running batches and how many of each (both counted through indexes)."""
+        held = (
+            sa.select(batches.c.claimed_by, sa.func.count().label("held"))
+            .where(_held)
+            .group_by(batches.c.claimed_by)
+            .subquery()
+        )
+        node_rows = (
+            sa.select(nodes, sa.func.coalesce(held.c.held, 0).label("leases_held"))
+            .outerjoin(held, held.c.claimed_by == nodes.c.id)
+            .order_by(nodes.c.started_at)
+        )
+        queued = sa.func.count().filter(batches.c.status == QUEUED).label("queued")
+        running = sa.func.count().filter(batches.c.status == RUNNING).label("running")
+        queue_rows = (
+            sa.select(batches.c.tenant_id, tenants.c.name, queued, running)
+            .join(tenants, tenants.c.id == batches.c.tenant_id)
+            .where(batches.c.status.in_([QUEUED, RUNNING]))
+            .group_by(batches.c.tenant_id, tenants.c.name)
+            .order_by(tenants.c.name)
+        )
+        with self.engine.connect().execution_options(**{DEFERRED: True}) as conn:
+            return conn.execute(node_rows).all(), conn.execute(queue_rows).all()
 
     def renew(self) -> set[int]:
         """The heartbeat: extend the lease of every batch this node holds; the batches it still holds."""

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["artifact_archives", "batches", "metadata", "outcomes", "plugin_versions", "plugins", "runs", "tenants"]
+__all__ = [
+    "artifact_archives",
+    "batches",
+    "metadata",
+    "nodes",
+    "outcomes",
+    "plugin_versions",
+    "plugins",
+    "runs",
+    "tenants",
+]
 
 metadata = sa.MetaData()
 
@@ -84,6 +94,15 @@ batches = sa.Table(
     sa.Index("ix_batches_finished_at", "finished_at"),  # retention finds the oldest finished batches
     sa.Index("ix_batches_tenant_bytes", "tenant_id", "stored_bytes"),  # the totals without reading the rows
     sa.Index("ix_batches_claims", "claimed_by"),  # a node's heartbeat and release find its claims
+)
+
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("id", sa.String(96), primary_key=True),  # host:pid:random, as batches.claimed_by names it
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
 )
 
 runs = sa.Table(

@@ -13,9 +13,9 @@ from rh_host.service.artifacts import ArtifactStore
 from rh_host.service.claims import Claims
 from rh_host.service.db import make_engine, migrate
 from rh_host.service.errors import Unavailable, UploadRejected
+from rh_host.service.heartbeat import Heartbeat
 from rh_host.service.housekeeping import Housekeeper
 from rh_host.service.keys import load_operator_token
-from rh_host.service.leases import LeaseKeeper
 from rh_host.service.metrics import Metrics
 from rh_host.service.node import Node
 from rh_host.service.settings import ServiceSettings
@@ -54,7 +54,7 @@ class Service:
         self.dispatch: BatchDispatch | None = None
         self.node: Node | None = None
         self.claims: Claims | None = None
-        self.lease_keeper: LeaseKeeper | None = None
+        self.heartbeat: Heartbeat | None = None
         self._draining = threading.Event()
         self.housekeeper = Housekeeper(
             self.store,
@@ -91,9 +91,9 @@ class Service:
             sandbox_uids=self.settings.sandbox_uids,
             group_max_tasks=self.settings.tenant_max_tasks,
         )
+        self.heartbeat = Heartbeat(self.claims, self.settings.role, renews_leases=self.runs_batches)
+        self.heartbeat.start()
         if self.runs_batches:
-            self.lease_keeper = LeaseKeeper(self.claims)
-            self.lease_keeper.start()
             self.dispatch = LocalWorkerPool(
                 self.store,
                 self.claims,
@@ -146,12 +146,13 @@ class Service:
         if self.dispatcher is not None:
             self.dispatcher.close()
             self.dispatcher = None
-        if self.lease_keeper is not None:
-            self.lease_keeper.close()
-            self.lease_keeper = None
+        if self.heartbeat is not None:
+            self.heartbeat.close()
+            self.heartbeat = None
         if self.claims is not None:
             try:
                 released = self.claims.release_all()
+                self.claims.leave()
             except Exception:  # the database away: the leases end on their own
                 _log.exception("cannot give this node's batches back; they are requeued when their leases end")
             else:

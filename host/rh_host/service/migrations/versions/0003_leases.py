@@ -1,4 +1,5 @@
-"""Leases: a running batch names the node that claimed it and when its lease ends.
+"""Leases: a running batch names the node that claimed it and when its lease ends; the nodes and
+their heartbeats.
 
 Revision ID: 0003
 Revises: 0002
@@ -23,9 +24,17 @@ def upgrade() -> None:
     # claim after the upgrade puts them back in the queue, as a start used to
     op.execute("UPDATE batches SET lease_expires_at = 0 WHERE status = 'running'")
     op.create_index("ix_batches_claims", "batches", ["claimed_by"])
+    op.create_table(
+        "nodes",
+        sa.Column("id", sa.String(96), primary_key=True),
+        sa.Column("role", sa.String(16), nullable=False),
+        sa.Column("started_at", sa.Float, nullable=False),
+        sa.Column("heartbeat_at", sa.Float, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("nodes")
     op.drop_index("ix_batches_claims", "batches")
     with op.batch_alter_table("batches") as batch:
         batch.drop_column("lease_expires_at")

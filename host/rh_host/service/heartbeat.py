@@ -1,6 +1,7 @@
-"""The heartbeat of a worker node: renews the leases of the batches it holds, three times per lease.
+"""A node's heartbeat, three times per lease: its row in ``nodes`` says it is alive, and a worker node
+renews the leases of the batches it holds.
 
-A renewal that fails (the database away for a moment) is retried at the next beat; if the node stays
+A beat that fails (the database away for a moment) is retried at the next one; if a worker stays
 cut off for longer than a lease, other nodes take its batches over and its own finish is refused
 (``Finish.LEASE_LOST``), so the batch still gets exactly one outcome.
 """
@@ -12,20 +13,23 @@ import threading
 
 from rh_host.service.claims import Claims
 
-__all__ = ["LeaseKeeper"]
+__all__ = ["Heartbeat"]
 
-_log = logging.getLogger("rh.service.leases")
+_log = logging.getLogger("rh.service.heartbeat")
 _BEATS_PER_LEASE = 3
 
 
-class LeaseKeeper:
-    def __init__(self, claims: Claims) -> None:
+class Heartbeat:
+    def __init__(self, claims: Claims, role: str, *, renews_leases: bool) -> None:
         self._claims = claims
+        self._role = role
+        self._renews_leases = renews_leases
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.held: set[int] = set()  # the batches held at the last beat
 
     def start(self) -> None:
+        self.beat()  # the node is in the cluster view from its start
         self._thread = threading.Thread(target=self._loop, name="rh-heartbeat", daemon=True)
         self._thread.start()
 
@@ -36,7 +40,9 @@ class LeaseKeeper:
             self._thread = None
 
     def beat(self) -> None:
-        self.held = self._claims.renew()
+        self._claims.beat(self._role)
+        if self._renews_leases:
+            self.held = self._claims.renew()
 
     def _loop(self) -> None:
         interval = self._claims.lease_seconds / _BEATS_PER_LEASE
@@ -44,4 +50,4 @@ class LeaseKeeper:
             try:
                 self.beat()
             except Exception:
-                _log.exception("cannot renew this node's leases; retrying in %.1f s", interval)
+                _log.exception("heartbeat failed (this node's leases are not renewed); retrying in %.1f s", interval)
