@@ -3,8 +3,9 @@ it can write against its limits, side by side in one run.
 
 Starts ``rh-host serve`` (SQLite, a fresh data dir), creates two tenants, gives the victim the noop
 plugin and the attacker a set of hostile plugins (reply and log amplification, SysV shm, fork and
-thread storms, a CPU burner, an import-time thread, an upload flood). Phases alternate quiet
-(victim alone) and noisy (attacker batches kept in flight, an upload flood beside them). Prints the
+thread storms, a CPU burner, an egress flood to a loopback sink, an import-time thread, an upload
+flood). Phases alternate quiet (victim alone) and noisy (attacker batches kept in flight, an upload
+flood beside them). Prints the
 victim's p50/p99 submit-to-outcome latency per phase, the service's RSS (idle and peak), the
 slowest ``/healthz`` answer, whether the machine still forks, and the data dir's disk use.
 
@@ -17,7 +18,9 @@ limits in flight; /healthz within 100 ms; forks still work; disk within the quot
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -94,6 +97,24 @@ class H(ResultHandler):
         while True:
             pass
 """,
+    "egress_flood": """
+class H(ResultHandler):
+    def handle(self, batch_id, results, metadata):
+        held, opened, refused = [], 0, 0
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # connections held open, then opened and dropped at full speed
+            try:
+                conn = socket.create_connection(("127.0.0.1", int(self.config["port"])), timeout=2)
+                opened += 1
+                if len(held) < 1000:
+                    held.append(conn)
+                else:
+                    conn.sendall(b"x" * 65536)
+                    conn.close()
+            except OSError:
+                refused += 1
+        return {"opened": opened, "refused": refused}
+""",
     "import_thread": """
 def _burn():
     while True:
@@ -106,20 +127,44 @@ class H(ResultHandler):
         return True
 """,
 }
-PRELUDE = "import ctypes, os, threading, time\nfrom rh_sdk import ResultHandler\n"
+PRELUDE = "import ctypes, os, socket, threading, time\nfrom rh_sdk import ResultHandler\n"
 
 
-def write_hostile(root: Path) -> list[Path]:
+def write_hostile(root: Path, sink_port: int) -> list[Path]:
+    """The attacker's plugins; the egress flood holds a grant to the bench's sink on loopback."""
     dirs = []
     for name, body in HOSTILE.items():
         plugin = root / name
         plugin.mkdir(parents=True)
         (plugin / "handler.py").write_text(PRELUDE + body)
+        grant = f'allowed_hosts = ["127.0.0.1:{sink_port}"]\n' if name == "egress_flood" else ""
         (plugin / "plugin.toml").write_text(
-            f'name = "{name}"\nversion = "1.0.0"\nruntime = "python"\nentry = "handler:H"\npriority = 10\n{LIMITS}'
+            f'name = "{name}"\nversion = "1.0.0"\nruntime = "python"\nentry = "handler:H"\npriority = 10\n'
+            f"{grant}{LIMITS}[config]\nport = {sink_port}\n"
         )
         dirs.append(plugin)
     return dirs
+
+
+def start_sink() -> socket.socket:
+    """A loopback server that accepts every connection and reads it to its end: the egress flood's target."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
+
+    def drain(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            while conn.recv(65536):
+                pass
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=drain, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return listener
 
 
 def submit_and_wait(api: httpx.Client, batch_id: str, body: bytes) -> float | str:
@@ -171,7 +216,17 @@ def keep_in_flight(api: httpx.Client, prefix: str, body: bytes, stop: threading.
     while not stop.is_set():
         n += 1
         result = submit_and_wait(api, f"{prefix}-{n}", body)
-        done.append(str(result))
+        if isinstance(result, float):
+            done.append(f"{prefix}-{n}")
+
+
+def handler_statuses(api: httpx.Client, batch_id: str) -> str:
+    """What each hostile handler of one attacker batch ended with: the bench attacks only if they ran."""
+    handlers = api.get(f"/v1/batches/{batch_id}/outcome").json()["handlers"]
+    flood = next((run for run in handlers if run["name"] == "egress_flood"), {})
+    egress = flood.get("egress") or []
+    listed = ", ".join(f"{run['name']} {run['status']}" for run in handlers)
+    return f"{listed}; egress_flood {flood.get('output')}, {len(egress)} connection(s) logged"
 
 
 def upload_flood(api: httpx.Client, plugin: Path, stop: threading.Event, answers: dict[int, int]) -> None:
@@ -216,8 +271,11 @@ def main() -> int:
     args = parser.parse_args()
 
     root = public_tempdir("rh-bench-noisy-")
-    hostile = write_hostile(Path(tempfile.mkdtemp(prefix="rh-hostile-", dir=root)))
-    server = Server(root / "data", workers=args.workers).start()
+    sink = start_sink()
+    sink_port = sink.getsockname()[1]
+    hostile = write_hostile(Path(tempfile.mkdtemp(prefix="rh-hostile-", dir=root)), sink_port)
+    grant = {"RH_ALLOW_HOSTS": f"127.0.0.1:{sink_port}", "RH_ALLOW_INTERNAL": f"127.0.0.1:{sink_port}"}
+    server = Server(root / "data", workers=args.workers, env=grant).start()
     assert server.proc is not None
     body = OPENAI.read_bytes()
     quiet: list[float] = []
@@ -263,8 +321,10 @@ def main() -> int:
         sampler.stop.set()
         sampler.join()
         disk = dir_bytes(root / "data")
+        statuses = handler_statuses(attacker, attacker_outcomes[-1]) if attacker_outcomes else "none finished"
     finally:
         server.stop()
+        sink.close()
         cleanup(root)
 
     def row(name: str, values: list[float]) -> str:
@@ -284,6 +344,7 @@ def main() -> int:
     print(f"host still forks during the attack: {forked}")
     print(f"data dir after the run: {disk / 2**20:.1f} MiB")
     print(f"attacker batches finished: {len(attacker_outcomes)}; uploads answered: {dict(sorted(uploads.items()))}")
+    print(f"  the last one's handlers: {statuses}")
     print(f"victim errors: {len(errors)}")
     for error in errors[:5]:
         print(f"    {error}")

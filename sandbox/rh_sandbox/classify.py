@@ -13,7 +13,17 @@ from rh_sandbox.guest_logs import parse_logs
 from rh_sandbox.types import RunResult, RunSpec
 from rh_sdk.protocol import Encoding, Reply, RunStatus, Usage
 
-__all__ = ["Ending", "bounded_reply", "classify", "classify_reply", "parse_logs", "run_result", "too_large"]
+__all__ = [
+    "Ending",
+    "ReplyRefused",
+    "bounded_reply",
+    "classify",
+    "classify_reply",
+    "decode_attempt",
+    "parse_logs",
+    "run_result",
+    "too_large",
+]
 
 # A MemoryError the guest reports is memory_limit only when the host measured at least this share of
 # the limit in use: RLIMIT_AS refuses an allocation before resident memory reaches the limit.
@@ -33,6 +43,18 @@ def too_large(exc: DecodedTooLarge, max_output_kb: int) -> str:
     return f"reply {exc} (the cap: {DECODED_PER_BYTE} x max_output_kb={max_output_kb})"
 
 
+ReplyRefused = DecodedTooLarge | msgspec.DecodeError | msgspec.ValidationError
+"""Why a reply's bytes did not decode: over a decoded cap, or malformed."""
+
+
+def decode_attempt(data: bytes, encoding: Encoding, max_output_kb: int) -> Reply | ReplyRefused:
+    """:func:`bounded_reply`, with its refusal returned rather than raised, to be kept for ``Ending``."""
+    try:
+        return bounded_reply(data, encoding, max_output_kb)
+    except (DecodedTooLarge, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return exc
+
+
 @dataclass
 class Ending:
     """Everything known about a finished child, gathered by the runner."""
@@ -47,7 +69,9 @@ class Ending:
     output_limit_kb: int = 0
     log_limit_kb: int = 0
     process_limit: int = 0
-    reply: Reply | None = None  # ``stdout`` decoded already (by a runner that needed to look)
+    # ``stdout`` decoded already by a runner that needed to look, or what decoding it raised: the
+    # same bytes are not scanned and decoded a second time
+    reply: Reply | ReplyRefused | None = None
     memory_measured: str | None = None  # the host measured memory near the limit: what it saw
 
 
@@ -116,14 +140,11 @@ def classify(end: Ending, encoding: Encoding) -> _Outcome:
         return limit
     if not end.stdout:
         return _without_reply(end)
-    if end.reply is not None:
-        return classify_reply(end.reply, memory_measured=end.memory_measured)
-    try:
-        reply = bounded_reply(end.stdout, encoding, end.output_limit_kb)
-    except DecodedTooLarge as exc:
-        return RunStatus.OUTPUT_LIMIT, None, too_large(exc, end.output_limit_kb)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        return RunStatus.PROTOCOL_ERROR, None, f"undecodable reply ({len(end.stdout)} bytes): {exc}"
+    reply = end.reply if end.reply is not None else decode_attempt(end.stdout, encoding, end.output_limit_kb)
+    if isinstance(reply, DecodedTooLarge):
+        return RunStatus.OUTPUT_LIMIT, None, too_large(reply, end.output_limit_kb)
+    if isinstance(reply, Exception):
+        return RunStatus.PROTOCOL_ERROR, None, f"undecodable reply ({len(end.stdout)} bytes): {reply}"
     return classify_reply(reply, memory_measured=end.memory_measured)
 
 
@@ -158,9 +179,10 @@ def run_result(
     peak_kb: int,
     oom_killed: bool,
     isolation: str,
-    reply: Reply | None = None,
+    reply: Reply | ReplyRefused | None = None,
 ) -> RunResult:
-    """The RunResult of a finished Python guest, whichever process runner measured it."""
+    """The RunResult of a finished Python guest, whichever process runner measured it; ``reply``: what
+    the runner's own decoding of the reply gave, if it tried."""
     limits = spec.limits
     ending = Ending(
         stdout=io.stdout,

@@ -9,10 +9,12 @@ from __future__ import annotations
 import signal
 from typing import Any
 
+import msgspec
 import pytest
 
 from rh_sandbox._pump import Breach, Exchange
 from rh_sandbox.classify import Ending, classify, parse_logs, run_result
+from rh_sandbox.decoded import DecodedTooLarge
 from rh_sandbox.types import Limits, RunSpec
 from rh_sdk.protocol import Reply, RunStatus, encode_reply
 
@@ -126,6 +128,15 @@ def test_every_status_has_a_rule() -> None:
 def test_a_reply_decoded_by_the_runner_is_not_decoded_again() -> None:
     decoded = Reply(ran=True, ok=True, output={"from": "runner"})
     assert classify(ending(stdout=b"garbage", reply=decoded), "json") == (RunStatus.OK, decoded, None)
+
+
+def test_a_refusal_found_by_the_runner_stands_without_a_second_scan() -> None:
+    """The fork server's runner decodes a reply early; when that was refused, classifying keeps the
+    verdict (scanning a reply of megabytes again would cost the host its CPU twice)."""
+    status, reply, error = classify(ending(reply=DecodedTooLarge("would take more than 5 bytes")), "json")
+    assert (status, reply) == (RunStatus.OUTPUT_LIMIT, None) and error is not None and "5 bytes" in error
+    malformed = msgspec.DecodeError("truncated")
+    assert classify(ending(reply=malformed), "json")[:2] == (RunStatus.PROTOCOL_ERROR, None)
 
 
 def test_logs_become_records_and_other_lines_plain_ones() -> None:

@@ -1,5 +1,6 @@
-"""Several ``rh-host serve`` processes on one data dir and one database: the nodes of a deployment,
-as the scale-out tests drive them."""
+"""Several ``rh-host serve`` processes on one database, each with its own data dir (as on machines of
+their own): the nodes of a deployment, as the scale-out tests drive them. On SQLite they share one
+database file outside every data dir (processes of one machine)."""
 
 from __future__ import annotations
 
@@ -18,19 +19,16 @@ from rh_host.service.db import make_engine
 
 
 class Cluster:
-    """Nodes on one data dir (the plugin artifacts) and one database."""
+    """Nodes on one database, each on its own data dir."""
 
     def __init__(self, root: Path, database_url: str | None) -> None:
-        self.data_dir = root / "data"
-        self.database_url = database_url
+        self.root = root
+        self._url = database_url or f"sqlite:///{root / 'shared.db'}"
         self.nodes: list[Server] = []
-        self._url = database_url or f"sqlite:///{self.data_dir / 'rh-host.db'}"
 
-    def node(self, *args: str, workers: int = 2, data_dir: Path | None = None) -> Server:
-        """A node on the shared data dir, or on its own (as on another machine)."""
-        data_dir = data_dir or self.data_dir
-        server = Server(data_dir, database_url=self.database_url, workers=workers, args=list(args))
-        server.log_path = self.data_dir.parent / f"node{len(self.nodes)}.log"
+    def node(self, *args: str, workers: int = 2) -> Server:
+        data_dir = self.root / f"node{len(self.nodes)}"
+        server = Server(data_dir, database_url=self._url, workers=workers, args=list(args))
         self.nodes.append(server)
         return server.start()
 

@@ -9,11 +9,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import psutil
 import pytest
-from rh_testserver import Server, cleanup, public_tempdir
+from rh_testserver import OPENAI, Server, cleanup, client, public_tempdir
 
 HEADER_SECONDS = 1.0
 BODY_SECONDS = 2.0
@@ -191,3 +192,31 @@ def test_serve_raises_the_open_files_soft_limit_to_the_hard_one() -> None:
         "assert raise_fd_limit() == hard == resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_tenant_has_at_most_four_batch_bodies_arriving_at_once(patient_server: Server) -> None:
+    """Each slow body holds a spool file: a fifth from the same tenant waits for a slot (its body unread),
+    another tenant is served meanwhile, and the fifth is stored once the slow ones are gone."""
+    server = patient_server
+    slow_key = server.create_tenant("four-bodies")[1]
+    auth = f"Authorization: Bearer {slow_key}\r\n"
+    head = "POST /v1/batches/b{} HTTP/1.1\r\nHost: x\r\n" + auth + "Content-Length: 100000\r\n\r\n"
+    slow = []
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            for i in range(4):
+                slow.append(connect(server))
+                slow[-1].sendall(head.format(i).encode() + b'{"id": "r"}\n')
+            time.sleep(0.5)  # the four are inside their handlers, receiving
+            with client(server.url, slow_key) as api:
+                fifth = pool.submit(api.post, "/v1/batches/fifth", content=OPENAI.read_bytes())
+                with server.tenant("beside-four") as other:
+                    assert other.post("/v1/batches/ok", content=OPENAI.read_bytes()).status_code == 202
+                time.sleep(1)
+                assert not fifth.done(), fifth.result().text  # waiting for a slot, not refused
+                for sock in slow:
+                    sock.close()  # RST: each handler's receive fails and gives its slot back
+                assert fifth.result(timeout=30).status_code == 202
+        finally:
+            for sock in slow:
+                sock.close()

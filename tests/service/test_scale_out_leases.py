@@ -1,5 +1,5 @@
-"""Two ``rh-host serve`` processes on one database (real processes; SQLite shared through one data dir,
-and a real PostgreSQL): a start never reruns a live peer's batches, and a SIGKILLed worker's batch is
+"""Two ``rh-host serve`` processes on one database (real processes, each with its own data dir; one
+SQLite file, and a real PostgreSQL): a start never reruns a live peer's batches, and a SIGKILLed worker's batch is
 taken over once its lease ends, never before."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def test_a_start_never_reruns_a_live_peers_batches(cluster: Cluster) -> None:
     assert all(f":{first.proc.pid}:" in row.claimed_by for row in held)  # type: ignore[union-attr]
     second = cluster.node()
     second.kill()  # a crash, then a restart beside the live first node
-    cluster.node()
+    second.start()
     for batch_id in ("s1", "s2"):
         assert outcome(api, batch_id)["success"] is True
         row = cluster.batch(batch_id)

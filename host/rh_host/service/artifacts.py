@@ -109,8 +109,7 @@ class ArtifactStore:
             manifest = _read_manifest(root)
             _check_entry(root, manifest, check_module)
             normalise_modes(root)
-            digest = tree_digest(root)
-            size = _tree_size(root)
+            digest, size = digest_and_size(root)
             final = self.path_for(digest)
             with self._lock:
                 if not final.is_dir():
@@ -187,13 +186,20 @@ class ArtifactStore:
 
 
 def tree_digest(root: Path) -> str:
-    """SHA-256 over every entry under ``root`` in path order: its kind, relative path, size and bytes.
+    """SHA-256 over every entry under ``root`` in path order (see :func:`digest_and_size`)."""
+    return digest_and_size(root)[0]
+
+
+def digest_and_size(root: Path) -> tuple[str, int]:
+    """SHA-256 over every entry under ``root`` in path order: its kind, relative path, size and bytes;
+    and the files' total size (what max_artifact_mb counts), from the same walk.
 
     Modes are left out because ``normalise_modes`` has made them all alike. NULs separate the fields
     and a path cannot contain one, and each file's size precedes its bytes, so two different trees
     never feed the hash the same bytes.
     """
     digest = hashlib.sha256()
+    size = 0
     # sorted by the UTF-8 bytes of the relative path: Path's own ordering changed between Python versions
     entries = sorted((os.fsencode(path.relative_to(root).as_posix()), path) for path in root.rglob("*"))
     for name, path in entries:
@@ -201,12 +207,9 @@ def tree_digest(root: Path) -> str:
             digest.update(b"d\0" + name + b"\0")
             continue
         data = path.read_bytes()
+        size += len(data)
         digest.update(b"f\0" + name + b"\0" + str(len(data)).encode() + b"\0" + data)
-    return digest.hexdigest()
-
-
-def _tree_size(root: Path) -> int:
-    return sum(path.stat().st_size for path in root.rglob("*") if path.is_file())
+    return digest.hexdigest(), size
 
 
 def _plugin_root(work: Path) -> Path:

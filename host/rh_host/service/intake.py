@@ -16,9 +16,12 @@ import os
 import re
 import struct
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO, Any
 
+import anyio
 import msgspec
 from anyio import to_thread
 from litestar import Request
@@ -29,9 +32,11 @@ from rh_host.service.errors import BadRequest, InvalidBatch, PayloadTooLarge, Se
 from rh_host.service.settings import Quotas
 
 __all__ = [
+    "BODIES_PER_TENANT",
     "INTAKE_THREADS",
     "MSGPACK_TYPES",
     "SPOOL_CHUNK_BYTES",
+    "BodySlots",
     "ParsedBatch",
     "check_batch_id",
     "parse_metadata",
@@ -43,6 +48,7 @@ MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vn
 BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 SPOOL_CHUNK_BYTES = 1 << 20
 INTAKE_THREADS = 2  # bodies parsed at once in the process (routes_batches)
+BODIES_PER_TENANT = 4  # batch bodies of one tenant arriving at once (more wait): its spool is at most 4x max_batch_mb
 _HEADER_ROOM = 5  # the longest msgpack array header (array32)
 _decode_raw_items = msgspec.msgpack.Decoder(list[msgspec.Raw]).decode
 _encoder = msgspec.msgpack.Encoder()
@@ -72,6 +78,27 @@ def parse_metadata(text: str | None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BadRequest(f"metadata: must be a JSON object, got {type(value).__name__}")
     return value
+
+
+class BodySlots:
+    """At most ``per_tenant`` batch bodies of one tenant arrive (spooled, parsed, stored) at once; more
+    wait for a slot before their body is read. Without a bound, one tenant's slow uploads on many
+    connections could fill the data dir's disk with spool files; waiting (not refusing) keeps a client
+    that submits many small batches at once working. Used on the event loop only."""
+
+    def __init__(self, per_tenant: int = BODIES_PER_TENANT) -> None:
+        self.per_tenant = per_tenant
+        self._limiters: dict[str, anyio.CapacityLimiter] = {}
+
+    @asynccontextmanager
+    async def hold(self, tenant_id: str) -> AsyncIterator[None]:
+        limiter = self._limiters.setdefault(tenant_id, anyio.CapacityLimiter(self.per_tenant))
+        try:
+            async with limiter:
+                yield
+        finally:
+            if limiter.borrowed_tokens == 0 and limiter.statistics().tasks_waiting == 0:
+                self._limiters.pop(tenant_id, None)
 
 
 def _open_spool(directory: Path) -> IO[bytes]:

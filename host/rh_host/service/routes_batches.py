@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from anyio import to_thread
@@ -14,7 +14,14 @@ from litestar.params import Parameter
 from rh_host.outcome import BatchOutcome
 from rh_host.service.auth import Caller, service_of, tenant_dependency
 from rh_host.service.errors import NotFound, Pending
-from rh_host.service.intake import INTAKE_THREADS, check_batch_id, parse_metadata, parse_spooled, receive_body
+from rh_host.service.intake import (
+    INTAKE_THREADS,
+    ParsedBatch,
+    check_batch_id,
+    parse_metadata,
+    parse_spooled,
+    receive_body,
+)
 from rh_host.service.models import BatchAccepted, BatchView, RunDetail, RunSummary
 from rh_host.service.views import batch_view, run_detail, run_summary
 
@@ -45,23 +52,28 @@ async def submit(
     check_batch_id(batch_id)
     meta = parse_metadata(metadata)
     service = service_of(request)
+    async with service.body_slots.hold(caller.tenant_id):
+        parsed = await _receive_and_parse(request, service, caller, meta)
+        row, created = await to_thread.run_sync(
+            service.store.insert_batch, caller.tenant_id, batch_id, parsed.digest, meta, parsed.results, parsed.count
+        )
+    if created:
+        service.metrics.batches_accepted.inc()
+        service.notify()
+    return BatchAccepted(batch_id=row.batch_id, status=row.status, result_count=row.result_count, duplicate=not created)
+
+
+async def _receive_and_parse(request: Request, service: Service, caller: Caller, meta: dict[str, Any]) -> ParsedBatch:
     spool = service.settings.data_dir / "spool"
     body = await receive_body(request, caller.quotas.max_batch_mb * 1024 * 1024, spool)
     try:
         content_type = request.headers.get("content-type", "")
-        parsed = await to_thread.run_sync(
+        return await to_thread.run_sync(
             parse_spooled, body, content_type, meta, caller.quotas, spool, limiter=_intake_limiter(service)
         )
     finally:
         with anyio.CancelScope(shield=True):
             await to_thread.run_sync(body.close)  # dropping a large file's pages takes milliseconds
-    row, created = await to_thread.run_sync(
-        service.store.insert_batch, caller.tenant_id, batch_id, parsed.digest, meta, parsed.results, parsed.count
-    )
-    if created:
-        service.metrics.batches_accepted.inc()
-        service.notify()
-    return BatchAccepted(batch_id=row.batch_id, status=row.status, result_count=row.result_count, duplicate=not created)
 
 
 def _intake_limiter(service: Service) -> anyio.CapacityLimiter:
@@ -130,10 +142,10 @@ async def list_runs(request: Request, caller: Caller, batch_id: str) -> list[Run
 async def get_run(request: Request, caller: Caller, batch_id: str, plugin: str) -> RunDetail:
     store = service_of(request).store
     row = await to_thread.run_sync(store.batch, caller.tenant_id, batch_id)
-    runs = [r for r in await to_thread.run_sync(store.runs_of, row.pk) if r.plugin == plugin]
-    if not runs:
+    run = await to_thread.run_sync(store.last_run, row.pk, plugin)
+    if run is None:
         raise NotFound(f"batch {batch_id!r} has no run of {plugin!r}")
-    return run_detail(runs[-1])
+    return run_detail(run)
 
 
 batches_router = Router(

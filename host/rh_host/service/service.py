@@ -11,10 +11,12 @@ import anyio
 
 from rh_host.service.artifacts import ArtifactStore
 from rh_host.service.claims import Claims
+from rh_host.service.data_dir_lock import DataDirLock
 from rh_host.service.db import make_engine, migrate
 from rh_host.service.errors import Unavailable, UploadRejected
 from rh_host.service.heartbeat import Heartbeat
 from rh_host.service.housekeeping import Housekeeper
+from rh_host.service.intake import BodySlots
 from rh_host.service.keys import load_operator_token
 from rh_host.service.metrics import Metrics
 from rh_host.service.node import Node
@@ -39,29 +41,35 @@ class Service:
     def __init__(self, settings: ServiceSettings, *, run_migrations: bool = True) -> None:
         self.settings = settings
         self.intake_limiter: anyio.CapacityLimiter | None = None  # made by the first upload, in the event loop
+        self.body_slots = BodySlots()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        if settings.database_url is None:  # batches and tenants' data: 0600 (SQLite gives -wal/-shm the same)
-            os.close(os.open(settings.data_dir / "rh-host.db", os.O_WRONLY | os.O_CREAT, 0o600))
-        self.engine = make_engine(settings.url)
-        if run_migrations:
-            migrate(self.engine)
-        self.store = Store(self.engine)
-        self.operator_token, self.operator_token_source = load_operator_token(settings.data_dir)
-        self.vault = Vault.for_data_dir(settings.data_dir)
-        self.artifacts = ArtifactStore(settings.data_dir / "artifacts")
-        self.metrics = Metrics(self.store.queue_depth)
-        self.dispatcher: Dispatcher | None = None
-        self.dispatch: BatchDispatch | None = None
-        self.node: Node | None = None
-        self.claims: Claims | None = None
-        self.heartbeat: Heartbeat | None = None
-        self._draining = threading.Event()
-        self.housekeeper = Housekeeper(
-            self.store,
-            self.artifacts,
-            retention_days=settings.retention_days,
-            interval_seconds=settings.housekeeping_seconds,
-        )
+        self._dir_lock = DataDirLock.acquire(settings.data_dir)  # before anything in the dir is touched
+        try:
+            if settings.database_url is None:  # batches and tenants' data: 0600 (SQLite gives -wal/-shm the same)
+                os.close(os.open(settings.data_dir / "rh-host.db", os.O_WRONLY | os.O_CREAT, 0o600))
+            self.engine = make_engine(settings.url)
+            if run_migrations:
+                migrate(self.engine)
+            self.store = Store(self.engine)
+            self.operator_token, self.operator_token_source = load_operator_token(settings.data_dir)
+            self.vault = Vault.for_data_dir(settings.data_dir)
+            self.artifacts = ArtifactStore(settings.data_dir / "artifacts")
+            self.metrics = Metrics(self.store.queue_depth)
+            self.dispatcher: Dispatcher | None = None
+            self.dispatch: BatchDispatch | None = None
+            self.node: Node | None = None
+            self.claims: Claims | None = None
+            self.heartbeat: Heartbeat | None = None
+            self._draining = threading.Event()
+            self.housekeeper = Housekeeper(
+                self.store,
+                self.artifacts,
+                retention_days=settings.retention_days,
+                interval_seconds=settings.housekeeping_seconds,
+            )
+        except BaseException:
+            self._dir_lock.release()
+            raise
 
     @property
     def runs_batches(self) -> bool:
@@ -162,3 +170,4 @@ class Service:
             self.node.close()
             self.node = None
         self.engine.dispose()
+        self._dir_lock.release()

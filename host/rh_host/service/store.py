@@ -537,6 +537,13 @@ class Store:
         with self.engine.begin() as conn:
             return conn.execute(sa.select(runs).where(runs.c.batch_pk == batch_pk).order_by(runs.c.id)).all()
 
+    def last_run(self, batch_pk: int, plugin: str) -> Row | None:
+        """The plugin's latest recorded run in the batch (a retried batch records it again): one row
+        read, not every run's stored result."""
+        with self.engine.begin() as conn:
+            query = sa.select(runs).where(runs.c.batch_pk == batch_pk, runs.c.plugin == plugin)
+            return conn.execute(query.order_by(runs.c.id.desc()).limit(1)).first()
+
     def outcome(self, batch_pk: int) -> bytes | None:
         """The outcome's JSON as the worker stored it, as bytes for the response: never decoded here (an
         outcome of many log records would cost many times its size as Python objects, per request)."""

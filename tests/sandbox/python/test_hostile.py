@@ -20,6 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+import rh_sandbox.decoded as decoded_module
 from rh_sandbox.python.forkserver import ChildState, ForkServerBackend
 from rh_sandbox.python.strict import StrictProcessBackend
 from rh_sandbox.types import Limits, RunResult, RunStatus
@@ -278,16 +279,28 @@ def _host_peak_bytes(call: Callable[[], RunResult]) -> tuple[RunResult, int]:
         tracemalloc.stop()
 
 
-def test_reply_of_empty_maps_is_refused_before_it_is_decoded(run: Run, plugins: dict[str, Path]) -> None:
-    """4 MiB of ``0x80`` (empty maps) used to become ~4 million dicts in the host (~300 MiB)."""
+def test_reply_of_empty_maps_is_refused_before_it_is_decoded(
+    run: Run, plugins: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """4 MiB of ``0x80`` (empty maps) used to become ~4 million dicts in the host (~300 MiB); and it is
+    scanned once, not again when the run is classified."""
     count = 4 << 20
     limits = Limits(wall_seconds=30, max_output_kb=4 * 1024 + 64)
+    scans: list[int] = []
+    real_scan = decoded_module.msgpack_cost
+
+    def counted(data: bytes, budget: int) -> int:
+        scans.append(len(data))
+        return real_scan(data, budget)
+
+    monkeypatch.setattr(decoded_module, "msgpack_cost", counted)
     result, peak = _host_peak_bytes(
         lambda: run(plugins["hostile"], "hostile:EmptyMaps", {"count": count}, limits=limits)
     )
     assert result.status is RunStatus.OUTPUT_LIMIT, (result.status, result.error)
     assert "host memory once decoded" in (result.error or ""), result.error
     assert result.reply is None
+    assert len(scans) == 1, scans
     assert peak < 3 * count, f"host peak {peak / 2**20:.0f} MiB for a {count >> 20} MiB reply"
     assert_good_still_runs(run, plugins)
 

@@ -15,8 +15,7 @@ from typing import IO
 import msgspec
 
 from rh_sandbox._pump import Exchange, exchange
-from rh_sandbox.classify import bounded_reply, run_result
-from rh_sandbox.decoded import DecodedTooLarge
+from rh_sandbox.classify import ReplyRefused, decode_attempt, run_result
 from rh_sandbox.linux.cgroups import RunCgroup
 from rh_sandbox.linux.uids import processes_of_uid
 from rh_sandbox.python.forkserver.child import Child, ready_among
@@ -65,10 +64,10 @@ class ChildRun:
             io = self._exchange(stdin, out, err, rest, started)
         cgroup = self.child.cgroup
         reply = self._answered(io, self.spec.encoding, self.spec.limits.max_output_kb)
-        if reply is not None:
+        if isinstance(reply, Reply):
             return self._result(io, 0, 0, cgroup, reply)
         code, maxrss_kb = self._finish(breached=io.breach is not None)
-        return self._result(io, code, maxrss_kb, cgroup)
+        return self._result(io, code, maxrss_kb, cgroup, reply)  # a refused reply is not decoded again
 
     def _hand_over(self, payload: bytes) -> tuple[int, int, int, bytes]:
         """Send the request and the guest's ends of its stdio straight to the child; return our ends
@@ -127,20 +126,20 @@ class ChildRun:
             started=started,
         )
 
-    def _answered(self, io: Exchange, encoding: Encoding, max_output_kb: int) -> Reply | None:
+    def _answered(self, io: Exchange, encoding: Encoding, max_output_kb: int) -> Reply | ReplyRefused | None:
         """The run's reply when the run is over without waiting for the child's exit: it wrote a whole
         reply and closed its stdio, within every limit. The child is SIGKILLed now (pid 1 of its PID
         namespace: everything it started dies with it); its teardown and reaping, ~1 ms of unmapping
         an address space, happen after the result is returned (the upkeep waits for them before the
         cgroup is reused). None: wait for the exit code as usual (no reply, a breach, or a run without
-        cgroups, whose usage only the reaper knows)."""
+        cgroups, whose usage only the reaper knows); or why the reply did not decode (malformed, or
+        over a decoded cap): then how the child ended decides, and classifying keeps this verdict."""
         child = self.child
         if io.breach is not None or not io.stdout or child.cgroup is None:
             return None
-        try:
-            reply = bounded_reply(io.stdout, encoding, max_output_kb)
-        except (msgspec.DecodeError, msgspec.ValidationError, DecodedTooLarge):
-            return None  # a partial reply (how the child ended decides) or one over a decoded cap
+        reply = decode_attempt(io.stdout, encoding, max_output_kb)
+        if not isinstance(reply, Reply):
+            return reply
         kill_members(child.cgroup)  # synchronous: nothing of the run executes once we return
         child.answered = True
         return reply
