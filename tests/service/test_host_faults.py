@@ -160,7 +160,14 @@ def test_plugin_files_lost_from_disk_are_fetched_from_the_database_and_verified(
         assert result["success"] is True, result
         assert {h["name"]: h["status"] for h in result["handlers"]} == {"stats_summary": "ok", "error_collector": "ok"}
         assert "tampered" not in handler.read_text()  # the copy that did not match its digest was replaced
-        assert (svc.service.artifacts.path_for(errors) / "plugin.toml").is_file()
+        copy = svc.service.artifacts.path_for(errors)
+        assert (copy / "plugin.toml").is_file()
+        assert list(copy.rglob("__pycache__/*.pyc")), "the sandbox wrote no bytecode: the next step means nothing"
+        svc.service.artifacts._verified.clear()  # as after a restart: the copies are verified again
+        inode = copy.stat().st_ino
+        post(api, "b3-again")
+        assert outcome(api, "b3-again")["success"] is True
+        assert copy.stat().st_ino == inode  # its bytecode did not fail the copy's verification
 
 
 def test_a_plugin_whose_files_cannot_be_got_is_not_run_and_its_batch_not_marked_done(svc: InProcessService) -> None:

@@ -82,6 +82,10 @@ def test_an_api_node_never_claims_and_a_worker_runs_what_it_accepted(cluster: Cl
     view = _status(api_node)
     assert sorted((n["role"], n["alive"]) for n in view["nodes"]) == [("api", True), ("worker", True)]
     assert view["tenants"] == []
+    args = [RH_HOST, "status", "--url", api_node.url, "--token", OPERATOR_TOKEN]
+    table = subprocess.run(args, capture_output=True, text=True, timeout=60, check=True).stdout
+    assert f":{worker.proc.pid}:" in table and "worker  alive" in table, table  # type: ignore[union-attr]
+    assert "(no queued or running batches)" in table
     api.close()
 
 
