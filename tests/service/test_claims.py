@@ -19,6 +19,7 @@ from rh_host.service.db import migrate
 from rh_host.service.node import Node
 from rh_host.service.schema import batches, outcomes
 from rh_host.service.store import Store
+from rh_host.service.wakeup import QueueListener
 from tests.service.test_quotas import fresh_engine, post, tenant
 
 
@@ -146,3 +147,21 @@ def test_the_cluster_view_counts_nodes_leases_and_queues(store: Store) -> None:
     assert [(q.name, q.queued, q.running) for q in queues] == [("busy", 2, 1)]
     b.leave()
     assert [n.id for n in a.cluster()[0]] == ["node-a"]
+
+
+@pytest.mark.parametrize("store", ["postgresql"], indirect=True)
+def test_a_queued_batch_wakes_a_listening_worker_of_another_process(store: Store) -> None:
+    owner = tenant(store, "owner")
+    woken = threading.Event()
+    listener = QueueListener(store.engine, woken.set)
+    listener.start()
+    try:
+        time.sleep(0.5)  # the listener's LISTEN is in place
+        assert not woken.is_set()
+        post(store, owner, "b1", 10)  # from this engine, as an api node's intake would
+        assert woken.wait(5), "no notification arrived"
+        woken.clear()
+        post(store, owner, "b1", 10)  # a repeat queues nothing: no notification
+        assert not woken.wait(1)
+    finally:
+        listener.close()

@@ -23,6 +23,7 @@ from rh_host.service.node import Node
 from rh_host.service.settings import ServiceSettings
 from rh_host.service.store import Store
 from rh_host.service.vault import Vault
+from rh_host.service.wakeup import QueueListener
 from rh_host.service.worker import BatchDispatch, LocalWorkerPool
 from rh_sandbox import Dispatcher, SandboxError, WasmModuleError, make_dispatcher
 
@@ -60,6 +61,7 @@ class Service:
             self.node: Node | None = None
             self.claims: Claims | None = None
             self.heartbeat: Heartbeat | None = None
+            self.listener: QueueListener | None = None
             self._draining = threading.Event()
             self.housekeeper = Housekeeper(
                 self.store,
@@ -114,6 +116,9 @@ class Service:
                 upload_caps=self.settings.upload,
             )
             self.dispatch.start()
+            if self.engine.dialect.name == "postgresql":  # batches other processes accept wake this one
+                self.listener = QueueListener(self.engine, self.dispatch.notify)
+                self.listener.start()
         self.housekeeper.start()
         _log.info("node %s, role %s; operator token: %s", self.node.id, self.settings.role, self.operator_token_source)
 
@@ -147,6 +152,9 @@ class Service:
         """Stop claiming; give running batches ``shutdown_seconds`` to finish; kill what still runs and
         give those batches back to the queue at once, for the other nodes."""
         self.drain()
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
         self.housekeeper.close()
         if self.dispatch is not None:
             self.dispatch.close(self.settings.shutdown_seconds)

@@ -19,6 +19,7 @@ from rh_host.service.db import DEFERRED
 from rh_host.service.errors import Conflict, NotFound, QuotaExceeded, QuotaTooLarge
 from rh_host.service.schema import artifact_archives, batches, outcomes, plugin_versions, plugins, runs, tenants
 from rh_host.service.settings import Quotas
+from rh_host.service.wakeup import announce
 
 __all__ = ["BATCH_SUMMARY", "DONE", "QUEUED", "RUNNING", "Row", "Store", "insert_ignore"]
 
@@ -386,6 +387,7 @@ class Store:
                     stored_bytes=stored_bytes,
                 )
             )
+            announce(conn)
             return self._batch(conn, tenant_id, batch_id), True
 
     def _check_batch_quotas(self, conn: sa.Connection, tenant_id: str, size: int, quotas: Quotas) -> None:
