@@ -8,9 +8,11 @@ a lease) goes back to the queue at the next claim by any node. A live node's bat
 
 Fairness and the per-tenant concurrency quota hold across nodes because both are decided in the
 claim's transaction: the tenant served least recently goes first, and its running batches are counted
-while the claim holds the tenant's lock (a PostgreSQL advisory lock taken with try: a tenant another
-node is claiming for is skipped and tried again, never waited on; SQLite's IMMEDIATE transactions
-already serialise every writer). The batch row itself is picked ``FOR UPDATE SKIP LOCKED``.
+while the claim holds the tenant's lock (a PostgreSQL advisory lock, tried without waiting: a tenant
+another node is claiming for is skipped; when every tenant with work was skipped, the claim starts
+again waiting for the first one's lock, before anything else, so no two claims can wait on each
+other; SQLite's IMMEDIATE transactions already serialise every writer). The batch row itself is
+picked ``FOR UPDATE SKIP LOCKED``.
 
 Finishing is guarded by the claim: the outcome is stored only by the node that holds the batch, in the
 transaction that marks it done, so a batch has exactly one stored outcome whichever nodes ran it.
@@ -37,8 +39,7 @@ __all__ = ["Claims", "Finish"]
 
 _log = logging.getLogger("rh.service.claims")
 _LOCK_SPACE = 0x7268  # the first key of the two-key advisory locks this service takes ("rh")
-_CONTENDED_TRIES = 20  # claims again when every tenant with work was being claimed by another node
-_CONTENDED_PAUSE_SECONDS = 0.01
+_CONTENDED_TRIES = 20  # claims again, waiting, when every tenant with work was being claimed by another node
 _FORGET_NODES_SECONDS = 86_400.0  # a node silent this long, holding nothing, leaves the cluster view
 
 
@@ -61,25 +62,28 @@ class Claims:
     def claim_next(self) -> Row | None:
         """Mark the next batch running for this node, fairly: the tenant served least recently goes first,
         within its concurrency quota; within a tenant, the oldest batch. Expired leases are reclaimed first."""
+        row, skipped = self._claim_once(None)
         for _ in range(_CONTENDED_TRIES):
-            row, contended = self._claim_once()
-            if row is not None or not contended:
+            if row is not None or not skipped:
                 return row
-            time.sleep(_CONTENDED_PAUSE_SECONDS)
-        return None
+            row, skipped = self._claim_once(skipped)
+        return row
 
-    def _claim_once(self) -> tuple[Row | None, bool]:
-        now = time.time()
-        contended = False
+    def _claim_once(self, wait_for: str | None) -> tuple[Row | None, str | None]:
+        """One claim transaction; also the first tenant skipped because another claim held its lock."""
+        skipped: str | None = None
         with self.engine.begin() as conn:
+            if wait_for is not None:  # first: this claim then holds no lock another claim could wait for
+                _lock_tenant(conn, wait_for)
+            now = time.time()
             self._reclaim_expired(conn, now)
             has_queued = sa.exists().where(batches.c.tenant_id == tenants.c.id, batches.c.status == QUEUED)
             waiting = conn.execute(
                 sa.select(tenants.c.id, tenants.c.quotas).where(has_queued).order_by(tenants.c.last_claimed_at)
             ).all()
             for tenant in waiting:
-                if not _try_lock_tenant(conn, tenant.id):
-                    contended = True
+                if tenant.id != wait_for and not _try_lock_tenant(conn, tenant.id):
+                    skipped = skipped or tenant.id
                     continue
                 quotas = msgspec.json.decode(tenant.quotas, type=Quotas)
                 running = conn.execute(
@@ -116,8 +120,8 @@ class Claims:
                         .join(tenants, tenants.c.id == batches.c.tenant_id)
                         .where(batches.c.pk == pk)
                     ).one()
-                    return row, contended
-        return None, contended
+                    return row, skipped
+        return None, skipped
 
     def _reclaim_expired(self, conn: sa.Connection, now: float) -> None:
         expired = sa.and_(_held, batches.c.lease_expires_at < now)
@@ -220,8 +224,15 @@ _release = batches.update().values(status=QUEUED, claimed_by=None, lease_expires
 
 
 def _try_lock_tenant(conn: sa.Connection, tenant_id: str) -> bool:
-    """Hold the tenant's claim lock until the transaction ends; False when another node holds it."""
+    """Hold the tenant's claim lock until the transaction ends; False when another claim holds it."""
     if conn.dialect.name != "postgresql":
         return True  # SQLite: this IMMEDIATE transaction is the only writer
     key = sa.func.hashtext(sa.literal(tenant_id, sa.Text))
     return bool(conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(_LOCK_SPACE, key))).scalar())
+
+
+def _lock_tenant(conn: sa.Connection, tenant_id: str) -> None:
+    """Wait for the tenant's claim lock (a claim transaction lasts milliseconds)."""
+    if conn.dialect.name == "postgresql":
+        key = sa.func.hashtext(sa.literal(tenant_id, sa.Text))
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_SPACE, key)))
