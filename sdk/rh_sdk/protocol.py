@@ -84,6 +84,10 @@ class Invocation(msgspec.Struct, kw_only=True):
     config: dict[str, Any] = {}
     metadata: dict[str, Any] = {}
     results: list[ResultLine] = []
+    # a check, not a run: import the entry ("import"), and construct the handler with ``config``
+    # ("construct"), then answer "skipped", never calling ``enabled`` or ``handle``: what an upload
+    # asks before a version can go live
+    check: Literal["import", "construct"] | None = None
 
 
 class GuestInvocation(Invocation, kw_only=True):

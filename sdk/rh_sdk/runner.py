@@ -96,10 +96,14 @@ def run_invocation(
         cls = loaded if loaded is not None else load_handler_class(entry, plugin_dir)
     except BaseException as exc:
         return _failed(f"loading {entry}", exc)
+    if invocation.check == "import":
+        return Reply(ran=False, ok=True, output={"checked": cls.__name__, "constructed": False})
     try:
         handler = cls(config)
     except BaseException as exc:
         return _failed(f"{cls.__name__}.__init__", exc)
+    if invocation.check == "construct":
+        return Reply(ran=False, ok=True, output={"checked": cls.__name__, "constructed": True})
     try:
         if not config.get("enabled", True) or not handler.enabled(invocation.metadata):
             return Reply(ran=False, ok=True)

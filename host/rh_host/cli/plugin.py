@@ -10,6 +10,7 @@ import click
 import msgspec
 
 from rh_host.batchfile import read_results
+from rh_host.check import PluginCheckFailed, check_plugin
 from rh_host.cli._client import Client, key_option, url_option
 from rh_host.cli._common import (
     EXIT_FAILED,
@@ -29,7 +30,7 @@ from rh_host.errors import HostError
 from rh_host.manifest import load_plugin
 from rh_host.names import NAME
 from rh_host.pipeline import Pipeline
-from rh_sandbox import EgressSettings, SandboxError, UidRange, make_dispatcher
+from rh_sandbox import EgressSettings, SandboxError, UidRange, WasmModuleError, make_dispatcher
 
 __all__ = ["pack_directory", "plugin"]
 
@@ -123,6 +124,38 @@ def test(
         fail(str(exc), code=EXIT_FAILED)
     click.echo(msgspec.json.encode(outcome).decode() if as_json else render_outcome(outcome, show_logs=True))
     exit_for_outcome(outcome)
+
+
+@plugin.command()
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.option("--config", "config_json", help="Config overrides as a JSON object (as the API would set them).")
+@isolation_option
+@sandbox_uids_option
+@egress_options
+def check(
+    directory: str, config_json: str | None, isolation: str, sandbox_uids: UidRange | None, egress: EgressSettings
+) -> None:
+    """Check that the plugin in DIRECTORY loads, as an upload is checked: its handler imported and
+    constructed in the production sandbox (a WASM module compiled and started), nothing run."""
+    config = json_object_option("--config", config_json)
+    try:
+        handler = load_plugin(directory, config)
+    except HostError as exc:
+        fail(str(exc))
+    try:
+        with make_dispatcher(isolation, egress=egress, sandbox_uids=sandbox_uids) as dispatcher:
+            if handler.manifest.runtime == "wasm":
+                wasm = dispatcher.backend("wasm")
+                module = Path(handler.directory) / handler.manifest.entry
+                wasm.validate(module, group="local", name=handler.manifest.entry)  # type: ignore[attr-defined]
+            else:
+                check_plugin(dispatcher, handler, group="local")
+    except (PluginCheckFailed, WasmModuleError) as exc:
+        fail(str(exc), code=EXIT_FAILED)
+    except SandboxError as exc:
+        fail(f"cannot check here: {exc}", code=EXIT_FAILED)
+    manifest = handler.manifest
+    click.echo(f"{handler.name} {manifest.version}: loads ({manifest.runtime}, {manifest.entry})")
 
 
 def _vendor(directory: Path) -> None:

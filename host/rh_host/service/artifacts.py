@@ -45,7 +45,8 @@ from rh_host.service.settings import UploadCaps
 __all__ = ["Artifact", "ArtifactStore", "ArtifactUnavailable", "ModuleCheck", "tree_digest"]
 
 _log = logging.getLogger("rh.service.artifacts")
-_BYTECODE_DIR = "__pycache__"  # written by the sandbox's precompile, never uploaded
+
+BYTECODE_DIR = "__pycache__"
 
 ModuleCheck = Callable[[Path, str], None]
 """Checks a WASM module (its path, its name in the archive) where its tenant's runs would meet it;
@@ -195,19 +196,19 @@ def digest_and_size(root: Path) -> tuple[str, int]:
     """SHA-256 over every entry under ``root`` in path order: its kind, relative path, size and bytes;
     and the files' total size (what max_artifact_mb counts), from the same walk.
 
-    Modes are left out because ``normalise_modes`` has made them all alike. NULs separate the fields
+    The host's own bytecode (``__pycache__``, written by the sandbox's first run or check; uploads
+    cannot carry one) is left out, so an artifact keeps its digest once it has run. Modes are left
+    out because ``normalise_modes`` has made them all alike. NULs separate the fields
     and a path cannot contain one, and each file's size precedes its bytes, so two different trees
-    never feed the hash the same bytes. ``__pycache__`` dirs are left out: an upload cannot contain one
-    (``archives`` refuses them), and the sandbox writes checked-hash bytecode there after a first run,
-    which must not make the copy fail its verification.
+    never feed the hash the same bytes.
     """
     digest = hashlib.sha256()
     size = 0
     # sorted by the UTF-8 bytes of the relative path: Path's own ordering changed between Python versions
     entries = sorted(
-        (os.fsencode(relative.as_posix()), path)
+        (os.fsencode(path.relative_to(root).as_posix()), path)
         for path in root.rglob("*")
-        if _BYTECODE_DIR not in (relative := path.relative_to(root)).parts
+        if BYTECODE_DIR not in path.relative_to(root).parts
     )
     for name, path in entries:
         if path.is_dir():

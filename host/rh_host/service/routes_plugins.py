@@ -15,7 +15,9 @@ from rh_host.manifest import MANIFEST_NAME, Manifest
 from rh_host.service.auth import Caller, service_of, tenant_dependency
 from rh_host.service.errors import BadRequest, PayloadTooLarge, QuotaExceeded, UploadRejected
 from rh_host.service.models import ConfigUpdate, ConfigView, PluginView
+from rh_host.service.plugin_checks import check_config, check_upload
 from rh_host.service.service import Service
+from rh_host.service.settings import Quotas
 from rh_host.service.vault import masked
 from rh_host.service.views import plugin_view
 from rh_sandbox import GrantError, check_grants, parse_grants
@@ -30,8 +32,11 @@ async def _view(request: Request, caller: Caller, name: str) -> PluginView:
     return plugin_view(plugin, list(versions), caller.quotas, with_versions=True)
 
 
-def _store_upload(service: Service, tenant_id: str, body: bytes, activate: bool) -> tuple[Manifest, bool]:
-    """Unpack, check and record an upload; a refused one (archive, grants or quota) leaves no files."""
+def _store_upload(
+    service: Service, tenant_id: str, quotas: Quotas, body: bytes, activate: bool
+) -> tuple[Manifest, bool]:
+    """Unpack, check and record an upload; a refused one (archive, grants, a handler that does not
+    load, or quota) leaves no files."""
     check_module = functools.partial(service.check_module, tenant_id=tenant_id)
     upload = service.artifacts.upload(
         body, service.settings.upload, check_module, referenced=service.store.digest_referenced
@@ -42,6 +47,8 @@ def _store_upload(service: Service, tenant_id: str, body: bytes, activate: bool)
             check_grants(parse_grants(manifest.allowed_hosts), service.settings.egress.policy)
         except GrantError as exc:
             raise UploadRejected(f"{MANIFEST_NAME}: field `allowed_hosts`: {exc}") from None
+        if manifest.runtime == "python":  # a WASM module was checked as it was unpacked
+            check_upload(service, artifact.directory, tenant_id, quotas)
         _version, created = service.store.add_version(
             tenant_id,
             manifest.name,
@@ -67,7 +74,9 @@ async def upload(request: Request, caller: Caller, activate: bool = True) -> Res
     service = service_of(request)
     body = await request.body()
     try:
-        manifest, created = await to_thread.run_sync(_store_upload, service, caller.tenant_id, body, activate)
+        manifest, created = await to_thread.run_sync(
+            _store_upload, service, caller.tenant_id, caller.quotas, body, activate
+        )
     except (UploadRejected, PayloadTooLarge, QuotaExceeded):
         service.metrics.uploads_rejected.inc()
         raise
@@ -128,7 +137,11 @@ async def get_config(request: Request, caller: Caller, name: str) -> ConfigView:
 @put(
     "/{name:str}/config",
     summary="Replace the config; set or remove secrets",
-    description="Keys the manifest lists under `secrets` are stored sealed even when sent in `config`.",
+    description=(
+        "Keys the manifest lists under `secrets` are stored sealed even when sent in `config`. The active"
+        " (Python) version's handler is constructed with the new config first: one that refuses it is a 400"
+        " with the handler's error, and nothing is stored."
+    ),
 )
 async def put_config(request: Request, caller: Caller, name: str, data: ConfigUpdate) -> ConfigView:
     service = service_of(request)
@@ -152,6 +165,10 @@ async def put_config(request: Request, caller: Caller, name: str, data: ConfigUp
         raise BadRequest("config key 'priority' must be an integer")
     if overlap := sorted(set(config) & set(secrets)):
         raise BadRequest(f"config key {overlap[0]!r} is also a secret; remove one of them")
+    active = next((v for v in versions if v.seq == plugin.active_seq), None)
+    if active is not None and _decode_manifest(active.manifest).runtime == "python":
+        directory = str(service.artifacts.path_for(active.digest))
+        await to_thread.run_sync(check_config, service, directory, caller.tenant_id, caller.quotas, config, secrets)
     await to_thread.run_sync(service.store.set_config, caller.tenant_id, name, config, service.vault.seal(secrets))
     return ConfigView(plugin=name, config=config, secrets=masked(secrets))
 

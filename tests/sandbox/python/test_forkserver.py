@@ -587,8 +587,10 @@ def test_a_steady_load_reuses_run_cgroups_instead_of_making_new_ones(
         # removed ~37 here)
         assert warmed_up > 0 and not removed
         load(60)
-        # 180 more runs make few, if any (0-2 on a quiet machine; the capped pool made ~50)
-        assert len(made) - warmed_up <= 18, (warmed_up, len(made))
+        # 180 more runs make few, if any: 0-2 on a quiet machine, up to 24 seen beside a busy VM (a run
+        # that finds the pool empty while the zygote is slow to reap makes one); making one per run would
+        # be 180. What tells the old capped pool apart is that it removed emptied ones (~50 made, ~37 removed).
+        assert len(made) - warmed_up < 60, (warmed_up, len(made))
         assert not removed
     assert len(removed) == len(made)  # closing the backend removes them all
 
