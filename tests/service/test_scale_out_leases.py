@@ -4,6 +4,7 @@ taken over once its lease ends, never before."""
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -50,4 +51,34 @@ def test_a_killed_workers_batch_is_taken_over_when_its_lease_ends(cluster: Clust
     # the survivor waited for the lease (2 s, renewed every 0.67 s) to end: it never took a live claim
     assert row.started_at - killed_at > 1.0, (row.started_at - killed_at, cluster.logs())
     assert cluster.rows("SELECT count(*) FROM outcomes")[0][0] == 1
+    api.close()
+
+
+def test_a_worker_cut_off_past_its_lease_loses_the_batch_and_its_late_outcome_is_dropped(cluster: Cluster) -> None:
+    """SIGSTOP stands in for a network cut: the node neither beats nor finishes, then comes back."""
+    nodes = [cluster.node(*LEASE), cluster.node(*LEASE)]
+    api = slow_tenant(nodes[0], "cut-off", 1.5)
+    key = api.headers["Authorization"].removeprefix("Bearer ")
+    assert api.post("/v1/batches/c1", content=OPENAI.read_bytes()).status_code == 202
+    claim = wait_status(cluster, "c1", "running")
+    holder = next(n for n in nodes if f":{n.proc.pid}:" in claim.claimed_by)  # type: ignore[union-attr]
+    survivor = next(n for n in nodes if n is not holder)
+    assert holder.proc is not None
+    holder.proc.send_signal(signal.SIGSTOP)
+    try:
+        with client(survivor.url, key) as survivor_api:
+            result = outcome(survivor_api, "c1")
+        assert result["success"] is True
+    finally:
+        holder.proc.send_signal(signal.SIGCONT)
+    deadline = time.monotonic() + 20
+    while "another node took it over" not in holder.log():  # back: its run ends, its finish is refused
+        assert time.monotonic() < deadline, (cluster.batch("c1"), cluster.logs())
+        time.sleep(0.1)
+    row = cluster.batch("c1")
+    assert (row.status, row.attempts) == ("done", 2)
+    stored = cluster.rows("SELECT o.outcome FROM outcomes o JOIN batches b ON b.pk = o.batch_pk")
+    with client(survivor.url, key) as survivor_api:
+        assert len(stored) == 1 and stored[0][0].encode() == survivor_api.get("/v1/batches/c1/outcome").content
+    assert runs_of(cluster, "c1") == 1  # the same run, recorded once by whichever node ended it first
     api.close()

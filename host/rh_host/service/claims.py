@@ -125,17 +125,18 @@ class Claims:
 
     def _reclaim_expired(self, conn: sa.Connection, now: float) -> None:
         expired = sa.and_(_held, batches.c.lease_expires_at < now)
-        lost = conn.execute(sa.select(batches.c.batch_id, batches.c.claimed_by).where(expired)).all()
-        if not lost:
+        owners = dict(conn.execute(sa.select(batches.c.pk, batches.c.claimed_by).where(expired)).all())
+        if not owners:
             return
-        conn.execute(_release.where(expired))
-        owners = sorted({str(row.claimed_by) for row in lost})
-        _log.warning(
-            "requeued %d batch(es) whose lease ended (node(s) %s stopped renewing): %s",
-            len(lost),
-            ", ".join(owners),
-            ", ".join(row.batch_id for row in lost[:10]),
-        )
+        # what this statement requeued: a concurrent claim may have requeued (and claimed) some first
+        released = conn.execute(_release.where(expired).returning(batches.c.pk, batches.c.batch_id)).all()
+        if released:
+            _log.warning(
+                "requeued %d batch(es) whose lease ended (node(s) %s stopped renewing): %s",
+                len(released),
+                ", ".join(sorted({str(owners.get(row.pk)) for row in released})),
+                ", ".join(row.batch_id for row in released[:10]),
+            )
 
     def beat(self, role: str) -> None:
         """This node is alive: its row in ``nodes`` (made at the first beat) gets the time."""

@@ -167,8 +167,10 @@ class LocalWorkerPool:
             )
             _log.error("batch %s: giving up after %d attempts: %s", row.batch_id, row.attempts, exc)
         finished = self._claims.finish(row.pk, outcome.success, msgspec.json.encode(outcome).decode())
-        if finished is Finish.LEASE_LOST:
-            _log.warning("batch %s: another node took it over (its lease ended); this outcome is dropped", row.batch_id)
+        if finished is not Finish.STORED:  # this node's lease ended and another node took the batch over
+            _log.warning(
+                "batch %s: another node took it over (%s); this outcome is dropped", row.batch_id, finished.name
+            )
         if finished is Finish.STORED:
             self._metrics.batches_completed.labels(success=str(outcome.success).lower()).inc()
             self._metrics.batch_seconds.observe(max(0.0, time.time() - row.submitted_at))
