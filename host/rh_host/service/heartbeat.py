@@ -26,7 +26,6 @@ class Heartbeat:
         self._renews_leases = renews_leases
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self.held: set[int] = set()  # the batches held at the last beat
 
     def start(self) -> None:
         self.beat()  # the node is in the cluster view from its start
@@ -42,7 +41,7 @@ class Heartbeat:
     def beat(self) -> None:
         self._claims.beat(self._role)
         if self._renews_leases:
-            self.held = self._claims.renew()
+            self._claims.renew()
 
     def _loop(self) -> None:
         interval = self._claims.lease_seconds / _BEATS_PER_LEASE

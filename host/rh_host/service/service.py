@@ -9,6 +9,7 @@ from pathlib import Path
 
 import anyio
 
+from rh_host.errors import HostError
 from rh_host.service.artifacts import ArtifactStore
 from rh_host.service.claims import Claims
 from rh_host.service.data_dir_lock import DataDirLock
@@ -20,7 +21,7 @@ from rh_host.service.intake import BodySlots
 from rh_host.service.keys import load_operator_token
 from rh_host.service.metrics import Metrics
 from rh_host.service.node import Node
-from rh_host.service.settings import ServiceSettings
+from rh_host.service.settings import ROLES, ServiceSettings
 from rh_host.service.store import Store
 from rh_host.service.vault import Vault
 from rh_host.service.wakeup import QueueListener
@@ -40,6 +41,8 @@ class Service:
     a batch; a ``worker`` node claims and runs (and still answers the API); ``all`` does both."""
 
     def __init__(self, settings: ServiceSettings, *, run_migrations: bool = True) -> None:
+        if settings.role not in ROLES:
+            raise HostError(f"role {settings.role!r}: must be one of {', '.join(ROLES)}")
         self.settings = settings
         self.intake_limiter: anyio.CapacityLimiter | None = None  # made by the first upload, in the event loop
         self.body_slots = BodySlots()
