@@ -163,3 +163,26 @@ def test_a_queued_batch_wakes_a_listening_worker_of_another_process(store: Store
         assert not woken.wait(1)
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize("store", ["postgresql"], indirect=True)
+def test_a_node_frozen_in_a_transaction_delays_claims_only_until_the_server_ends_it(store: Store) -> None:
+    owner = tenant(store, "owner")
+    post(store, owner, "b1", 10)
+    frozen = store.engine.connect()  # a node stopped between two statements of its claim
+    frozen.begin()
+    frozen.execute(sa.text("SELECT pg_advisory_xact_lock(29288, hashtext(:t))"), {"t": owner})
+    frozen.execute(batches.update().where(batches.c.batch_id == "b1").values(started_at=1.0))  # its row lock
+    other = Claims(store.engine, "node-b", 30)
+    started = time.monotonic()
+    assert other.claim_next() is None  # gave up at its lock timeout, did not hang
+    assert time.monotonic() - started < 5
+    deadline = time.monotonic() + 20
+    row = None
+    while row is None and time.monotonic() < deadline:  # the server ends the idle transaction (10 s)
+        time.sleep(0.5)
+        row = other.claim_next()
+    assert row is not None and row.batch_id == "b1"
+    with pytest.raises(sa.exc.DBAPIError, match="idle-in-transaction timeout"):  # the frozen node, back
+        frozen.execute(sa.text("SELECT 1"))
+    frozen.invalidate()

@@ -54,8 +54,10 @@ def test_a_killed_workers_batch_is_taken_over_when_its_lease_ends(cluster: Clust
     api.close()
 
 
+@pytest.mark.parametrize("cluster", ["postgresql"], indirect=True)  # a frozen SQLite writer blocks the file
 def test_a_worker_cut_off_past_its_lease_loses_the_batch_and_its_late_outcome_is_dropped(cluster: Cluster) -> None:
-    """SIGSTOP stands in for a network cut: the node neither beats nor finishes, then comes back."""
+    """SIGSTOP stands in for a network cut: the node neither beats nor finishes, nor ends a transaction
+    it may be in the middle of (PostgreSQL ends it after its idle timeout), then comes back."""
     nodes = [cluster.node(*LEASE), cluster.node(*LEASE)]
     api = slow_tenant(nodes[0], "cut-off", 1.5)
     key = api.headers["Authorization"].removeprefix("Bearer ")
@@ -67,18 +69,15 @@ def test_a_worker_cut_off_past_its_lease_loses_the_batch_and_its_late_outcome_is
     holder.proc.send_signal(signal.SIGSTOP)
     try:
         with client(survivor.url, key) as survivor_api:
-            result = outcome(survivor_api, "c1")
-        assert result["success"] is True
+            first = survivor_api.get("/v1/batches/c1/outcome", params={"wait": 30})
+            assert first.status_code == 200, (first.text, cluster.logs())
     finally:
         holder.proc.send_signal(signal.SIGCONT)
-    deadline = time.monotonic() + 20
-    while "another node took it over" not in holder.log():  # back: its run ends, its finish is refused
-        assert time.monotonic() < deadline, (cluster.batch("c1"), cluster.logs())
-        time.sleep(0.1)
+    time.sleep(3)  # back: its run ends and its finish is refused
     row = cluster.batch("c1")
     assert (row.status, row.attempts) == ("done", 2)
     stored = cluster.rows("SELECT o.outcome FROM outcomes o JOIN batches b ON b.pk = o.batch_pk")
-    with client(survivor.url, key) as survivor_api:
-        assert len(stored) == 1 and stored[0][0].encode() == survivor_api.get("/v1/batches/c1/outcome").content
+    assert len(stored) == 1 and stored[0][0].encode() == first.content, cluster.logs()
     assert runs_of(cluster, "c1") == 1  # the same run, recorded once by whichever node ended it first
+    assert holder.proc.poll() is None  # the node lives on
     api.close()

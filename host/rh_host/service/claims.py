@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterable, Sequence
 
 import msgspec
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -39,6 +40,7 @@ __all__ = ["Claims", "Finish"]
 
 _log = logging.getLogger("rh.service.claims")
 _LOCK_SPACE = 0x7268  # the first key of the two-key advisory locks this service takes ("rh")
+_LOCK_WAIT_SECONDS = 2  # a claim waits this long for a row or tenant lock, then gives up until the next poll
 _CONTENDED_TRIES = 20  # claims again, waiting, when every tenant with work was being claimed by another node
 _FORGET_NODES_SECONDS = 86_400.0  # a node silent this long, holding nothing, leaves the cluster view
 
@@ -61,18 +63,28 @@ class Claims:
 
     def claim_next(self) -> Row | None:
         """Mark the next batch running for this node, fairly: the tenant served least recently goes first,
-        within its concurrency quota; within a tenant, the oldest batch. Expired leases are reclaimed first."""
-        row, skipped = self._claim_once(None)
-        for _ in range(_CONTENDED_TRIES):
-            if row is not None or not skipped:
-                return row
-            row, skipped = self._claim_once(skipped)
-        return row
+        within its concurrency quota; within a tenant, the oldest batch. Expired leases are reclaimed first.
+        None also when a lock stayed held past ``_LOCK_WAIT_SECONDS`` (a node frozen mid-transaction):
+        the worker claims again at its next poll."""
+        try:
+            row, skipped = self._claim_once(None)
+            for _ in range(_CONTENDED_TRIES):
+                if row is not None or not skipped:
+                    return row
+                row, skipped = self._claim_once(skipped)
+            return row
+        except sa.exc.OperationalError as exc:
+            if isinstance(exc.orig, psycopg.errors.LockNotAvailable):
+                _log.warning("a claim waited %g s for a lock another node holds; claiming again", _LOCK_WAIT_SECONDS)
+                return None
+            raise
 
     def _claim_once(self, wait_for: str | None) -> tuple[Row | None, str | None]:
         """One claim transaction; also the first tenant skipped because another claim held its lock."""
         skipped: str | None = None
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{_LOCK_WAIT_SECONDS}s'")
             if wait_for is not None:  # first: this claim then holds no lock another claim could wait for
                 _lock_tenant(conn, wait_for)
             now = time.time()

@@ -20,6 +20,7 @@ __all__ = ["DEFERRED", "current_revision", "head_revision", "make_engine", "migr
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 DEFERRED = "rh_deferred"  # execution option of read-only connections
+IDLE_IN_TRANSACTION_SECONDS = 10  # PostgreSQL ends a session that leaves a transaction open this long
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -30,7 +31,10 @@ def make_engine(url: str) -> sa.Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return sa.create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True)
+    # a node cut off (or frozen) in the middle of a transaction would hold its locks, and every other
+    # node's claims behind them, until the server noticed; every transaction here is milliseconds long
+    options = f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_SECONDS}s"
+    return sa.create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True, connect_args={"options": options})
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
