@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
+from rh_cluster import Cluster, new_cluster
 from rh_testserver import Server, cleanup, public_tempdir
 
 from tests.integrations.servers import postgres_bin, postgres_server
@@ -30,3 +31,9 @@ def postgres_url() -> Iterator[str]:
         pytest.skip("PostgreSQL server binaries (/usr/lib/postgresql/*/bin) or runuser not installed")
     with postgres_server("rh-service-pw") as dsn:
         yield dsn
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """``rh-host serve`` nodes sharing one data dir and one database (SQLite, or a fresh PostgreSQL one)."""
+    yield from new_cluster(request)

@@ -160,26 +160,53 @@ def test_a_lasting_host_fault_is_stored_as_host_error_after_bounded_retries(svc:
         assert api.get("/v1/batches/b2").json()["success"] is False
 
 
-def test_a_missing_artifact_never_gives_success(svc: InProcessService) -> None:
+def test_plugin_files_lost_from_disk_are_fetched_from_the_database_and_verified(svc: InProcessService) -> None:
     with svc.tenant("lost-files") as api:
-        assert upload_plugin(api, STATS).status_code == 201
-        digest = upload_plugin(api, ERRORS).json()["active"]["digest"]
-        shutil.rmtree(svc.service.artifacts.path_for(digest))  # lost from disk after the upload
-        off = upload_plugin(api, SAMPLE_PLUGINS[2]).json()["active"]["digest"]  # its config disables it
-        assert api.put("/v1/plugins/jsonl_exporter/config", json={"config": {"enabled": False}}).status_code == 200
-        shutil.rmtree(svc.service.artifacts.path_for(off))
+        stats = upload_plugin(api, STATS).json()["active"]["digest"]
+        errors = upload_plugin(api, ERRORS).json()["active"]["digest"]
+        shutil.rmtree(svc.service.artifacts.path_for(errors))  # lost from disk after the upload
+        handler = svc.service.artifacts.path_for(stats) / "handler.py"
+        handler.chmod(0o644)
+        handler.write_text(handler.read_text() + "\nraise SystemExit('tampered')\n")  # changed on disk
         post(api, "b3")
         result = outcome(api, "b3")
-        assert result["success"] is False, result
-        handlers = {h["name"]: h for h in result["handlers"]}
-        assert set(handlers) == {"stats_summary", "error_collector", "jsonl_exporter"}
-        assert handlers["jsonl_exporter"]["status"] == "skipped"  # disabled: not a fault that it cannot load
-        lost = handlers["error_collector"]
-        assert lost["status"] == "host_error" and "stored files cannot be loaded" in lost["error"]
-        assert (lost["version"], lost["runtime"], lost["priority"]) == ("1.0.0", "python", 20)
-        assert str(svc.service.settings.data_dir) not in lost["error"]  # the host's paths are not shown
-        assert handlers["stats_summary"]["status"] == "ok"
-        assert svc.dispatcher.ran["stats_summary"] == 1
+        assert result["success"] is True, result
+        assert {h["name"]: h["status"] for h in result["handlers"]} == {"stats_summary": "ok", "error_collector": "ok"}
+        assert "tampered" not in handler.read_text()  # the copy that did not match its digest was replaced
+        copy = svc.service.artifacts.path_for(errors)
+        assert (copy / "plugin.toml").is_file()
+        assert list(copy.rglob("__pycache__/*.pyc")), "the sandbox wrote no bytecode: the next step means nothing"
+        svc.service.artifacts._verified.clear()  # as after a restart: the copies are verified again
+        inode = copy.stat().st_ino
+        post(api, "b3-again")
+        assert outcome(api, "b3-again")["success"] is True
+        assert copy.stat().st_ino == inode  # its bytecode did not fail the copy's verification
+
+
+def test_a_plugin_whose_files_cannot_be_got_is_not_run_and_its_batch_not_marked_done(svc: InProcessService) -> None:
+    with svc.tenant("no-files") as api:
+        assert upload_plugin(api, STATS).status_code == 201
+        digest = upload_plugin(api, ERRORS).json()["active"]["digest"]
+        off = upload_plugin(api, SAMPLE_PLUGINS[2]).json()["active"]["digest"]  # its config disables it
+        assert api.put("/v1/plugins/jsonl_exporter/config", json={"config": {"enabled": False}}).status_code == 200
+        for lost in (digest, off):  # gone from this node's disk and from the database
+            shutil.rmtree(svc.service.artifacts.path_for(lost))
+            svc.sql("DELETE FROM artifact_archives WHERE digest = ?", lost)
+        post(api, "b3")
+        deadline = time.monotonic() + 30
+        while api.get("/v1/batches/b3").json()["attempts"] < 2:  # claimed, given back, claimed again
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        view = api.get("/v1/batches/b3").json()
+        assert view["finished_at"] is None and view["success"] is None
+        assert api.get("/v1/batches/b3/outcome").status_code == 409
+        assert api.get("/v1/batches/b3/runs").json() == [] and svc.dispatcher.ran["stats_summary"] == 0
+        assert upload_plugin(api, ERRORS).status_code == 200  # the same files again: the archive is back
+        result = outcome(api, "b3")
+        assert result["success"] is True, result
+        handlers = {h["name"]: h["status"] for h in result["handlers"]}
+        # a disabled plugin needs no files: skipped, as it would be with them
+        assert handlers == {"stats_summary": "ok", "error_collector": "ok", "jsonl_exporter": "skipped"}
 
 
 def test_outcome_is_served_as_stored_and_status_never_reads_it(svc: InProcessService) -> None:

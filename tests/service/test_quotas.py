@@ -14,6 +14,7 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 
+from rh_host.service.claims import Claims, Finish
 from rh_host.service.db import make_engine, migrate
 from rh_host.service.errors import QuotaExceeded, QuotaTooLarge
 from rh_host.service.housekeeping import purge_expired
@@ -124,7 +125,10 @@ def test_plugin_count_quota_names_itself(store: Store) -> None:
 def _finish(store: Store, tenant_id: str, batch_id: str, finished_at: float) -> int:
     pk = store.batch(tenant_id, batch_id).pk
     store.save_run(pk, 1, "digest", "p", "ok", "{}")
-    store.finish_batch(pk, True, msgspec.json.encode({"batch_id": batch_id}).decode())
+    claims = Claims(store.engine, "test-node", 30.0)
+    with store.engine.begin() as conn:  # claimed by this node, as a worker would hold it
+        conn.execute(batches.update().where(batches.c.pk == pk).values(status="running", claimed_by="test-node"))
+    assert claims.finish(pk, True, msgspec.json.encode({"batch_id": batch_id}).decode()) is Finish.STORED
     with store.engine.begin() as conn:
         conn.execute(batches.update().where(batches.c.pk == pk).values(finished_at=finished_at))
     return pk

@@ -14,6 +14,7 @@ from rh_host.cli.doctor import doctor
 from rh_host.cli.plugin import plugin
 from rh_host.cli.run import run
 from rh_host.cli.serve import serve
+from rh_host.cli.status import status
 from rh_host.cli.tenant import tenant
 
 __all__ = ["main"]
@@ -32,3 +33,4 @@ main.add_command(tenant)
 main.add_command(plugin)
 main.add_command(batch)
 main.add_command(doctor)
+main.add_command(status)

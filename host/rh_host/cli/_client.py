@@ -3,6 +3,7 @@ and the service's JSON errors turned into one-line CLI errors."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -10,7 +11,7 @@ import httpx
 
 from rh_host.cli._common import EXIT_BAD_INPUT, EXIT_FAILED, fail
 
-__all__ = ["Client", "key_option", "url_option"]
+__all__ = ["Client", "key_option", "operator_options", "operator_token", "url_option"]
 
 DEFAULT_URL = "http://127.0.0.1:8700"
 
@@ -50,3 +51,28 @@ class Client:
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.call(method, path, **kwargs).json()
+
+
+def operator_token(token: str | None, data_dir: Path) -> str:
+    """--token, $RH_OPERATOR_TOKEN, or the ``operator-token`` file ``rh-host serve`` wrote in --data-dir."""
+    if token:
+        return token
+    path = data_dir / "operator-token"
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except OSError as exc:
+        fail(f"no operator token: pass --token, set RH_OPERATOR_TOKEN, or point --data-dir at {path} ({exc.strerror})")
+
+
+def operator_options(func):  # type: ignore[no-untyped-def]
+    """--url, --token and --data-dir (where the token is read from when none is given)."""
+    func = url_option(func)
+    func = click.option("--token", envvar="RH_OPERATOR_TOKEN", help="Operator token (or $RH_OPERATOR_TOKEN).")(func)
+    return click.option(
+        "--data-dir",
+        envvar="RH_DATA_DIR",
+        default="./rh-data",
+        show_default=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Where to read the operator token when none is given.",
+    )(func)

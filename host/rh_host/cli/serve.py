@@ -39,6 +39,30 @@ __all__ = ["serve"]
     help="postgresql://user@host/db for a shared deployment (default: SQLite in the data dir).",
 )
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="Batches run at once.")
+@click.option(
+    "--role",
+    type=click.Choice(["all", "api", "worker"]),
+    default="all",
+    show_default=True,
+    envvar="RH_ROLE",
+    help="api: accept, store and answer, never run a batch; worker: claim and run batches; all: both.",
+)
+@click.option(
+    "--lease-seconds",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.5),
+    envvar="RH_LEASE_SECONDS",
+    help="How long a claim outlives its node's last heartbeat before another node takes the batch over.",
+)
+@click.option(
+    "--shutdown-seconds",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    envvar="RH_SHUTDOWN_SECONDS",
+    help="On SIGTERM, how long running batches get to finish before they are given back to the queue.",
+)
 @isolation_option
 @sandbox_uids_option
 @egress_options
@@ -87,6 +111,9 @@ def serve(
     data_dir: Path,
     database_url: str | None,
     workers: int,
+    role: str,
+    lease_seconds: float,
+    shutdown_seconds: float,
     isolation: str,
     sandbox_uids: UidRange | None,
     egress: EgressSettings,
@@ -112,6 +139,9 @@ def serve(
         data_dir=data_dir.resolve(),
         database_url=database_url,
         workers=workers,
+        role=role,
+        lease_seconds=lease_seconds,
+        shutdown_seconds=shutdown_seconds,
         isolation=isolation,
         egress=egress,
         sandbox_uids=sandbox_uids,

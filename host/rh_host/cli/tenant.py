@@ -10,33 +10,10 @@ from pathlib import Path
 
 import click
 
-from rh_host.cli._client import Client, url_option
+from rh_host.cli._client import Client, operator_options, operator_token
 from rh_host.cli._common import fail, quota_option
 
 __all__ = ["tenant"]
-
-
-def _operator_token(token: str | None, data_dir: Path) -> str:
-    if token:
-        return token
-    path = data_dir / "operator-token"
-    try:
-        return path.read_text(encoding="ascii").strip()
-    except OSError as exc:
-        fail(f"no operator token: pass --token, set RH_OPERATOR_TOKEN, or point --data-dir at {path} ({exc.strerror})")
-
-
-def _options(func):  # type: ignore[no-untyped-def]
-    func = url_option(func)
-    func = click.option("--token", envvar="RH_OPERATOR_TOKEN", help="Operator token (or $RH_OPERATOR_TOKEN).")(func)
-    return click.option(
-        "--data-dir",
-        envvar="RH_DATA_DIR",
-        default="./rh-data",
-        show_default=True,
-        type=click.Path(file_okay=False, path_type=Path),
-        help="Where to read the operator token when none is given.",
-    )(func)
 
 
 @click.group()
@@ -57,14 +34,14 @@ def _numbers(pairs: dict[str, str]) -> dict[str, float | int]:
 @tenant.command("create")
 @click.argument("name")
 @quota_option("A quota of this tenant (others: the operator's defaults)")
-@_options
+@operator_options
 def create(name: str, quotas: dict[str, str], url: str, token: str | None, data_dir: Path) -> None:
     """Create tenant NAME and print its API key (shown once: store it now). Quotas not given with
     --quota take the operator's defaults (`rh-host serve --quota`)."""
     request: dict[str, object] = {"name": name}
     if quotas:
         request["quotas"] = _numbers(quotas)
-    with Client(url, _operator_token(token, data_dir)) as client:
+    with Client(url, operator_token(token, data_dir)) as client:
         body = client.json("POST", "/v1/tenants", json=request)
     click.echo(f"tenant {body['name']} ({body['id']})")
     click.echo(f"api key: {body['api_key']}")
@@ -72,10 +49,10 @@ def create(name: str, quotas: dict[str, str], url: str, token: str | None, data_
 
 
 @tenant.command("list")
-@_options
+@operator_options
 def list_(url: str, token: str | None, data_dir: Path) -> None:
     """List tenants and their main quotas."""
-    with Client(url, _operator_token(token, data_dir)) as client:
+    with Client(url, operator_token(token, data_dir)) as client:
         rows = client.json("GET", "/v1/tenants")
     click.echo(f"{'ID':<16} {'NAME':<24} {'PLUGINS':>7} {'CPU s':>6} {'MEM MB':>7} {'CONCURRENT':>10}")
     for row in rows:
@@ -89,10 +66,10 @@ def list_(url: str, token: str | None, data_dir: Path) -> None:
 @tenant.command("quotas")
 @click.argument("tenant_id")
 @quota_option("Set this quota")
-@_options
+@operator_options
 def quotas_(tenant_id: str, quotas: dict[str, str], url: str, token: str | None, data_dir: Path) -> None:
     """Show tenant TENANT_ID's quotas; with --quota FIELD=VALUE, change those fields first."""
-    with Client(url, _operator_token(token, data_dir)) as client:
+    with Client(url, operator_token(token, data_dir)) as client:
         current = client.json("GET", f"/v1/tenants/{tenant_id}")["quotas"]
         if quotas:
             update = {"quotas": {**current, **_numbers(quotas)}}
@@ -104,11 +81,11 @@ def quotas_(tenant_id: str, quotas: dict[str, str], url: str, token: str | None,
 @tenant.command("delete")
 @click.argument("tenant_id")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@_options
+@operator_options
 def delete(tenant_id: str, yes: bool, url: str, token: str | None, data_dir: Path) -> None:
     """Delete a tenant (by id) with its plugins, batches and outcomes."""
     if not yes:
         click.confirm(f"delete tenant {tenant_id} and everything it owns?", abort=True)
-    with Client(url, _operator_token(token, data_dir)) as client:
+    with Client(url, operator_token(token, data_dir)) as client:
         client.call("DELETE", f"/v1/tenants/{tenant_id}")
     click.echo(f"deleted {tenant_id}")

@@ -16,7 +16,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from rh_host.service.errors import ServiceError
 from rh_host.service.models import ErrorBody, ErrorDetail
 from rh_host.service.routes_batches import batches_router
-from rh_host.service.routes_ops import healthz, metrics
+from rh_host.service.routes_ops import cluster, healthz, metrics
 from rh_host.service.routes_plugins import plugins_router
 from rh_host.service.routes_tenants import me_router, tenants_router
 from rh_host.service.service import Service
@@ -91,7 +91,7 @@ def create_app(service: Service) -> Litestar:
         components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
     )
     return Litestar(
-        route_handlers=[healthz, metrics, tenants_router, me_router, plugins_router, batches_router],
+        route_handlers=[healthz, metrics, cluster, tenants_router, me_router, plugins_router, batches_router],
         exception_handlers={
             ServiceError: _service_error,
             HTTPException: _http_error,

@@ -13,6 +13,12 @@ its directory is in place until its version is committed (or refused); garbage c
 unpinned, unreferenced artifacts (after a refused upload, a deleted plugin or tenant, and
 periodically). The pin and the removal take one lock, so an upload never loses the directory it
 is about to reference. Staging directories a crashed process left behind are removed at start.
+
+The database holds every version's archive as uploaded (``Store.add_version``), so a worker node on
+another machine gets a plugin's files with ``local_copy``: its own copy when it has one, else the
+archive, unpacked and checked against the digest. A copy is verified (its digest recomputed) the
+first time this process uses it; a copy that does not match is replaced. A node that cannot get the
+files raises ``ArtifactUnavailable``: the batch is not run and not marked done.
 """
 
 from __future__ import annotations
@@ -33,10 +39,10 @@ import msgspec
 from rh_host.errors import ManifestError
 from rh_host.manifest import MANIFEST_NAME, Manifest, parse_manifest
 from rh_host.service.archives import normalise_modes, unpack_archive
-from rh_host.service.errors import UploadRejected
+from rh_host.service.errors import PayloadTooLarge, UploadRejected
 from rh_host.service.settings import UploadCaps
 
-__all__ = ["Artifact", "ArtifactStore", "ModuleCheck", "tree_digest"]
+__all__ = ["Artifact", "ArtifactStore", "ArtifactUnavailable", "ModuleCheck", "tree_digest"]
 
 _log = logging.getLogger("rh.service.artifacts")
 
@@ -45,6 +51,15 @@ BYTECODE_DIR = "__pycache__"
 ModuleCheck = Callable[[Path, str], None]
 """Checks a WASM module (its path, its name in the archive) where its tenant's runs would meet it;
 raises UploadRejected naming what is wrong with it."""
+
+
+class ArtifactUnavailable(Exception):
+    """This node cannot get a plugin version's files: not on disk, and the database has no archive
+    for its digest, or one that does not unpack to files of that digest."""
+
+
+ArchiveSource = Callable[[str], bytes | None]
+"""The stored archive of a digest (``Store.artifact_archive``), None when there is none."""
 
 
 class Artifact(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,6 +77,7 @@ class ArtifactStore:
         self._staging.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # guards _pins and every rename into or out of place
         self._pins: Counter[str] = Counter()
+        self._verified: set[str] = set()  # copies on disk whose digest this process has recomputed
 
     def path_for(self, digest: str) -> Path:
         return self.root / digest[:2] / digest
@@ -106,6 +122,42 @@ class ArtifactStore:
             shutil.rmtree(work, ignore_errors=True)
         return Artifact(digest=digest, directory=str(final), manifest=manifest, size_bytes=size)
 
+    def local_copy(self, digest: str, archive_of: ArchiveSource, caps: UploadCaps) -> Path:
+        """The directory of the artifact ``digest`` on this node, verified; fetched and unpacked from the
+        database when this node has no good copy."""
+        path = self.path_for(digest)
+        if digest in self._verified and path.is_dir():
+            return path
+        if path.is_dir():
+            if tree_digest(path) == digest:
+                self._verified.add(digest)
+                return path
+            _log.error("artifact %s: the copy on disk does not match its digest; fetching it again", digest[:12])
+            with self._lock:
+                self._move_out(digest)
+            self._empty_staging_of_removed()
+        data = archive_of(digest)
+        if data is None:
+            raise ArtifactUnavailable(f"artifact {digest[:12]}: not on this node and no archive in the database")
+        work = Path(tempfile.mkdtemp(prefix="fetch-", dir=self._staging))
+        try:
+            try:
+                unpack_archive(data, work, caps)
+                root = _plugin_root(work)
+            except (UploadRejected, PayloadTooLarge) as exc:
+                raise ArtifactUnavailable(f"artifact {digest[:12]}: its archive cannot be unpacked: {exc}") from None
+            normalise_modes(root)
+            if tree_digest(root) != digest:
+                raise ArtifactUnavailable(f"artifact {digest[:12]}: the stored archive's files do not match its digest")
+            with self._lock:
+                if not path.is_dir():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    os.rename(root, path)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        self._verified.add(digest)
+        return path
+
     def collect(self, referenced: Callable[[], set[str]]) -> int:
         """Remove every artifact no stored version references and no upload has pinned; the number removed."""
         removed = 0
@@ -125,6 +177,7 @@ class ArtifactStore:
 
     def _move_out(self, digest: str) -> None:
         """Under the lock: out of place at once (a rename); the files go in ``_empty_staging_of_removed``."""
+        self._verified.discard(digest)
         path = self.path_for(digest)
         if path.is_dir():
             os.rename(path, tempfile.mkdtemp(prefix="removed-", dir=self._staging) + "/artifact")

@@ -1,7 +1,8 @@
 """The database engine: SQLite (WAL) in the data directory by default, PostgreSQL by URL.
 
 SQLite transactions begin IMMEDIATE: a deferred transaction that reads and then writes can fail with
-SQLITE_BUSY at once instead of waiting, which concurrent workers and requests would hit.
+SQLITE_BUSY at once instead of waiting, which concurrent workers and requests would hit. A connection
+with the ``DEFERRED`` execution option only reads: its transaction is deferred and takes no lock.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-__all__ = ["current_revision", "head_revision", "make_engine", "migrate"]
+__all__ = ["DEFERRED", "current_revision", "head_revision", "make_engine", "migrate"]
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
+DEFERRED = "rh_deferred"  # execution option of read-only connections
+IDLE_IN_TRANSACTION_SECONDS = 10  # PostgreSQL ends a session that leaves a transaction open this long
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -28,7 +31,10 @@ def make_engine(url: str) -> sa.Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return sa.create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True)
+    # a node cut off (or frozen) in the middle of a transaction would hold its locks, and every other
+    # node's claims behind them, until the server noticed; every transaction here is milliseconds long
+    options = f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_SECONDS}s"
+    return sa.create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True, connect_args={"options": options})
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -42,7 +48,7 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(connection: sa.Connection) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    connection.exec_driver_sql("BEGIN" if connection.get_execution_options().get(DEFERRED) else "BEGIN IMMEDIATE")
 
 
 def _alembic_config(connection: sa.Connection) -> Config:

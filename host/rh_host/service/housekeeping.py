@@ -1,5 +1,6 @@
 """Housekeeping: retention (finished batches older than ``retention_days`` are purged with their runs
-and outcomes) and garbage collection of artifacts no plugin version references.
+and outcomes) and garbage collection of artifacts no plugin version references: this node's
+unpacked copies, and the archives in the database an hour after their last upload.
 
 One daemon thread runs a round at start and every ``housekeeping_seconds``. A purge deletes in
 short transactions of a few hundred batches, oldest first, through the index on ``finished_at``, so
@@ -22,6 +23,7 @@ __all__ = ["Housekeeper", "purge_expired"]
 _log = logging.getLogger("rh.service.housekeeping")
 _PURGE_CHUNK = 200
 _DAY_SECONDS = 86_400.0
+_ARCHIVE_GRACE_SECONDS = 3_600.0  # an archive stored with a version deleted at once is kept this long
 
 
 def purge_expired(store: Store, retention_days: float, now: float | None = None) -> int:
@@ -63,6 +65,9 @@ class Housekeeper:
             purged = purge_expired(self._store, self._retention_days)
             if purged:
                 _log.info("purged %d batch(es) finished more than %g days ago", purged, self._retention_days)
+        archives = self._store.purge_unreferenced_archives(time.time() - _ARCHIVE_GRACE_SECONDS)
+        if archives:
+            _log.info("removed %d plugin archive(s) no plugin version references from the database", archives)
         return purged, self._artifacts.collect(self._store.referenced_digests)
 
     def _loop(self) -> None:

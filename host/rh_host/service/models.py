@@ -13,17 +13,20 @@ from rh_sdk.protocol import LogRecord, Usage
 __all__ = [
     "BatchAccepted",
     "BatchView",
+    "ClusterView",
     "ConfigUpdate",
     "ConfigView",
     "ErrorBody",
     "ErrorDetail",
     "Health",
+    "NodeView",
     "PluginView",
     "QuotasUpdate",
     "RunDetail",
     "RunSummary",
     "TenantCreate",
     "TenantCreated",
+    "TenantQueue",
     "TenantUsage",
     "TenantView",
     "VersionView",
@@ -43,6 +46,27 @@ class Health(msgspec.Struct, omit_defaults=True):
     status: str
     database: str
     batches: dict[str, int] | None = None  # queue counts: only with the operator token
+
+
+class NodeView(msgspec.Struct):
+    id: str  # host:pid:random, as a running batch's claim names it
+    role: str
+    started_at: float
+    heartbeat_at: float
+    alive: bool  # beat within the last lease period (of the answering node's setting)
+    leases_held: int  # batches it is running
+
+
+class TenantQueue(msgspec.Struct):
+    tenant_id: str
+    name: str
+    queued: int
+    running: int
+
+
+class ClusterView(msgspec.Struct):
+    nodes: list[NodeView]
+    tenants: list[TenantQueue]  # only tenants with queued or running batches
 
 
 class TenantCreate(msgspec.Struct, forbid_unknown_fields=True):

@@ -116,7 +116,8 @@ async def get_batch(request: Request, caller: Caller, batch_id: str) -> BatchVie
 async def get_outcome(
     request: Request, caller: Caller, batch_id: str, wait: float = Parameter(default=0.0, ge=0, le=_MAX_WAIT_SECONDS)
 ) -> Response[BatchOutcome]:
-    store = service_of(request).store
+    service = service_of(request)
+    store = service.store
     deadline = time.monotonic() + wait
     delay = 0.02
     while True:
@@ -124,7 +125,7 @@ async def get_outcome(
         outcome = await to_thread.run_sync(store.outcome, row.pk) if row.status == "done" else None
         if outcome is not None:  # the stored bytes as they are: decoding costs many times their size
             return Response(outcome, media_type=MediaType.JSON)
-        if time.monotonic() + delay > deadline:
+        if time.monotonic() + delay > deadline or service.draining:  # shutting down: answer now, not when killed
             raise Pending(f"batch {batch_id!r} is {row.status}; its outcome is not ready")
         await anyio.sleep(delay)
         delay = min(delay * 1.5, 0.25)

@@ -57,6 +57,7 @@ def _store_upload(
             msgspec.json.encode(manifest).decode(),
             size_bytes=artifact.size_bytes,
             activate=activate,
+            archive=body,
         )
     return manifest, created
 

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["batches", "metadata", "outcomes", "plugin_versions", "plugins", "runs", "tenants"]
+__all__ = [
+    "artifact_archives",
+    "batches",
+    "metadata",
+    "nodes",
+    "outcomes",
+    "plugin_versions",
+    "plugins",
+    "runs",
+    "tenants",
+]
 
 metadata = sa.MetaData()
 
@@ -52,6 +62,14 @@ plugin_versions = sa.Table(
     sa.Index("ix_plugin_versions_digest", "digest"),  # is an artifact still referenced
 )
 
+artifact_archives = sa.Table(
+    "artifact_archives",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),  # of the unpacked files (artifacts.tree_digest)
+    sa.Column("archive", sa.LargeBinary, nullable=False),  # the uploaded archive, as it came
+    sa.Column("created_at", sa.Float, nullable=False),  # or last uploaded again: the garbage collection's grace
+)
+
 batches = sa.Table(
     "batches",
     metadata,
@@ -69,10 +87,22 @@ batches = sa.Table(
     sa.Column("started_at", sa.Float, nullable=True),
     sa.Column("finished_at", sa.Float, nullable=True),
     sa.Column("stored_bytes", sa.BigInteger, nullable=False, server_default="0"),  # results + metadata
+    sa.Column("claimed_by", sa.String(96), nullable=True),  # the node running it (None unless running)
+    sa.Column("lease_expires_at", sa.Float, nullable=True),  # renewed by the node's heartbeat while it runs
     sa.UniqueConstraint("tenant_id", "batch_id", name="uq_batches_tenant_batch"),
     sa.Index("ix_batches_status_tenant", "status", "tenant_id", "pk"),
     sa.Index("ix_batches_finished_at", "finished_at"),  # retention finds the oldest finished batches
     sa.Index("ix_batches_tenant_bytes", "tenant_id", "stored_bytes"),  # the totals without reading the rows
+    sa.Index("ix_batches_claims", "claimed_by"),  # a node's heartbeat and release find its claims
+)
+
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("id", sa.String(96), primary_key=True),  # host:pid:random, as batches.claimed_by names it
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
 )
 
 runs = sa.Table(

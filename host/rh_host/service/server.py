@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import resource
+from types import FrameType
 
 import uvicorn
 
@@ -20,6 +21,20 @@ from rh_host.service.settings import ServiceSettings
 __all__ = ["raise_fd_limit", "serve"]
 
 _log = logging.getLogger("rh.service")
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn's server, which on SIGTERM or SIGINT also stops the service claiming batches at once:
+    uvicorn itself only tells the app (lifespan shutdown) once every open connection has closed, and
+    until then the worker pool would go on claiming."""
+
+    def __init__(self, config: uvicorn.Config, service: Service) -> None:
+        super().__init__(config)
+        self._service = service
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._service.drain()
+        super().handle_exit(sig, frame)
 
 
 def raise_fd_limit() -> int:
@@ -58,7 +73,9 @@ def serve(
     )
     LogBudget().install(logging.getLogger(), logging.getLogger("uvicorn"), logging.getLogger("uvicorn.access"))
     _log.info(
-        "serving on http://%s:%d, data in %s; at most %d connections (open files: %d); head within %g s, body %g s",
+        "serving (role %s) on http://%s:%d, data in %s; at most %d connections (open files: %d);"
+        " head within %g s, body %g s",
+        settings.role,
         host,
         port,
         settings.data_dir,
@@ -67,4 +84,4 @@ def serve(
         limits.header_read_seconds,
         limits.body_read_seconds,
     )
-    uvicorn.Server(config).run()
+    _DrainingServer(config, service).run()

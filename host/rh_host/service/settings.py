@@ -8,7 +8,9 @@ import msgspec
 
 from rh_sandbox import EgressSettings, UidRange
 
-__all__ = ["Quotas", "ServiceSettings", "UploadCaps"]
+__all__ = ["ROLES", "Quotas", "ServiceSettings", "UploadCaps"]
+
+ROLES = ("all", "api", "worker")
 
 
 class Quotas(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -67,6 +69,9 @@ class ServiceSettings(msgspec.Struct, kw_only=True):
     max_body_mb: int = 64  # hard cap on any request body, above every tenant's max_batch_mb
     retention_days: float | None = None  # finished batches older than this are purged (None: kept)
     housekeeping_seconds: float = 300.0  # how often retention and artifact garbage collection run
+    role: str = "all"  # api: accept, store, answer; worker: claim and run; all: both (ROLES)
+    lease_seconds: float = 30.0  # a claim lasts this long unless the node's heartbeat renews it
+    shutdown_seconds: float = 5.0  # on SIGTERM, running batches get this long to finish before they are given back
 
     @property
     def sqlite_url(self) -> str:

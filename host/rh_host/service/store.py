@@ -15,14 +15,17 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from rh_host.service.db import DEFERRED
 from rh_host.service.errors import Conflict, NotFound, QuotaExceeded, QuotaTooLarge
-from rh_host.service.schema import batches, outcomes, plugin_versions, plugins, runs, tenants
+from rh_host.service.schema import artifact_archives, batches, outcomes, plugin_versions, plugins, runs, tenants
 from rh_host.service.settings import Quotas
+from rh_host.service.wakeup import announce
 
-__all__ = ["Store"]
+__all__ = ["BATCH_SUMMARY", "DONE", "QUEUED", "RUNNING", "Row", "Store", "insert_ignore"]
 
 Row = sa.Row[Any]
 QUEUED, RUNNING, DONE = "queued", "running", "done"
+_DONE_COUNT_SECONDS = 30.0
 _MIB = 1024 * 1024
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -30,6 +33,13 @@ _T = TypeVar("_T")
 
 def _json(value: Any) -> str:
     return msgspec.json.encode(value).decode("utf-8")
+
+
+def insert_ignore(conn: sa.Connection, table: sa.Table, values: dict[str, Any], keys: list[str]) -> int:
+    """Insert unless a row with the same ``keys`` exists; the number of rows inserted (0 or 1)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
+    return conn.execute(stmt).rowcount
 
 
 def _retry_on_integrity_error(transaction: Callable[_P, _T]) -> Callable[_P, _T]:
@@ -49,11 +59,13 @@ def _retry_on_integrity_error(transaction: Callable[_P, _T]) -> Callable[_P, _T]
 class Store:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        self._done_count = 0
+        self._done_counted_at: float | None = None  # monotonic
 
-    def _insert_ignore(self, conn: sa.Connection, table: sa.Table, values: dict[str, Any], keys: list[str]) -> int:
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
-        return conn.execute(stmt).rowcount
+    def _reader(self) -> sa.Connection:
+        """A connection for reads only: on SQLite its transaction is deferred, so it takes no write lock
+        (every other transaction here begins IMMEDIATE) and never waits for one (WAL)."""
+        return self.engine.connect().execution_options(**{DEFERRED: True})
 
     # -- tenants -------------------------------------------------------------------------------
 
@@ -130,9 +142,11 @@ class Store:
         *,
         size_bytes: int,
         activate: bool,
+        archive: bytes | None = None,
     ) -> tuple[Row, bool]:
         """Store an uploaded version (a repeat of the same files, by digest, returns the existing one)
-        within the tenant's max_plugins, max_versions and max_artifact_mb."""
+        within the tenant's max_plugins, max_versions and max_artifact_mb, and its ``archive``, which
+        worker nodes fetch by digest."""
         now = time.time()
         with self.engine.begin() as conn:
             quotas = self._locked_quotas(conn, tenant_id)
@@ -178,6 +192,8 @@ class Store:
                 seq = existing.seq
             if activate or plugin.active_seq is None:
                 conn.execute(plugins.update().where(plugins.c.id == plugin.id).values(active_seq=seq, enabled=True))
+            if archive is not None:
+                _put_archive(conn, digest, archive, now)
             return self._version(conn, plugin.id, seq), created
 
     def _check_version_quotas(
@@ -371,6 +387,7 @@ class Store:
                     stored_bytes=stored_bytes,
                 )
             )
+            announce(conn)
             return self._batch(conn, tenant_id, batch_id), True
 
     def _check_batch_quotas(self, conn: sa.Connection, tenant_id: str, size: int, quotas: Quotas) -> None:
@@ -391,7 +408,7 @@ class Store:
 
     def _batch(self, conn: sa.Connection, tenant_id: str, batch_id: str, missing_ok: bool = False) -> Row:
         row = conn.execute(
-            sa.select(*_BATCH_SUMMARY).where(batches.c.tenant_id == tenant_id, batches.c.batch_id == batch_id)
+            sa.select(*BATCH_SUMMARY).where(batches.c.tenant_id == tenant_id, batches.c.batch_id == batch_id)
         ).first()
         if row is None and not missing_ok:
             raise NotFound(f"no batch {batch_id!r}")
@@ -403,7 +420,7 @@ class Store:
 
     def list_batches(self, tenant_id: str, status: str | None, limit: int) -> Sequence[Row]:
         with self.engine.begin() as conn:
-            query = sa.select(*_BATCH_SUMMARY).where(batches.c.tenant_id == tenant_id)
+            query = sa.select(*BATCH_SUMMARY).where(batches.c.tenant_id == tenant_id)
             if status:
                 query = query.where(batches.c.status == status)
             return conn.execute(query.order_by(batches.c.pk.desc()).limit(limit)).all()
@@ -414,68 +431,24 @@ class Store:
                 sa.select(batches.c.metadata, batches.c.results, batches.c.version_ids).where(batches.c.pk == pk)
             ).one()
 
-    def claim_next(self) -> Row | None:
-        """Mark the next batch running, fairly: the tenant served least recently goes first, within its
-        concurrency quota; within a tenant, the oldest batch."""
-        now = time.time()
-        with self.engine.begin() as conn:
-            running = dict(
-                conn.execute(
-                    sa.select(batches.c.tenant_id, sa.func.count())
-                    .where(batches.c.status == RUNNING)
-                    .group_by(batches.c.tenant_id)
-                ).all()
-            )
-            has_queued = sa.exists().where(batches.c.tenant_id == tenants.c.id, batches.c.status == QUEUED)
-            waiting = conn.execute(
-                sa.select(tenants.c.id, tenants.c.quotas).where(has_queued).order_by(tenants.c.last_claimed_at)
-            ).all()
-            for tenant in waiting:
-                quotas = msgspec.json.decode(tenant.quotas, type=Quotas)
-                if running.get(tenant.id, 0) >= quotas.max_concurrent_batches:
-                    continue
-                pk = conn.execute(
-                    sa.select(batches.c.pk)
-                    .where(batches.c.tenant_id == tenant.id, batches.c.status == QUEUED)
-                    .order_by(batches.c.pk)
-                    .limit(1)
-                ).scalar()
-                if pk is None:
-                    continue
-                claimed = conn.execute(
-                    batches.update()
-                    .where(batches.c.pk == pk, batches.c.status == QUEUED)
-                    .values(status=RUNNING, started_at=now, attempts=batches.c.attempts + 1)
-                ).rowcount
-                if claimed:
-                    conn.execute(tenants.update().where(tenants.c.id == tenant.id).values(last_claimed_at=now))
-                    return conn.execute(
-                        sa.select(*_BATCH_SUMMARY, tenants.c.quotas)
-                        .join(tenants, tenants.c.id == batches.c.tenant_id)
-                        .where(batches.c.pk == pk)
-                    ).one()
-            return None
-
-    def requeue_running(self) -> int:
-        """At start-up: batches a previous process was running go back to the queue (at-least-once)."""
-        with self.engine.begin() as conn:
-            return conn.execute(batches.update().where(batches.c.status == RUNNING).values(status=QUEUED)).rowcount
-
-    def requeue(self, batch_pk: int) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                batches.update().where(batches.c.pk == batch_pk, batches.c.status == RUNNING).values(status=QUEUED)
-            )
-
     def ping(self) -> None:
         """Raises when the database cannot be reached; the cheapest query there is."""
-        with self.engine.connect() as conn:
+        with self._reader() as conn:
             conn.execute(sa.select(1))
 
     def queue_depth(self) -> dict[str, int]:
-        with self.engine.begin() as conn:
-            counts = dict(conn.execute(sa.select(batches.c.status, sa.func.count()).group_by(batches.c.status)).all())
-        return {status: counts.get(status, 0) for status in (QUEUED, RUNNING, DONE)}
+        """Queued and running batches, counted through the status index (their number, not the table's);
+        done batches, most of the table, are counted at most every ``_DONE_COUNT_SECONDS``."""
+        with self._reader() as conn:
+            waiting = (QUEUED, RUNNING)
+            query = sa.select(batches.c.status, sa.func.count()).where(batches.c.status.in_(waiting))
+            counts = dict(conn.execute(query.group_by(batches.c.status)).all())
+            now = time.monotonic()
+            if self._done_counted_at is None or now - self._done_counted_at >= _DONE_COUNT_SECONDS:
+                done = sa.select(sa.func.count()).select_from(batches).where(batches.c.status == DONE)
+                self._done_count = conn.execute(done).scalar_one()
+                self._done_counted_at = now
+        return {QUEUED: counts.get(QUEUED, 0), RUNNING: counts.get(RUNNING, 0), DONE: self._done_count}
 
     # -- retention and storage -----------------------------------------------------------------
 
@@ -510,6 +483,20 @@ class Store:
                 conn.execute(sa.select(plugin_versions.c.id).where(plugin_versions.c.digest == digest).limit(1)).first()
                 is not None
             )
+
+    def artifact_archive(self, digest: str) -> bytes | None:
+        with self.engine.begin() as conn:
+            return conn.execute(
+                sa.select(artifact_archives.c.archive).where(artifact_archives.c.digest == digest)
+            ).scalar()
+
+    def purge_unreferenced_archives(self, before: float) -> int:
+        """Delete the archives no stored version references, stored (or uploaded again) before ``before``."""
+        referenced = sa.select(plugin_versions.c.id).where(plugin_versions.c.digest == artifact_archives.c.digest)
+        with self.engine.begin() as conn:
+            return conn.execute(
+                artifact_archives.delete().where(artifact_archives.c.created_at < before, ~sa.exists(referenced))
+            ).rowcount
 
     def usage(self, tenant_id: str) -> dict[str, int]:
         """What the tenant stores, in the units of its quotas' totals."""
@@ -546,7 +533,7 @@ class Store:
             "created_at": time.time(),
         }
         with self.engine.begin() as conn:
-            self._insert_ignore(conn, runs, values, ["batch_pk", "version_id", "input_digest"])
+            insert_ignore(conn, runs, values, ["batch_pk", "version_id", "input_digest"])
 
     def runs_of(self, batch_pk: int) -> Sequence[Row]:
         with self.engine.begin() as conn:
@@ -558,18 +545,6 @@ class Store:
         with self.engine.begin() as conn:
             query = sa.select(runs).where(runs.c.batch_pk == batch_pk, runs.c.plugin == plugin)
             return conn.execute(query.order_by(runs.c.id.desc()).limit(1)).first()
-
-    def finish_batch(self, batch_pk: int, success: bool, outcome: str) -> bool:
-        """Store the outcome (the first one wins) and mark the batch done; False if one was already there."""
-        with self.engine.begin() as conn:
-            stored = self._insert_ignore(
-                conn,
-                outcomes,
-                {"batch_pk": batch_pk, "success": success, "outcome": outcome, "created_at": time.time()},
-                ["batch_pk"],
-            )
-            conn.execute(batches.update().where(batches.c.pk == batch_pk).values(status=DONE, finished_at=time.time()))
-            return bool(stored)
 
     def outcome(self, batch_pk: int) -> bytes | None:
         """The outcome's JSON as the worker stored it, as bytes for the response: never decoded here (an
@@ -595,7 +570,7 @@ class Store:
             return {pk: success for pk, success in conn.execute(query).all()}
 
 
-_BATCH_SUMMARY = (
+BATCH_SUMMARY = (
     batches.c.pk,
     batches.c.tenant_id,
     batches.c.batch_id,
@@ -617,6 +592,14 @@ def _batch_totals(conn: sa.Connection, tenant_id: str) -> tuple[int, int]:
         )
     ).one()
     return count, stored
+
+
+def _put_archive(conn: sa.Connection, digest: str, archive: bytes, now: float) -> None:
+    """Store the archive of ``digest`` once; a repeat renews its time, which holds off a garbage
+    collection that is deciding about it (it waits for this row, then sees the new time)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(artifact_archives).values(digest=digest, archive=archive, created_at=now)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["digest"], set_={"created_at": now}))
 
 
 def _plugin_count(conn: sa.Connection, tenant_id: str) -> int:

@@ -1,10 +1,12 @@
 """Running queued batches. ``BatchDispatch`` is the one interface the service uses to get batches
-run; ``LocalWorkerPool`` is its implementation with threads in this process (a distributed one
-would share PostgreSQL and hand the same claims to another engine).
+run; ``LocalWorkerPool`` is its implementation with threads in this process, claiming through the
+database (``rh_host.service.claims``), so that any number of processes on any number of machines can
+share one PostgreSQL.
 
-Delivery is at least once: a batch is claimed (running), its runs are recorded as they end, and its
-outcome is written once, in the same transaction that marks it done. A process that dies mid-batch
-leaves it running; the next start puts it back in the queue and the stored runs are replayed.
+Delivery is at least once: a batch is claimed (running, with a lease), its runs are recorded as they
+end, and its outcome is written once, in the same transaction that marks it done, by the node that
+holds it. A process that dies mid-batch leaves it running; when its lease ends (at once, for a
+restart on the same data dir) it goes back to the queue and the stored runs are replayed.
 
 A fault of the host is not an outcome: a batch with a ``host_error`` run (the sandbox could not run
 it, or the plugin's stored files cannot be loaded) runs again, a bounded number of times with
@@ -26,12 +28,13 @@ from rh_host.errors import ManifestError
 from rh_host.manifest import Manifest, Plugin, load_plugin
 from rh_host.outcome import BatchOutcome, HandlerRun, merge_outcome
 from rh_host.pipeline import NOT_RUN, Pipeline, is_disabled
-from rh_host.service.artifacts import ArtifactStore
+from rh_host.service.artifacts import ArtifactStore, ArtifactUnavailable
+from rh_host.service.claims import Claims, Finish
 from rh_host.service.limits import clamp_limits
 from rh_host.service.metrics import Metrics
 from rh_host.service.recording import RecordingBackend, ShuttingDown
 from rh_host.service.redaction import redact_text
-from rh_host.service.settings import Quotas
+from rh_host.service.settings import Quotas, UploadCaps
 from rh_host.service.store import Row, Store
 from rh_host.service.vault import Vault
 from rh_sandbox import Backend
@@ -47,6 +50,7 @@ _HOST_ERROR_RETRIES = 3  # runs again of a batch with host_error runs, before it
 _RETRY_FIRST_WAIT_SECONDS = 0.5  # then doubled each time, up to _RETRY_MAX_WAIT_SECONDS
 _RETRY_MAX_WAIT_SECONDS = 8.0
 _IDLE_POLL_SECONDS = 1.0
+_UNAVAILABLE_PAUSE_SECONDS = 2.0  # after giving back a batch whose plugin files this node cannot get
 
 
 class BatchDispatch(Protocol):
@@ -55,13 +59,18 @@ class BatchDispatch(Protocol):
     def notify(self) -> None:
         """A batch was queued: wake a worker now rather than at the next poll."""
 
-    def close(self) -> None: ...
+    def stop_claiming(self) -> None:
+        """Claim nothing more from now on (safe to call from a signal handler)."""
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop claiming, let running batches finish within ``timeout``, then abandon the rest."""
 
 
 class LocalWorkerPool:
     def __init__(
         self,
         store: Store,
+        claims: Claims,
         artifacts: ArtifactStore,
         vault: Vault,
         backend: Backend,
@@ -71,8 +80,10 @@ class LocalWorkerPool:
         run_parallel: int = 2,
         host_error_retries: int = _HOST_ERROR_RETRIES,
         retry_first_wait_seconds: float = _RETRY_FIRST_WAIT_SECONDS,
+        upload_caps: UploadCaps | None = None,
     ) -> None:
         self._store = store
+        self._claims = claims
         self._artifacts = artifacts
         self._vault = vault
         self._backend = backend
@@ -81,15 +92,14 @@ class LocalWorkerPool:
         self._run_parallel = run_parallel
         self._host_error_retries = host_error_retries
         self._retry_first_wait_seconds = retry_first_wait_seconds
+        self._upload_caps = upload_caps or UploadCaps()  # unpacking a fetched archive: as at upload
         self._wake = threading.Condition()
         self._pending_wakes = 0
-        self._stopping = threading.Event()
+        self._draining = threading.Event()  # claim nothing more
+        self._stopping = threading.Event()  # abandon what is running
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        requeued = self._store.requeue_running()
-        if requeued:
-            _log.warning("requeued %d batch(es) left running by a previous process", requeued)
         for index in range(self._workers):
             thread = threading.Thread(target=self._loop, name=f"rh-worker-{index}", daemon=True)
             thread.start()
@@ -100,40 +110,53 @@ class LocalWorkerPool:
             self._pending_wakes += 1
             self._wake.notify()
 
+    def stop_claiming(self) -> None:
+        self._draining.set()  # an Event only: this runs in a signal handler; idle threads see it within a poll
+
     def close(self, timeout: float = 5.0) -> None:
-        """Stop claiming; a batch still running after ``timeout`` resumes at the next start."""
-        self._stopping.set()
+        """Stop claiming; batches still running after ``timeout`` are abandoned unrecorded (the service then
+        gives them back to the queue)."""
+        self.stop_claiming()
         with self._wake:
             self._wake.notify_all()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        self._stopping.set()
 
     def _loop(self) -> None:
-        while not self._stopping.is_set():
+        while not self._draining.is_set():
             try:
-                row = self._store.claim_next()
+                row = self._claims.claim_next()
             except Exception:
                 _log.exception("cannot claim a batch; retrying")
                 row = None
             if row is None:
                 with self._wake:
-                    if self._pending_wakes == 0 and not self._stopping.is_set():
+                    if self._pending_wakes == 0 and not self._draining.is_set():
                         self._wake.wait(_IDLE_POLL_SECONDS)
                     self._pending_wakes = 0
                 continue
+            if self._draining.is_set():  # the claim raced the shutdown: another node runs it
+                self._claims.release(row.pk)
+                return
             self._process(row)
 
     def _process(self, row: Row) -> None:
         try:
             outcome = self._run_retrying_host_errors(row)
+        except ArtifactUnavailable as exc:  # not a plugin's failure, nor a reason to give the batch an outcome
+            _log.error("batch %s of %s: given back to the queue, not run: %s", row.batch_id, row.tenant_id, exc)
+            self._claims.release(row.pk)
+            self._stopping.wait(_UNAVAILABLE_PAUSE_SECONDS)
+            return
         except ShuttingDown:
-            _log.info("batch %s: left for the next start (shutting down)", row.batch_id)
+            _log.info("batch %s: abandoned unrecorded (shutting down); given back to the queue", row.batch_id)
             return
         except Exception as exc:
             _log.exception("batch %s of %s: host fault (attempt %d)", row.batch_id, row.tenant_id, row.attempts)
             if row.attempts < _MAX_HOST_FAULTS:
-                self._store.requeue(row.pk)
+                self._claims.release(row.pk)
                 return
             outcome = BatchOutcome(
                 batch_id=row.batch_id,
@@ -143,7 +166,12 @@ class LocalWorkerPool:
                 error=f"host error: the batch could not be run in {row.attempts} attempts ({type(exc).__name__})",
             )
             _log.error("batch %s: giving up after %d attempts: %s", row.batch_id, row.attempts, exc)
-        if self._store.finish_batch(row.pk, outcome.success, msgspec.json.encode(outcome).decode()):
+        finished = self._claims.finish(row.pk, outcome.success, msgspec.json.encode(outcome).decode())
+        if finished is not Finish.STORED:  # this node's lease ended and another node took the batch over
+            _log.warning(
+                "batch %s: another node took it over (%s); this outcome is dropped", row.batch_id, finished.name
+            )
+        if finished is Finish.STORED:
             self._metrics.batches_completed.labels(success=str(outcome.success).lower()).inc()
             self._metrics.batch_seconds.observe(max(0.0, time.time() - row.submitted_at))
         for run in outcome.handlers:
@@ -192,10 +220,13 @@ class LocalWorkerPool:
             config = {**msgspec.json.decode(version.config), **secrets}
             directory = self._artifacts.path_for(version.digest)
             try:
+                directory = self._artifacts.local_copy(version.digest, self._store.artifact_archive, self._upload_caps)
                 plugin = load_plugin(directory, config)
-            except ManifestError as exc:  # the artifact vanished from disk: the operator must know
-                _log.error("batch %s: plugin %s cannot be loaded: %s", row.batch_id, version.name, exc)
+            except (ArtifactUnavailable, ManifestError) as exc:
                 stored = Plugin(manifest=_decode_manifest(version.manifest), directory=str(directory), config=config)
+                if isinstance(exc, ArtifactUnavailable) and not is_disabled(stored):
+                    raise  # the batch waits for a node that can get the files
+                _log.error("batch %s: plugin %s cannot be loaded: %s", row.batch_id, version.name, exc)
                 unloadable.append(_unloadable_run(stored))
                 continue
             plugins.append(plugin)
