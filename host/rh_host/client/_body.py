@@ -1,0 +1,78 @@
+"""A batch as a streamed JSONL request body: an iterable of result lines, a file, or bytes.
+
+Lines are encoded one at a time and sent in chunks of about ``CHUNK_BYTES``: a batch of any size costs
+the client one chunk of memory, not the batch (a generator of results is never materialised).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import anyio
+import msgspec
+
+from rh_sdk.protocol import ResultLine
+
+__all__ = ["CHUNK_BYTES", "Results", "async_chunks", "sync_chunks"]
+
+CHUNK_BYTES = 1 << 16
+
+Results: TypeAlias = Iterable[Mapping[str, Any] | ResultLine] | str | os.PathLike[str] | bytes | bytearray | memoryview
+"""What ``submit`` takes: result lines (dicts as OpenAI/vLLM write them, or ResultLine), a path to a
+batch output JSONL file (a ``str`` is a path), or the file's bytes."""
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _encoded_lines(results: Iterable[Mapping[str, Any] | ResultLine]) -> Iterator[bytes]:
+    chunk = bytearray()
+    for index, result in enumerate(results):
+        if not isinstance(result, Mapping | ResultLine):
+            raise TypeError(f"results[{index}]: expected a dict or a ResultLine, got {type(result).__name__}")
+        chunk += _encode(result)
+        chunk += b"\n"
+        if len(chunk) >= CHUNK_BYTES:
+            yield bytes(chunk)
+            chunk.clear()
+    if chunk:
+        yield bytes(chunk)
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as file:
+        while block := file.read(CHUNK_BYTES):
+            yield block
+
+
+def sync_chunks(results: Results) -> bytes | Iterator[bytes]:
+    """The body: bytes as they are, else an iterator of chunks (opened lazily: a missing file fails here)."""
+    if isinstance(results, bytes | bytearray | memoryview):
+        return bytes(results)
+    if isinstance(results, str | os.PathLike):
+        path = Path(results)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such batch output file")
+        return _file_chunks(path)
+    if isinstance(results, Mapping):
+        raise TypeError("results: expected an iterable of result lines, got one dict")
+    return _encoded_lines(results)
+
+
+async def async_chunks(results: Results) -> bytes | AsyncIterator[bytes]:
+    """As :func:`sync_chunks`; a file is read in a worker thread, never on the event loop."""
+    body = sync_chunks(results)
+    if isinstance(body, bytes):
+        return body
+    is_file = isinstance(results, str | os.PathLike)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        while True:
+            block = await anyio.to_thread.run_sync(next, body, None) if is_file else next(body, None)
+            if block is None:
+                return
+            yield block
+
+    return chunks()

@@ -1,0 +1,96 @@
+"""What the sync and async clients share, without I/O: each call's request and how its answer decodes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+import msgspec
+
+from rh_host.client._errors import ApiError, api_error
+
+if TYPE_CHECKING:
+    from rh_host.service.models import PluginView
+
+__all__ = [
+    "DEFAULT_URL",
+    "MAX_METADATA_BYTES",
+    "SERVER_WAIT_SECONDS",
+    "batch_path",
+    "decode",
+    "headers_for",
+    "metadata_params",
+    "plugin_archive",
+    "plugin_view",
+    "resolve",
+]
+
+T = TypeVar("T")
+
+DEFAULT_URL = "http://127.0.0.1:8700"
+SERVER_WAIT_SECONDS = 30.0  # the longest the service holds one outcome request
+MAX_METADATA_BYTES = 16 * 1024  # metadata travels in the URL: past this, servers close the connection
+JSONL = "application/jsonl"
+
+
+def resolve(url: str | None, key: str | None) -> tuple[str, str]:
+    """The service URL and tenant key: as given, else $RH_URL and $RH_KEY (as the CLI reads them)."""
+    url = url or os.environ.get("RH_URL") or DEFAULT_URL
+    key = key or os.environ.get("RH_KEY")
+    if not key:
+        raise ValueError("no tenant API key: pass key= or set RH_KEY")
+    return url.rstrip("/"), key
+
+
+def headers_for(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def batch_path(batch_id: str, suffix: str = "") -> str:
+    return f"/v1/batches/{quote(batch_id, safe='')}{suffix}"
+
+
+def metadata_params(metadata: dict[str, Any] | None) -> dict[str, str]:
+    if not metadata:
+        return {}
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata: expected a dict, got {type(metadata).__name__}")
+    text = msgspec.json.encode(metadata).decode()
+    if len(quote(text)) > MAX_METADATA_BYTES:
+        raise ValueError(
+            f"metadata: {len(quote(text))} bytes once URL-encoded; the URL carries at most {MAX_METADATA_BYTES}"
+        )
+    return {"metadata": text}
+
+
+def plugin_archive(source: Path) -> bytes:
+    """A plugin directory packed as ``rh-host plugin pack`` packs it (validated first), or an archive's bytes."""
+    if source.is_dir():
+        from rh_host.manifest import load_plugin
+        from rh_host.service.archives import pack_directory  # the service's own archive format
+
+        load_plugin(source)  # a bad manifest fails here, naming the file and field
+        return pack_directory(source)
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: no plugin directory or archive")
+    return source.read_bytes()
+
+
+def plugin_view() -> type[PluginView]:
+    """The plugin body's type, imported when a plugin is pushed: it pulls in the service's limits."""
+    from rh_host.service.models import PluginView
+
+    return PluginView
+
+
+def decode(response: httpx.Response, type_: type[T]) -> T:
+    """The answer's body as ``type_``; a 4xx/5xx raises :class:`ApiError` with the API's code."""
+    if not response.is_success:
+        raise api_error(response)
+    try:
+        return msgspec.json.decode(response.content, type=type_)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ApiError(response.status_code, "bad_response", f"unexpected answer body: {exc}") from None
