@@ -10,7 +10,16 @@ import msgspec
 
 from rh_sdk.protocol import LogRecord, Usage
 
-__all__ = ["BatchAccepted", "BatchView", "ErrorBody", "ErrorDetail", "RunDetail", "RunSummary"]
+__all__ = [
+    "BatchAccepted",
+    "BatchView",
+    "ErrorBody",
+    "ErrorDetail",
+    "RunDetail",
+    "RunSummary",
+    "UploadUrl",
+    "UploadUrlRequest",
+]
 
 
 class ErrorDetail(msgspec.Struct):
@@ -53,3 +62,15 @@ class RunSummary(msgspec.Struct):
 class RunDetail(RunSummary):
     logs: list[LogRecord]
     egress: list[dict[str, Any]] | None = None  # connections through the host's egress broker
+
+
+class UploadUrlRequest(msgspec.Struct, forbid_unknown_fields=True):
+    metadata: dict[str, Any] = {}  # the batch's metadata, as the POST's ``metadata`` parameter
+    expires_in: int = 86_400  # seconds the URL stays usable (at most 7 days)
+
+
+class UploadUrl(msgspec.Struct):
+    batch_id: str
+    url: str  # PUT the batch output file here, with no other credentials
+    method: str
+    expires_at: float

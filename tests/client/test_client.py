@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from rh_testserver import OPENAI, VLLM, Server, free_port
 
@@ -150,7 +151,18 @@ def test_all_is_pinned() -> None:
 
     assert rh_host.client.__all__ == [
         "ApiError", "AsyncClient", "BatchAccepted", "BatchOutcome", "BatchStatus", "BatchView", "Client",
-        "ClientError", "HandlerRun", "OutcomeTimeout", "RemoteRegistry", "Results", "TransportError",
+        "ClientError", "HandlerRun", "OutcomeTimeout", "RemoteRegistry", "Results", "TransportError", "UploadUrl",
     ]  # fmt: skip
     for name in rh_host.client.__all__:
         assert hasattr(rh_host.client, name), name
+
+
+def test_an_upload_url_takes_a_keyless_put_with_the_urls_metadata(rh: Client) -> None:
+    granted = rh.upload_url("via-url", metadata={"job": "vllm-7"}, expires_in=600)
+    assert granted.method == "PUT" and granted.batch_id == "via-url" and "rhk_" not in granted.url
+    response = httpx.put(granted.url, content=VLLM.read_bytes())  # no key: the URL is the credential
+    assert response.status_code == 200, response.text
+    assert rh.wait("via-url", timeout=120).output["echo.metadata"] == {"job": "vllm-7"}
+    with pytest.raises(ApiError) as refused:
+        rh.upload_url("via-url", expires_in=0)
+    assert (refused.value.status_code, refused.value.code) == (400, "bad_request")

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from rh_host.api_models import BatchAccepted, BatchView
+from rh_host.api_models import BatchAccepted, BatchView, UploadUrl
 from rh_host.client._body import Results, async_chunks
 from rh_host.client._errors import OutcomeTimeout, TransportError, api_error
 from rh_host.client._requests import (
@@ -71,6 +71,13 @@ class AsyncClient:
             "POST", batch_path(batch_id), content=body, params=params, headers={"Content-Type": JSONL}
         )
         return decode(response, BatchAccepted)
+
+    async def upload_url(
+        self, batch_id: str, metadata: dict[str, Any] | None = None, expires_in: int = 86_400
+    ) -> UploadUrl:
+        body = {"metadata": metadata or {}, "expires_in": expires_in}
+        response = await self._request("POST", batch_path(batch_id, "/upload-url"), json=body)
+        return decode(response, UploadUrl)
 
     async def status(self, batch_id: str) -> BatchView:
         return decode(await self._request("GET", batch_path(batch_id)), BatchView)

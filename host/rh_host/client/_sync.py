@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import httpx
 
-from rh_host.api_models import BatchAccepted, BatchView
+from rh_host.api_models import BatchAccepted, BatchView, UploadUrl
 from rh_host.client._body import Results, sync_chunks
 from rh_host.client._errors import OutcomeTimeout, TransportError, api_error
 from rh_host.client._requests import (
@@ -97,6 +97,13 @@ class Client:
             "POST", batch_path(batch_id), content=body, params=params, headers={"Content-Type": JSONL}
         )
         return decode(response, BatchAccepted)
+
+    def upload_url(self, batch_id: str, metadata: dict[str, Any] | None = None, expires_in: int = 86_400) -> UploadUrl:
+        """A URL that lets whoever holds it PUT this one batch (no key in it) until it expires: what
+        ``vllm run_batch -o URL`` uploads its output to. ``metadata`` travels sealed in the URL."""
+        body = {"metadata": metadata or {}, "expires_in": expires_in}
+        response = self._request("POST", batch_path(batch_id, "/upload-url"), json=body)
+        return decode(response, UploadUrl)
 
     def status(self, batch_id: str) -> BatchView:
         return decode(self._request("GET", batch_path(batch_id)), BatchView)

@@ -13,6 +13,7 @@ from litestar import MediaType, Request, Response, Router, get, post, put
 from litestar.di import Provide
 from litestar.params import Parameter
 
+from rh_host.api_models import UploadUrl, UploadUrlRequest
 from rh_host.outcome import BatchOutcome
 from rh_host.service.auth import Caller, caller_of, service_of, tenant_dependency
 from rh_host.service.errors import BadRequest, NotFound, Pending, Unauthorized
@@ -25,7 +26,6 @@ from rh_host.service.intake import (
     receive_body,
 )
 from rh_host.service.models import BatchAccepted, BatchView, RunDetail, RunSummary
-from rh_host.service.upload_grants import UploadUrl, UploadUrlRequest
 from rh_host.service.views import batch_view, run_detail, run_summary
 
 if TYPE_CHECKING:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import msgspec
 from cryptography.fernet import Fernet, InvalidToken
 
+from rh_host.api_models import UploadUrlRequest
 from rh_host.service.errors import BadRequest, Forbidden, Unauthorized
 
 __all__ = [
@@ -22,24 +23,10 @@ __all__ = [
     "MAX_TOKEN_CHARS",
     "UploadGrant",
     "UploadGrants",
-    "UploadUrl",
-    "UploadUrlRequest",
 ]
 
 MAX_GRANT_SECONDS = 7 * 24 * 3600
 MAX_TOKEN_CHARS = 8192  # the URL must fit a request head (and a proxy's); metadata is most of it
-
-
-class UploadUrlRequest(msgspec.Struct, forbid_unknown_fields=True):
-    metadata: dict[str, Any] = {}  # the batch's metadata, as the POST's ``metadata`` parameter
-    expires_in: int = 86_400  # seconds the URL stays usable (at most 7 days)
-
-
-class UploadUrl(msgspec.Struct):
-    batch_id: str
-    url: str  # PUT the batch output file here, with no other credentials
-    method: str
-    expires_at: float
 
 
 class UploadGrant(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
