@@ -26,6 +26,7 @@ from rh_host.service.intake import (
     receive_body,
 )
 from rh_host.service.models import BatchAccepted, BatchView, RunDetail, RunSummary
+from rh_host.service.openapi_docs import BatchBodyOperation, error_responses
 from rh_host.service.views import batch_view, run_detail, run_summary
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ _MAX_WAIT_SECONDS = 30.0
 @post(
     "/{batch_id:str}",
     status_code=202,
+    operation_class=BatchBodyOperation,
+    responses=error_responses(400, 401, 403, 409, 413, 429),
     summary="Submit a batch: JSONL (OpenAI or vLLM batch output) or a msgpack array of output lines",
     description=(
         "Answers 202 only once the batch is durably stored. Posting the same batch id with the same content"
@@ -83,6 +86,8 @@ async def uploader_dependency(
 @put(
     "/{batch_id:str}",
     status_code=200,
+    operation_class=BatchBodyOperation,
+    responses=error_responses(400, 401, 403, 409, 413, 429),
     dependencies={"uploader": Provide(uploader_dependency)},
     summary="Upload a batch output file (vLLM run_batch -o URL): as POST, answered 200",
     description=(
@@ -108,6 +113,7 @@ async def upload(
 @post(
     "/{batch_id:str}/upload-url",
     status_code=201,
+    responses=error_responses(400, 401, 403),
     summary="A URL that lets whoever holds it PUT this one batch, with no key, until it expires",
     description=(
         "For batch systems that cannot send an Authorization header (vLLM's `run_batch -o URL`). The URL"
@@ -170,7 +176,9 @@ async def list_batches(
     return [batch_view(r, successes.get(r.pk)) for r in rows]
 
 
-@get("/{batch_id:str}", summary="A batch's status (queued, running, done)")
+@get(
+    "/{batch_id:str}", responses=error_responses(400, 401, 403, 404), summary="A batch's status (queued, running, done)"
+)
 async def get_batch(request: Request, caller: Caller, batch_id: str) -> BatchView:
     store = service_of(request).store
     row = await to_thread.run_sync(store.batch, caller.tenant_id, batch_id)
@@ -180,6 +188,7 @@ async def get_batch(request: Request, caller: Caller, batch_id: str) -> BatchVie
 
 @get(
     "/{batch_id:str}/outcome",
+    responses=error_responses(400, 401, 403, 404, 409),
     summary="The merged outcome; 409 (code pending) until the batch is done",
     description=(
         "`wait` holds the request up to that many seconds for the outcome. The body is the outcome's JSON"
