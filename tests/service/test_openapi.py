@@ -29,6 +29,9 @@ def body_of(spec: dict[str, Any], path: str, method: str) -> dict[str, Any]:
 def test_batch_submit_declares_its_body(spec: dict[str, Any], method: str) -> None:
     body = body_of(spec, "/v1/batches/{batch_id}", method)
     assert body["required"] is True
+    form = body["content"].pop("multipart/form-data")["schema"]
+    assert form["required"] == ["results"] and form["properties"]["results"]["format"] == "binary"
+    assert set(form["properties"]) == {"results", "metadata"}
     assert {"application/jsonl", "application/msgpack"} <= set(body["content"])
     for media in body["content"].values():
         assert media["schema"] == {"type": "string", "format": "binary"}

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from rh_host.api_models import BatchAccepted, BatchView, UploadUrl
-from rh_host.client._body import Results, async_chunks
+from rh_host.client._body import Results, async_chunks, async_form
 from rh_host.client._errors import OutcomeTimeout, TransportError, api_error
 from rh_host.client._requests import (
     JSONL,
@@ -18,7 +18,6 @@ from rh_host.client._requests import (
     batch_path,
     decode,
     headers_for,
-    metadata_params,
     resolve,
 )
 from rh_host.client._sync import BatchStatus
@@ -65,10 +64,12 @@ class AsyncClient:
             return await self._http.request(method, path, **kwargs)
 
     async def submit(self, batch_id: str, results: Results, metadata: dict[str, Any] | None = None) -> BatchAccepted:
-        params = metadata_params(metadata)
-        body = await async_chunks(results)
+        if metadata is None:
+            content_type, body = JSONL, await async_chunks(results)
+        else:
+            content_type, body = await async_form(results, metadata)
         response = await self._request(
-            "POST", batch_path(batch_id), content=body, params=params, headers={"Content-Type": JSONL}
+            "POST", batch_path(batch_id), content=body, headers={"Content-Type": content_type}
         )
         return decode(response, BatchAccepted)
 

@@ -7,6 +7,7 @@ the client one chunk of memory, not the batch (a generator of results is never m
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -16,7 +17,7 @@ import msgspec
 
 from rh_sdk.protocol import ResultLine
 
-__all__ = ["CHUNK_BYTES", "Results", "async_chunks", "sync_chunks"]
+__all__ = ["CHUNK_BYTES", "Results", "async_chunks", "async_form", "form_parts", "sync_chunks", "sync_form"]
 
 CHUNK_BYTES = 1 << 16
 
@@ -76,3 +77,52 @@ async def async_chunks(results: Results) -> bytes | AsyncIterator[bytes]:
             yield block
 
     return chunks()
+
+
+def form_parts(metadata: dict[str, Any]) -> tuple[str, bytes, bytes]:
+    """(Content-Type, the bytes before the results, the bytes after them) of a multipart/form-data body
+    with ``metadata`` (a JSON object) and the batch in ``results``: metadata of any size travels in the
+    body, where a URL is cut at a few KiB."""
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata: expected a dict, got {type(metadata).__name__}")
+    boundary = f"rh-{secrets.token_hex(16)}"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="metadata"\r\nContent-Type: application/json\r\n\r\n'
+    ).encode()
+    head += _encode(metadata)
+    head += (
+        f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="results"; filename="results.jsonl"\r\n'
+        "Content-Type: application/jsonl\r\n\r\n"
+    ).encode()
+    return f"multipart/form-data; boundary={boundary}", head, f"\r\n--{boundary}--\r\n".encode()
+
+
+def sync_form(results: Results, metadata: dict[str, Any]) -> tuple[str, Iterator[bytes]]:
+    content_type, head, tail = form_parts(metadata)
+    body = sync_chunks(results)
+
+    def chunks() -> Iterator[bytes]:
+        yield head
+        if isinstance(body, bytes):
+            yield body
+        else:
+            yield from body
+        yield tail
+
+    return content_type, chunks()
+
+
+async def async_form(results: Results, metadata: dict[str, Any]) -> tuple[str, AsyncIterator[bytes]]:
+    content_type, head, tail = form_parts(metadata)
+    body = await async_chunks(results)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield head
+        if isinstance(body, bytes):
+            yield body
+        else:
+            async for block in body:
+                yield block
+        yield tail
+
+    return content_type, chunks()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -17,12 +17,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_URL",
-    "MAX_METADATA_BYTES",
     "SERVER_WAIT_SECONDS",
     "batch_path",
     "decode",
     "headers_for",
-    "metadata_params",
     "plugin_archive",
     "plugin_view",
     "resolve",
@@ -32,7 +30,6 @@ T = TypeVar("T")
 
 DEFAULT_URL = "http://127.0.0.1:8700"
 SERVER_WAIT_SECONDS = 30.0  # the longest the service holds one outcome request
-MAX_METADATA_BYTES = 16 * 1024  # metadata travels in the URL: past this, servers close the connection
 JSONL = "application/jsonl"
 
 
@@ -51,19 +48,6 @@ def headers_for(key: str) -> dict[str, str]:
 
 def batch_path(batch_id: str, suffix: str = "") -> str:
     return f"/v1/batches/{quote(batch_id, safe='')}{suffix}"
-
-
-def metadata_params(metadata: dict[str, Any] | None) -> dict[str, str]:
-    if not metadata:
-        return {}
-    if not isinstance(metadata, dict):
-        raise TypeError(f"metadata: expected a dict, got {type(metadata).__name__}")
-    text = msgspec.json.encode(metadata).decode()
-    if len(quote(text)) > MAX_METADATA_BYTES:
-        raise ValueError(
-            f"metadata: {len(quote(text))} bytes once URL-encoded; the URL carries at most {MAX_METADATA_BYTES}"
-        )
-    return {"metadata": text}
 
 
 def plugin_archive(source: Path) -> bytes:

@@ -12,7 +12,7 @@ from urllib.parse import quote
 import httpx
 
 from rh_host.api_models import BatchAccepted, BatchView, UploadUrl
-from rh_host.client._body import Results, sync_chunks
+from rh_host.client._body import Results, sync_chunks, sync_form
 from rh_host.client._errors import OutcomeTimeout, TransportError, api_error
 from rh_host.client._requests import (
     JSONL,
@@ -20,7 +20,6 @@ from rh_host.client._requests import (
     batch_path,
     decode,
     headers_for,
-    metadata_params,
     plugin_archive,
     plugin_view,
     resolve,
@@ -89,13 +88,11 @@ class Client:
             raise api_error(response)
 
     def submit(self, batch_id: str, results: Results, metadata: dict[str, Any] | None = None) -> BatchAccepted:
-        """Send a batch (streamed as JSONL); returns once the service has stored it. Sending the same
+        """Send a batch, streamed as JSONL (with ``metadata``: as a multipart form, the metadata in its
+        own field, so that it may be large); returns once the service has stored it. Sending the same
         batch again is harmless (``duplicate`` is then true)."""
-        params = metadata_params(metadata)
-        body = sync_chunks(results)
-        response = self._request(
-            "POST", batch_path(batch_id), content=body, params=params, headers={"Content-Type": JSONL}
-        )
+        content_type, body = (JSONL, sync_chunks(results)) if metadata is None else sync_form(results, metadata)
+        response = self._request("POST", batch_path(batch_id), content=body, headers={"Content-Type": content_type})
         return decode(response, BatchAccepted)
 
     def upload_url(self, batch_id: str, metadata: dict[str, Any] | None = None, expires_in: int = 86_400) -> UploadUrl:

@@ -20,6 +20,14 @@ from rh_host.api_models import ErrorBody
 __all__ = ["BatchBodyOperation", "PluginArchiveOperation", "error_responses"]
 
 _BINARY = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+_FORM = Schema(
+    type=OpenAPIType.OBJECT,
+    required=["results"],
+    properties={
+        "results": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY, description="Batch output JSONL"),
+        "metadata": Schema(type=OpenAPIType.STRING, description="Batch metadata, a JSON object"),
+    },
+)
 
 
 _ERRORS = {
@@ -55,11 +63,13 @@ class BatchBodyOperation(Operation):
 
     def __post_init__(self) -> None:
         self.request_body = _body(
-            "Batch output JSONL as OpenAI Batch or vLLM run_batch write it (one result line per line), or,"
-            " with Content-Type application/msgpack, a msgpack array of result lines. Any other content type"
-            " is read as JSONL.",
+            "Batch output JSONL as OpenAI Batch or vLLM run_batch write it (one result line per line); with"
+            " Content-Type application/msgpack, a msgpack array of result lines; or a multipart/form-data form"
+            " with the JSONL in `results` and the metadata (a JSON object) in `metadata`, instead of the"
+            " `metadata` parameter. Any other content type is read as JSONL.",
             ("application/jsonl", "application/x-ndjson", "application/octet-stream", "application/msgpack"),
         )
+        self.request_body.content["multipart/form-data"] = OpenAPIMediaType(schema=_FORM)
 
 
 @dataclass

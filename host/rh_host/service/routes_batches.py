@@ -134,7 +134,13 @@ async def _accept(request: Request, caller: Caller, batch_id: str, meta: dict[st
     async with service.body_slots.hold(caller.tenant_id):
         parsed = await _receive_and_parse(request, service, caller, meta)
         row, created = await to_thread.run_sync(
-            service.store.insert_batch, caller.tenant_id, batch_id, parsed.digest, meta, parsed.results, parsed.count
+            service.store.insert_batch,
+            caller.tenant_id,
+            batch_id,
+            parsed.digest,
+            parsed.metadata,
+            parsed.results,
+            parsed.count,
         )
     if created:
         service.metrics.batches_accepted.inc()
