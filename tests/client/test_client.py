@@ -88,6 +88,13 @@ def test_status_list_and_outcome(rh: Client) -> None:
     assert [v.batch_id for v in listed] == ["s-2", "s-1"]
     assert [v.batch_id for v in rh.list(status="done")] == ["s-1"]
     assert rh.outcome("s-1").output["echo.count"] == 2
+    [summary] = rh.runs("s-1")
+    assert (summary.plugin, summary.status, summary.error) == ("echo_batch", "ok", None)
+    detail = rh.run("s-1", "echo_batch")
+    assert detail.plugin == "echo_batch" and detail.usage.wall_ms > 0
+    with pytest.raises(ApiError) as no_run:
+        rh.run("s-1", "never_ran")
+    assert (no_run.value.status_code, no_run.value.code) == (404, "not_found")
     with pytest.raises(ApiError) as pending:
         rh.outcome("s-2")
     assert (pending.value.status_code, pending.value.code) == (409, "pending")
@@ -157,7 +164,8 @@ def test_all_is_pinned() -> None:
 
     assert rh_host.client.__all__ == [
         "ApiError", "AsyncClient", "BatchAccepted", "BatchOutcome", "BatchStatus", "BatchView", "Client",
-        "ClientError", "HandlerRun", "OutcomeTimeout", "RemoteRegistry", "Results", "TransportError", "UploadUrl",
+        "ClientError", "HandlerRun", "OutcomeTimeout", "RemoteRegistry", "Results", "RunDetail", "RunSummary",
+        "TransportError", "UploadUrl",
     ]  # fmt: skip
     for name in rh_host.client.__all__:
         assert hasattr(rh_host.client, name), name

@@ -15,7 +15,7 @@ The bodies are the service's own msgspec Structs. Every refusal raises :class:`A
 ``status_code``); see ``_errors`` for the whole hierarchy.
 """
 
-from rh_host.api_models import BatchAccepted, BatchView, UploadUrl
+from rh_host.api_models import BatchAccepted, BatchView, RunDetail, RunSummary, UploadUrl
 from rh_host.client._async import AsyncClient
 from rh_host.client._body import Results
 from rh_host.client._errors import ApiError, ClientError, OutcomeTimeout, TransportError
@@ -36,6 +36,8 @@ __all__ = [
     "OutcomeTimeout",
     "RemoteRegistry",
     "Results",
+    "RunDetail",
+    "RunSummary",
     "TransportError",
     "UploadUrl",
 ]

@@ -6,10 +6,11 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
-from rh_host.api_models import BatchAccepted, BatchView, UploadUrl
+from rh_host.api_models import BatchAccepted, BatchView, RunDetail, RunSummary, UploadUrl
 from rh_host.client._body import Results, async_chunks, async_form
 from rh_host.client._errors import OutcomeTimeout, TransportError, api_error
 from rh_host.client._requests import (
@@ -89,6 +90,13 @@ class AsyncClient:
 
     async def outcome(self, batch_id: str) -> BatchOutcome:
         return decode(await self._request("GET", batch_path(batch_id, "/outcome")), BatchOutcome)
+
+    async def runs(self, batch_id: str) -> list[RunSummary]:
+        return decode(await self._request("GET", batch_path(batch_id, "/runs")), list[RunSummary])
+
+    async def run(self, batch_id: str, plugin: str) -> RunDetail:
+        path = batch_path(batch_id, f"/runs/{quote(plugin, safe='')}")
+        return decode(await self._request("GET", path), RunDetail)
 
     async def wait(self, batch_id: str, timeout: float = 600.0) -> BatchOutcome:
         deadline = time.monotonic() + timeout

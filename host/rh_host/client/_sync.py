@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import httpx
 
-from rh_host.api_models import BatchAccepted, BatchView, UploadUrl
+from rh_host.api_models import BatchAccepted, BatchView, RunDetail, RunSummary, UploadUrl
 from rh_host.client._body import Results, sync_chunks, sync_form
 from rh_host.client._errors import OutcomeTimeout, TransportError, api_error
 from rh_host.client._requests import (
@@ -113,6 +113,15 @@ class Client:
     def outcome(self, batch_id: str) -> BatchOutcome:
         """The merged outcome; until the batch is done, :class:`ApiError` with code ``pending``."""
         return decode(self._request("GET", batch_path(batch_id, "/outcome")), BatchOutcome)
+
+    def runs(self, batch_id: str) -> list[RunSummary]:
+        """Every recorded handler run of the batch: status, error, usage."""
+        return decode(self._request("GET", batch_path(batch_id, "/runs")), list[RunSummary])
+
+    def run(self, batch_id: str, plugin: str) -> RunDetail:
+        """One handler's latest run of the batch, with its logs."""
+        path = batch_path(batch_id, f"/runs/{quote(plugin, safe='')}")
+        return decode(self._request("GET", path), RunDetail)
 
     def wait(self, batch_id: str, timeout: float = 600.0) -> BatchOutcome:
         """The outcome once it is stored (long-polling); :class:`OutcomeTimeout` after ``timeout`` s."""
