@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
+import anyio
 import httpx
 
 from rh_host.api_models import BatchAccepted, BatchView, RunDetail, RunSummary, UploadUrl
@@ -16,6 +17,7 @@ from rh_host.client._errors import OutcomeTimeout, TransportError, api_error
 from rh_host.client._requests import (
     JSONL,
     SERVER_WAIT_SECONDS,
+    Backoff,
     batch_path,
     decode,
     headers_for,
@@ -100,11 +102,22 @@ class AsyncClient:
 
     async def wait(self, batch_id: str, timeout: float = 600.0) -> BatchOutcome:
         deadline = time.monotonic() + timeout
+        backoff = Backoff()
         while True:
             hold = max(0.0, min(SERVER_WAIT_SECONDS, deadline - time.monotonic()))
-            response = await self._request(
-                "GET", batch_path(batch_id, "/outcome"), params={"wait": round(hold, 3)}, timeout=hold + 30.0
-            )
+            try:
+                response = await self._request(
+                    "GET", batch_path(batch_id, "/outcome"), params={"wait": round(hold, 3)}, timeout=hold + 30.0
+                )
+            except TransportError:
+                if time.monotonic() >= deadline:
+                    raise
+                await anyio.sleep(backoff.next(deadline))
+                continue
+            if response.status_code == 503 and time.monotonic() < deadline:
+                await anyio.sleep(backoff.next(deadline))
+                continue
+            backoff.reset()
             if response.status_code != 409:
                 return decode(response, BatchOutcome)
             error = api_error(response)

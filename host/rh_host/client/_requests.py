@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_URL",
     "SERVER_WAIT_SECONDS",
+    "Backoff",
     "batch_path",
     "decode",
     "headers_for",
@@ -31,6 +33,20 @@ T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8700"
 SERVER_WAIT_SECONDS = 30.0  # the longest the service holds one outcome request
 JSONL = "application/jsonl"
+
+
+class Backoff:
+    """Delays between retries of a wait: 0.25 s doubling to 5 s, never past the deadline."""
+
+    def __init__(self, first: float = 0.25, cap: float = 5.0) -> None:
+        self.first, self.cap, self.delay = first, cap, first
+
+    def next(self, deadline: float) -> float:
+        delay, self.delay = self.delay, min(self.delay * 2, self.cap)
+        return max(0.0, min(delay, deadline - time.monotonic()))
+
+    def reset(self) -> None:
+        self.delay = self.first
 
 
 def resolve(url: str | None, key: str | None) -> tuple[str, str]:

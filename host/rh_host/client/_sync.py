@@ -17,6 +17,7 @@ from rh_host.client._errors import OutcomeTimeout, TransportError, api_error
 from rh_host.client._requests import (
     JSONL,
     SERVER_WAIT_SECONDS,
+    Backoff,
     batch_path,
     decode,
     headers_for,
@@ -124,13 +125,25 @@ class Client:
         return decode(self._request("GET", path), RunDetail)
 
     def wait(self, batch_id: str, timeout: float = 600.0) -> BatchOutcome:
-        """The outcome once it is stored (long-polling); :class:`OutcomeTimeout` after ``timeout`` s."""
+        """The outcome once it is stored (long-polling); :class:`OutcomeTimeout` after ``timeout`` s.
+        A broken connection or a 503 (the service restarting) is retried until then: the batch is stored."""
         deadline = time.monotonic() + timeout
+        backoff = Backoff()
         while True:
             hold = max(0.0, min(SERVER_WAIT_SECONDS, deadline - time.monotonic()))
-            response = self._request(
-                "GET", batch_path(batch_id, "/outcome"), params={"wait": round(hold, 3)}, timeout=hold + 30.0
-            )
+            try:
+                response = self._request(
+                    "GET", batch_path(batch_id, "/outcome"), params={"wait": round(hold, 3)}, timeout=hold + 30.0
+                )
+            except TransportError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(backoff.next(deadline))
+                continue
+            if response.status_code == 503 and time.monotonic() < deadline:
+                time.sleep(backoff.next(deadline))
+                continue
+            backoff.reset()
             if response.status_code != 409:
                 return decode(response, BatchOutcome)
             error = api_error(response)
