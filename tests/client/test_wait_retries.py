@@ -12,7 +12,7 @@ import pytest
 from flaky_proxy import FlakyProxy
 from rh_testserver import Server
 
-from rh_host.client import AsyncClient, Client, TransportError
+from rh_host.client import AsyncClient, Client, RemoteRegistry, TransportError
 
 pytestmark = pytest.mark.slow
 
@@ -71,3 +71,12 @@ def test_wait_gives_up_at_its_deadline_when_the_service_stays_away(proxy: FlakyP
         with pytest.raises(TransportError):
             rh.wait("outage-3", timeout=2)
         assert 1.5 < time.monotonic() - started < 10
+
+
+def test_process_results_sends_again_when_the_service_was_away(proxy: FlakyProxy, server: Server, key: str) -> None:
+    proxy.outage()  # the service is restarting when the batch completes
+    threading.Timer(1.0, proxy.restore).start()
+    with RemoteRegistry(proxy.url, key, timeout=60) as registry:
+        assert registry.process_results("outage-4", [LINE], {"m": 1}) is True
+        assert registry.last_accepted is not None and registry.last_outcome is not None
+        assert registry.last_outcome.output["echo.metadata"] == {"m": 1}

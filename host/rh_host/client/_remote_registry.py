@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from rh_host.api_models import BatchAccepted
+from rh_host.client._errors import ApiError, TransportError
 from rh_host.client._handler_plugin import handler_config, write_handler_plugin
+from rh_host.client._requests import Backoff
 from rh_host.client._sync import Client
 from rh_host.outcome import BatchOutcome
 from rh_sdk import ResultHandler
@@ -74,8 +77,22 @@ class RemoteRegistry:
     def process_results(
         self, batch_id: str, results: list[dict[str, Any]], metadata: dict[str, Any] | None = None
     ) -> bool:
-        """Submit the batch, wait for its outcome; True when every enabled handler succeeded."""
+        """Submit the batch, wait for its outcome; True when every enabled handler succeeded.
+
+        Both steps outlive a service restart within ``timeout``: a submit whose connection broke (or that
+        got a 503) is sent again, which is harmless (the same content under the same id is one batch)."""
+        deadline = time.monotonic() + self.timeout
         self.last_outcome = None
-        self.last_accepted = self.client.submit(batch_id, results, metadata)
-        self.last_outcome = self.client.wait(batch_id, timeout=self.timeout)
+        results = list(results)  # sent again on a retry
+        backoff = Backoff()
+        while True:
+            try:
+                self.last_accepted = self.client.submit(batch_id, results, metadata)
+                break
+            except (TransportError, ApiError) as exc:
+                retriable = isinstance(exc, TransportError) or exc.status_code == 503
+                if not retriable or time.monotonic() >= deadline:
+                    raise
+                time.sleep(backoff.next(deadline))
+        self.last_outcome = self.client.wait(batch_id, timeout=max(0.0, deadline - time.monotonic()))
         return self.last_outcome.success
