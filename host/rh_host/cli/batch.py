@@ -14,7 +14,7 @@ import msgspec
 from rh_host.cli._client import Client, key_option, url_option
 from rh_host.cli._common import EXIT_FAILED, EXIT_OK, fail
 from rh_host.cli.render import render_outcome
-from rh_host.client._body import sync_form
+from rh_host.client._body import sync_chunks, sync_form
 from rh_host.outcome import BatchOutcome
 
 __all__ = ["batch"]
@@ -42,18 +42,20 @@ def submit(results: str, batch_id: str | None, metadata: str | None, wait: bool,
             fail(f"--metadata: invalid JSON: {exc}")
         if not isinstance(meta, dict):
             fail("--metadata: must be a JSON object")
+    body: bytes | Path
     if results == "-":
         body, default_id = sys.stdin.buffer.read(), None
     else:
         try:
-            body, default_id = Path(results).read_bytes(), Path(results).stem
+            Path(results).open("rb").close()  # a clear error now, not mid-upload
         except OSError as exc:
             fail(f"{results}: cannot read: {exc.strerror}")
+        body, default_id = Path(results), Path(results).stem  # streamed, never read whole
     batch_id = batch_id or default_id
     if not batch_id:
         fail("--id is required when reading stdin")
     # metadata travels in a multipart body: in the URL, a few KiB of it would cut the request
-    content_type, content = ("application/jsonl", body) if meta is None else sync_form(body, meta)
+    content_type, content = ("application/jsonl", sync_chunks(body)) if meta is None else sync_form(body, meta)
     with Client(url, key) as client:
         accepted = client.json(
             "POST", f"/v1/batches/{batch_id}", content=content, headers={"Content-Type": content_type}
