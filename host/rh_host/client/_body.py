@@ -1,4 +1,5 @@
-"""A batch as a streamed JSONL request body: an iterable of result lines, a file, or bytes.
+"""A batch as a streamed request body: an iterable of result lines, a file, or bytes, sent as JSONL,
+or, with metadata, as a multipart form (``metadata`` and ``results`` fields) around the same stream.
 
 Lines are encoded one at a time and sent in chunks of about ``CHUNK_BYTES``: a batch of any size costs
 the client one chunk of memory, not the batch (a generator of results is never materialised).
