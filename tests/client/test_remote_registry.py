@@ -14,7 +14,7 @@ from rh_testserver import Server, client
 from rh_host.client import ApiError, RemoteRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sdk"))
-from test_guide_steps import guide_steps
+from seed_guide import guide_steps
 
 pytestmark = pytest.mark.slow
 
