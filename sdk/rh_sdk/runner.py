@@ -40,7 +40,8 @@ _SEED_MODULES = ("core", "core.result_handlers", "core.result_handlers.base")
 def install_seed_alias() -> None:
     """Make the plugin guide's import path, ``core.result_handlers.base``, resolve to rh_sdk.
 
-    Only the guest runner calls this, so the host's environment never gains a ``core`` package.
+    Installing rh-host installs the same alias as a module (``sdk/core/result_handlers/base.py``);
+    the sandbox's site holds rh_sdk and msgspec only, so the runner builds it in ``sys.modules``.
     """
     base = types.ModuleType("core.result_handlers.base")
     base.ResultHandler = ResultHandler  # type: ignore[attr-defined]

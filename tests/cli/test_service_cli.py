@@ -100,6 +100,11 @@ def test_batch_outcome_and_errors(served: tuple[Server, Path]) -> None:
     assert as_json.returncode == 0 and json.loads(as_json.stdout)["output"]["total"] == 8
     again = cli("batch", "submit", OPENAI, "--id", "b-1", env=env)
     assert "already submitted" in again.stdout
+    big = json.dumps({"notes": "n" * 100_000})  # over what a URL carries: it travels in the body
+    large = cli("batch", "submit", OPENAI, "--id", "b-big", "--metadata", big, env=env)
+    assert large.returncode == 0 and "b-big: queued, 8 results" in large.stdout, large.stderr
+    absent = cli("batch", "submit", "/nonexistent/results.jsonl", env=env)
+    assert absent.returncode == 2 and absent.stderr.count("\n") == 1 and "cannot read" in absent.stderr
 
     missing = cli("batch", "status", "nope", env=env)
     assert missing.returncode == 2

@@ -1,5 +1,5 @@
 """The HTTP client the tenant, plugin and batch commands share: --url/--key or RH_URL/RH_KEY, httpx,
-and the service's JSON errors turned into one-line CLI errors."""
+and the service's JSON errors turned into one-line CLI errors (read as :mod:`rh_host.client` reads them)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import click
 import httpx
 
 from rh_host.cli._common import EXIT_BAD_INPUT, EXIT_FAILED, fail
+from rh_host.client._errors import api_error
 
 __all__ = ["Client", "key_option", "operator_options", "operator_token", "url_option"]
 
@@ -42,12 +43,7 @@ class Client:
             fail(f"cannot reach {self._http.base_url}: {exc}", code=EXIT_FAILED)
         if response.is_success or response.status_code in ok:
             return response
-        try:
-            error = response.json()["error"]
-            message = f"{error['message']} ({error['code']}, HTTP {response.status_code})"
-        except (ValueError, KeyError, TypeError):
-            message = f"HTTP {response.status_code}: {response.text[:200]}"
-        fail(message, code=EXIT_BAD_INPUT if 400 <= response.status_code < 500 else EXIT_FAILED)
+        fail(str(api_error(response)), code=EXIT_BAD_INPUT if 400 <= response.status_code < 500 else EXIT_FAILED)
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.call(method, path, **kwargs).json()

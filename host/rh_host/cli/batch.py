@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import msgspec
@@ -13,6 +14,7 @@ import msgspec
 from rh_host.cli._client import Client, key_option, url_option
 from rh_host.cli._common import EXIT_FAILED, EXIT_OK, fail
 from rh_host.cli.render import render_outcome
+from rh_host.client._body import sync_chunks, sync_form
 from rh_host.outcome import BatchOutcome
 
 __all__ = ["batch"]
@@ -32,30 +34,31 @@ def batch() -> None:
 @key_option
 def submit(results: str, batch_id: str | None, metadata: str | None, wait: bool, url: str, key: str | None) -> None:
     """Submit RESULTS, a batch output JSONL file (- for stdin)."""
+    meta: dict[str, Any] | None = None
     if metadata is not None:
         try:
-            if not isinstance(json.loads(metadata), dict):
-                fail("--metadata: must be a JSON object")
+            meta = json.loads(metadata)
         except json.JSONDecodeError as exc:
             fail(f"--metadata: invalid JSON: {exc}")
+        if not isinstance(meta, dict):
+            fail("--metadata: must be a JSON object")
+    body: bytes | Path
     if results == "-":
         body, default_id = sys.stdin.buffer.read(), None
     else:
         try:
-            body, default_id = Path(results).read_bytes(), Path(results).stem
+            Path(results).open("rb").close()  # a clear error now, not mid-upload
         except OSError as exc:
             fail(f"{results}: cannot read: {exc.strerror}")
+        body, default_id = Path(results), Path(results).stem  # streamed, never read whole
     batch_id = batch_id or default_id
     if not batch_id:
         fail("--id is required when reading stdin")
-    params = {"metadata": metadata} if metadata else {}
+    # metadata travels in a multipart body: in the URL, a few KiB of it would cut the request
+    content_type, content = ("application/jsonl", sync_chunks(body)) if meta is None else sync_form(body, meta)
     with Client(url, key) as client:
         accepted = client.json(
-            "POST",
-            f"/v1/batches/{batch_id}",
-            content=body,
-            params=params,
-            headers={"Content-Type": "application/jsonl"},
+            "POST", f"/v1/batches/{batch_id}", content=content, headers={"Content-Type": content_type}
         )
         note = " (already submitted)" if accepted["duplicate"] else ""
         click.echo(f"batch {accepted['batch_id']}: {accepted['status']}, {accepted['result_count']} results{note}")

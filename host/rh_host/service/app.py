@@ -10,7 +10,7 @@ from typing import Any
 from litestar import Litestar, Request, Response
 from litestar.exceptions import ClientException, HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from rh_host.service.errors import ServiceError
@@ -86,7 +86,7 @@ def create_app(service: Service) -> Litestar:
         description="Multi-tenant host for LLM batch result handlers. Every route but /healthz and the schema "
         "takes `Authorization: Bearer <key>`: a tenant key, or the operator token for /v1/tenants and /metrics.",
         path="/schema",
-        render_plugins=[JsonRenderPlugin()],
+        render_plugins=[JsonRenderPlugin(), SwaggerRenderPlugin(path="/docs")],
         security=[{"bearer": []}],
         components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
     )

@@ -5,6 +5,8 @@ An unknown key and a missing key answer alike (401); a tenant key on an operator
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 from anyio import to_thread
 from litestar import Request
@@ -14,7 +16,7 @@ from rh_host.service.keys import hash_key, same_secret
 from rh_host.service.service import Service
 from rh_host.service.settings import Quotas
 
-__all__ = ["Caller", "bearer", "is_operator", "operator_dependency", "service_of", "tenant_dependency"]
+__all__ = ["Caller", "bearer", "caller_of", "is_operator", "operator_dependency", "service_of", "tenant_dependency"]
 
 
 class Caller(msgspec.Struct, frozen=True):
@@ -43,6 +45,11 @@ async def tenant_dependency(request: Request) -> Caller:
         if same_secret(key, service.operator_token):
             raise Forbidden("this route takes a tenant key, not the operator token")
         raise Unauthorized("invalid API key")
+    return caller_of(row)
+
+
+def caller_of(row: Any) -> Caller:
+    """The Caller of a stored tenant row."""
     return Caller(tenant_id=row.id, name=row.name, quotas=msgspec.json.decode(row.quotas, type=Quotas))
 
 

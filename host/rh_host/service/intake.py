@@ -16,7 +16,7 @@ import os
 import re
 import struct
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -29,6 +29,7 @@ from litestar import Request
 from rh_host.batchfile import MSGPACK, decode_line, iter_jsonl
 from rh_host.errors import BatchInputError
 from rh_host.service.errors import BadRequest, InvalidBatch, PayloadTooLarge, ServiceError
+from rh_host.service.multipart_body import MultipartBatch, is_multipart
 from rh_host.service.settings import Quotas
 
 __all__ = [
@@ -58,6 +59,7 @@ class ParsedBatch(msgspec.Struct, frozen=True):
     results: bytes  # msgpack list of ResultLine, as stored
     count: int
     digest: str  # of results and metadata: a re-post with the same content is the same batch
+    metadata: dict[str, Any]  # the URL's, or a multipart body's
 
 
 def check_batch_id(batch_id: str) -> str:
@@ -145,7 +147,7 @@ def _too_many(count: int, quotas: Quotas) -> PayloadTooLarge:
     return PayloadTooLarge(f"batch has {count} results; the tenant's limit is {quotas.max_results}")
 
 
-def _transcode_jsonl(body: IO[bytes], sink: IO[bytes], quotas: Quotas) -> int:
+def _transcode_jsonl(body: Iterable[bytes], sink: IO[bytes], quotas: Quotas) -> int:
     count = 0
     buffer = bytearray()
     lines = iter(body)
@@ -215,12 +217,23 @@ def _transcode_msgpack_view(view: mmap.mmap, sink: IO[bytes], quotas: Quotas) ->
 def parse_spooled(
     body: IO[bytes], content_type: str, metadata: dict[str, Any], quotas: Quotas, directory: Path
 ) -> ParsedBatch:
-    """Validate a spooled body line by line into the stored form (blocking: run it in a thread)."""
+    """Validate a spooled body line by line into the stored form (blocking: run it in a thread).
+    ``metadata``: the URL's; a multipart body may carry it instead (not both)."""
     body.seek(0)
-    msgpack = content_type.split(";")[0].strip().lower() in MSGPACK_TYPES
+    media = content_type.split(";")[0].strip().lower()
     with _open_spool(directory) as sink:
         sink.write(bytes(_HEADER_ROOM))
-        count = (_transcode_msgpack if msgpack else _transcode_jsonl)(body, sink, quotas)
+        if is_multipart(media):
+            form = MultipartBatch(body, content_type)
+            count = _transcode_jsonl(form.lines(), sink, quotas)
+            if form.metadata_text is not None:
+                if metadata:
+                    raise BadRequest("metadata: given both in the URL and in the body; send it once")
+                metadata = parse_metadata(form.metadata_text) if form.metadata_text.strip() else {}
+        elif media in MSGPACK_TYPES:
+            count = _transcode_msgpack(body, sink, quotas)
+        else:
+            count = _transcode_jsonl(body, sink, quotas)
         if count == 0:
             raise InvalidBatch("body: no result lines: the batch is empty")
         header = _array_header(count)
@@ -230,4 +243,4 @@ def parse_spooled(
         results = sink.read()
     digest = hashlib.sha256(results)
     digest.update(b"\0" + msgspec.json.encode(metadata, order="sorted"))
-    return ParsedBatch(results=results, count=count, digest=digest.hexdigest())
+    return ParsedBatch(results=results, count=count, digest=digest.hexdigest(), metadata=metadata)

@@ -1,4 +1,5 @@
-"""Request and response bodies of the HTTP API (msgspec Structs: Litestar encodes and documents them)."""
+"""Request and response bodies of the HTTP API (msgspec Structs: Litestar encodes and documents them).
+The batch bodies and the error body live in :mod:`rh_host.api_models`, which the client shares."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ from typing import Any
 
 import msgspec
 
+from rh_host.api_models import BatchAccepted, BatchView, ErrorBody, ErrorDetail, RunDetail, RunSummary
 from rh_host.service.limits import EffectiveLimits
 from rh_host.service.settings import Quotas
-from rh_sdk.protocol import LogRecord, Usage
 
 __all__ = [
     "BatchAccepted",
@@ -31,15 +32,6 @@ __all__ = [
     "TenantView",
     "VersionView",
 ]
-
-
-class ErrorDetail(msgspec.Struct):
-    code: str
-    message: str
-
-
-class ErrorBody(msgspec.Struct):
-    error: ErrorDetail
 
 
 class Health(msgspec.Struct, omit_defaults=True):
@@ -127,36 +119,3 @@ class ConfigView(msgspec.Struct):
 class ConfigUpdate(msgspec.Struct, forbid_unknown_fields=True):
     config: dict[str, Any] = {}  # replaces the stored config
     secrets: dict[str, str | None] = {}  # set these secrets; null removes one; others are kept
-
-
-class BatchAccepted(msgspec.Struct):
-    batch_id: str
-    status: str
-    result_count: int
-    duplicate: bool  # the same batch was posted before; nothing new was queued
-
-
-class BatchView(msgspec.Struct):
-    batch_id: str
-    status: str
-    result_count: int
-    attempts: int
-    submitted_at: float
-    started_at: float | None
-    finished_at: float | None
-    success: bool | None = None  # once done
-
-
-class RunSummary(msgspec.Struct):
-    plugin: str
-    status: str
-    error: str | None
-    usage: Usage
-    isolation: str
-    log_count: int
-    recorded_at: float
-
-
-class RunDetail(RunSummary):
-    logs: list[LogRecord]
-    egress: list[dict[str, Any]] | None = None  # connections through the host's egress broker

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote
 
 import anyio
+import msgspec
 from anyio import to_thread
-from litestar import MediaType, Request, Response, Router, get, post
+from litestar import MediaType, Request, Response, Router, get, post, put
 from litestar.di import Provide
 from litestar.params import Parameter
 
+from rh_host.api_models import UploadUrl, UploadUrlRequest
 from rh_host.outcome import BatchOutcome
-from rh_host.service.auth import Caller, service_of, tenant_dependency
-from rh_host.service.errors import NotFound, Pending
+from rh_host.service.auth import Caller, caller_of, service_of, tenant_dependency
+from rh_host.service.errors import BadRequest, NotFound, Pending, Unauthorized
 from rh_host.service.intake import (
     INTAKE_THREADS,
     ParsedBatch,
@@ -23,6 +26,7 @@ from rh_host.service.intake import (
     receive_body,
 )
 from rh_host.service.models import BatchAccepted, BatchView, RunDetail, RunSummary
+from rh_host.service.openapi_docs import BatchBodyOperation, error_responses
 from rh_host.service.views import batch_view, run_detail, run_summary
 
 if TYPE_CHECKING:
@@ -36,6 +40,8 @@ _MAX_WAIT_SECONDS = 30.0
 @post(
     "/{batch_id:str}",
     status_code=202,
+    operation_class=BatchBodyOperation,
+    responses=error_responses(400, 401, 403, 409, 413, 429),
     summary="Submit a batch: JSONL (OpenAI or vLLM batch output) or a msgpack array of output lines",
     description=(
         "Answers 202 only once the batch is durably stored. Posting the same batch id with the same content"
@@ -50,12 +56,91 @@ async def submit(
     metadata: str | None = Parameter(default=None, description="Batch metadata, a JSON object"),
 ) -> BatchAccepted:
     check_batch_id(batch_id)
-    meta = parse_metadata(metadata)
+    return await _accept(request, caller, batch_id, parse_metadata(metadata))
+
+
+class Uploader(msgspec.Struct, frozen=True):
+    """Who PUTs a batch: a tenant by its key, or the holder of an upload URL (with the URL's metadata)."""
+
+    caller: Caller
+    metadata: dict[str, Any] | None  # from the upload token; None: from the metadata parameter
+
+
+async def uploader_dependency(
+    request: Request,
+    token: str | None = Parameter(
+        default=None, description="The token of an upload URL (POST .../upload-url); instead of a bearer key"
+    ),
+) -> Uploader:
+    if token is None:
+        return Uploader(caller=await tenant_dependency(request), metadata=None)
+    service = service_of(request)
+    grant = service.upload_grants.check(token, request.path_params["batch_id"])
+    try:
+        row = await to_thread.run_sync(service.store.tenant, grant.tenant_id)
+    except NotFound:
+        raise Unauthorized("invalid upload token: its tenant no longer exists") from None
+    return Uploader(caller=caller_of(row), metadata=grant.metadata)
+
+
+@put(
+    "/{batch_id:str}",
+    status_code=200,
+    operation_class=BatchBodyOperation,
+    responses=error_responses(400, 401, 403, 409, 413, 429),
+    dependencies={"uploader": Provide(uploader_dependency)},
+    summary="Upload a batch output file (vLLM run_batch -o URL): as POST, answered 200",
+    description=(
+        "What a batch system that PUTs its output file to a URL calls: vLLM's `run_batch -o URL` sends the"
+        " file with PUT and treats any answer but 200 as a failure. Authenticated by a bearer key (metadata"
+        " then in the `metadata` parameter) or by the `token` of an upload URL (POST"
+        " /v1/batches/{batch_id}/upload-url), which carries the batch's metadata."
+    ),
+)
+async def upload(
+    request: Request,
+    uploader: Uploader,
+    batch_id: str,
+    metadata: str | None = Parameter(default=None, description="Batch metadata, a JSON object (bearer key only)"),
+) -> BatchAccepted:
+    check_batch_id(batch_id)
+    if uploader.metadata is not None and metadata is not None:
+        raise BadRequest("metadata: an upload URL carries the batch's metadata; the parameter is not allowed")
+    meta = uploader.metadata if uploader.metadata is not None else parse_metadata(metadata)
+    return await _accept(request, uploader.caller, batch_id, meta)
+
+
+@post(
+    "/{batch_id:str}/upload-url",
+    status_code=201,
+    responses=error_responses(400, 401, 403),
+    summary="A URL that lets whoever holds it PUT this one batch, with no key, until it expires",
+    description=(
+        "For batch systems that cannot send an Authorization header (vLLM's `run_batch -o URL`). The URL"
+        " names this tenant, this batch id, the metadata and the expiry, sealed by the service; it holds no"
+        " API key. Give the URL only to the job that writes the batch."
+    ),
+)
+async def upload_url(request: Request, caller: Caller, batch_id: str, data: UploadUrlRequest) -> UploadUrl:
+    check_batch_id(batch_id)
+    token, expires_at = service_of(request).upload_grants.issue(caller.tenant_id, batch_id, data)
+    url = str(request.base_url).rstrip("/") + f"/v1/batches/{quote(batch_id, safe='')}?token={token}"
+    return UploadUrl(batch_id=batch_id, url=url, method="PUT", expires_at=expires_at)
+
+
+async def _accept(request: Request, caller: Caller, batch_id: str, meta: dict[str, Any]) -> BatchAccepted:
+    """Receive, validate and store one batch body; the POST and the PUT share it."""
     service = service_of(request)
     async with service.body_slots.hold(caller.tenant_id):
         parsed = await _receive_and_parse(request, service, caller, meta)
         row, created = await to_thread.run_sync(
-            service.store.insert_batch, caller.tenant_id, batch_id, parsed.digest, meta, parsed.results, parsed.count
+            service.store.insert_batch,
+            caller.tenant_id,
+            batch_id,
+            parsed.digest,
+            parsed.metadata,
+            parsed.results,
+            parsed.count,
         )
     if created:
         service.metrics.batches_accepted.inc()
@@ -97,7 +182,9 @@ async def list_batches(
     return [batch_view(r, successes.get(r.pk)) for r in rows]
 
 
-@get("/{batch_id:str}", summary="A batch's status (queued, running, done)")
+@get(
+    "/{batch_id:str}", responses=error_responses(400, 401, 403, 404), summary="A batch's status (queued, running, done)"
+)
 async def get_batch(request: Request, caller: Caller, batch_id: str) -> BatchView:
     store = service_of(request).store
     row = await to_thread.run_sync(store.batch, caller.tenant_id, batch_id)
@@ -107,6 +194,7 @@ async def get_batch(request: Request, caller: Caller, batch_id: str) -> BatchVie
 
 @get(
     "/{batch_id:str}/outcome",
+    responses=error_responses(400, 401, 403, 404, 409),
     summary="The merged outcome; 409 (code pending) until the batch is done",
     description=(
         "`wait` holds the request up to that many seconds for the outcome. The body is the outcome's JSON"
@@ -150,7 +238,7 @@ async def get_run(request: Request, caller: Caller, batch_id: str, plugin: str) 
 
 batches_router = Router(
     path="/v1/batches",
-    route_handlers=[submit, list_batches, get_batch, get_outcome, list_runs, get_run],
+    route_handlers=[submit, upload, upload_url, list_batches, get_batch, get_outcome, list_runs, get_run],
     dependencies={"caller": Provide(tenant_dependency)},
     tags=["batches"],
 )

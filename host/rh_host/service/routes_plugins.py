@@ -15,6 +15,7 @@ from rh_host.manifest import MANIFEST_NAME, Manifest
 from rh_host.service.auth import Caller, service_of, tenant_dependency
 from rh_host.service.errors import BadRequest, PayloadTooLarge, QuotaExceeded, UploadRejected
 from rh_host.service.models import ConfigUpdate, ConfigView, PluginView
+from rh_host.service.openapi_docs import PluginArchiveOperation, error_responses
 from rh_host.service.plugin_checks import check_config, check_upload
 from rh_host.service.service import Service
 from rh_host.service.settings import Quotas
@@ -64,6 +65,8 @@ def _store_upload(
 
 @post(
     "/",
+    operation_class=PluginArchiveOperation,
+    responses=error_responses(400, 401, 403, 413, 429),
     summary="Upload a plugin archive (zip or tar.gz of a plugin directory): a new version of that plugin",
     description=(
         "The body is the archive itself. 201 for a new version, 200 when this exact archive is stored;"

@@ -23,6 +23,7 @@ from rh_host.service.metrics import Metrics
 from rh_host.service.node import Node
 from rh_host.service.settings import ROLES, ServiceSettings
 from rh_host.service.store import Store
+from rh_host.service.upload_grants import UploadGrants
 from rh_host.service.vault import Vault
 from rh_host.service.wakeup import QueueListener
 from rh_host.service.worker import BatchDispatch, LocalWorkerPool
@@ -57,6 +58,7 @@ class Service:
             self.store = Store(self.engine)
             self.operator_token, self.operator_token_source = load_operator_token(settings.data_dir)
             self.vault = Vault.for_data_dir(settings.data_dir)
+            self.upload_grants = UploadGrants(self.vault.derived("batch-upload"))
             self.artifacts = ArtifactStore(settings.data_dir / "artifacts")
             self.metrics = Metrics(self.store.queue_depth)
             self.dispatcher: Dispatcher | None = None

@@ -7,12 +7,15 @@ or redacted (``redaction``).
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 from typing import Any
 
 import msgspec
 from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from rh_host.service.errors import ServiceError
 from rh_host.service.keys import read_or_create_secret_file
@@ -28,6 +31,7 @@ class Vault:
     def __init__(self, key: str) -> None:
         try:
             self._fernet = Fernet(key.encode("ascii"))
+            self._key = base64.urlsafe_b64decode(key.encode("ascii"))
         except (ValueError, UnicodeEncodeError) as exc:
             raise ServiceError(f"secret key is not a Fernet key (32 url-safe base64 bytes): {exc}") from None
 
@@ -37,6 +41,12 @@ class Vault:
         if not key:
             key = read_or_create_secret_file(data_dir / SECRET_KEY_FILE, lambda: Fernet.generate_key().decode("ascii"))
         return cls(key)
+
+    def derived(self, purpose: str) -> Fernet:
+        """A Fernet key of its own for ``purpose`` (HKDF-SHA256 of the secret key): a token made for one
+        purpose never opens as another's, nor as sealed secrets."""
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"rh-host {purpose}".encode())
+        return Fernet(base64.urlsafe_b64encode(hkdf.derive(self._key)))
 
     def seal(self, values: dict[str, Any]) -> str | None:
         if not values:
