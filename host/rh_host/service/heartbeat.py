@@ -9,8 +9,8 @@ cut off for longer than a lease, other nodes take its batches over and its own f
 from __future__ import annotations
 
 import logging
-import threading
 
+from rh_host.service.background import BackgroundThread
 from rh_host.service.claims import Claims
 
 __all__ = ["Heartbeat"]
@@ -19,24 +19,18 @@ _log = logging.getLogger("rh.service.heartbeat")
 _BEATS_PER_LEASE = 3
 
 
-class Heartbeat:
+class Heartbeat(BackgroundThread):
+    thread_name = "rh-heartbeat"
+
     def __init__(self, claims: Claims, role: str, *, renews_leases: bool) -> None:
+        super().__init__()
         self._claims = claims
         self._role = role
         self._renews_leases = renews_leases
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         self.beat()  # the node is in the cluster view from its start
-        self._thread = threading.Thread(target=self._loop, name="rh-heartbeat", daemon=True)
-        self._thread.start()
-
-    def close(self, timeout: float = 5.0) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        super().start()
 
     def beat(self) -> None:
         self._claims.beat(self._role)

@@ -11,11 +11,11 @@ listing of the artifact directory.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 
 from rh_host.service.artifacts import ArtifactStore
+from rh_host.service.background import BackgroundThread
 from rh_host.service.store import Store
 
 __all__ = ["Housekeeper", "purge_expired"]
@@ -37,26 +37,17 @@ def purge_expired(store: Store, retention_days: float, now: float | None = None)
             return total
 
 
-class Housekeeper:
+class Housekeeper(BackgroundThread):
+    thread_name = "rh-housekeeping"
+
     def __init__(
         self, store: Store, artifacts: ArtifactStore, *, retention_days: float | None, interval_seconds: float
     ) -> None:
+        super().__init__()
         self._store = store
         self._artifacts = artifacts
         self._retention_days = retention_days
         self._interval = interval_seconds
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="rh-housekeeping", daemon=True)
-        self._thread.start()
-
-    def close(self, timeout: float = 5.0) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
 
     def round(self) -> tuple[int, int]:
         """One round now: (batches purged, artifacts removed)."""

@@ -10,11 +10,12 @@ process as the intake is woken directly).
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 import psycopg
 import sqlalchemy as sa
+
+from rh_host.service.background import BackgroundThread
 
 __all__ = ["CHANNEL", "QueueListener", "announce"]
 
@@ -30,24 +31,15 @@ def announce(conn: sa.Connection) -> None:
         conn.exec_driver_sql(f"NOTIFY {CHANNEL}")
 
 
-class QueueListener:
+class QueueListener(BackgroundThread):
     """A thread on its own PostgreSQL connection that calls ``wake`` for each queued batch."""
 
+    thread_name = "rh-queue-listener"
+
     def __init__(self, engine: sa.Engine, wake: Callable[[], None]) -> None:
+        super().__init__()
         self._dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._wake = wake
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="rh-queue-listener", daemon=True)
-        self._thread.start()
-
-    def close(self, timeout: float = 5.0) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
 
     def _loop(self) -> None:
         while not self._stopping.is_set():

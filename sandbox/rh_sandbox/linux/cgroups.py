@@ -39,6 +39,7 @@ from rh_sandbox.types import Limits, SandboxError
 __all__ = [
     "CgroupV1",
     "RunCgroup",
+    "RunCgroups",
     "cgroup_v1_controllers",
     "default_group_max_tasks",
     "group_dir_name",
@@ -332,7 +333,42 @@ class RunCgroup:
                     time.sleep(0.01)
 
 
-class CgroupV1:
+class RunCgroups:
+    """What both cgroup versions (:class:`CgroupV1`, ``CgroupV2``) offer a runner: a cgroup per run."""
+
+    @property
+    def available(self) -> bool:
+        raise NotImplementedError
+
+    def create(
+        self,
+        *,
+        memory_mb: int | None,
+        max_processes: int | None,
+        cpu_quota_cores: float | None = None,
+        owner_uid: int | None = None,
+        group: str | None = None,
+    ) -> RunCgroup:
+        raise NotImplementedError
+
+    def for_run(
+        self, limits: Limits, cpu_quota_cores: float | None = None, *, group: str | None = None
+    ) -> RunCgroup | None:
+        """The cgroup one run's limits ask for, or None where the machine offers none."""
+        if not self.available:
+            return None
+        try:
+            return self.create(
+                memory_mb=limits.memory_mb,
+                max_processes=limits.max_processes,
+                cpu_quota_cores=cpu_quota_cores,
+                group=group,
+            )
+        except OSError as exc:
+            raise SandboxError(f"cannot create a cgroup for the run: {exc}") from exc
+
+
+class CgroupV1(RunCgroups):
     """Creates per-run cgroups under ``/sys/fs/cgroup/<controller>/rh-host/``."""
 
     def __init__(self, controllers: list[str] | None = None, *, group_max_tasks: int | None = None) -> None:
@@ -500,19 +536,3 @@ class CgroupV1:
             RunCgroup(paths).close()
             raise
         return cgroup
-
-    def for_run(
-        self, limits: Limits, cpu_quota_cores: float | None = None, *, group: str | None = None
-    ) -> RunCgroup | None:
-        """The cgroup one run's limits ask for, or None where the machine offers none."""
-        if not self.available:
-            return None
-        try:
-            return self.create(
-                memory_mb=limits.memory_mb,
-                max_processes=limits.max_processes,
-                cpu_quota_cores=cpu_quota_cores,
-                group=group,
-            )
-        except OSError as exc:
-            raise SandboxError(f"cannot create a cgroup for the run: {exc}") from exc

@@ -38,13 +38,13 @@ from pathlib import Path
 
 from rh_sandbox.linux.cgroups import (
     RunCgroup,
+    RunCgroups,
     default_group_max_tasks,
     group_dir_name,
     owner_alive,
     owner_of,
     write_file,
 )
-from rh_sandbox.types import Limits, SandboxError
 
 __all__ = ["CgroupV2", "RunCgroupV2", "cgroup_v2_root"]
 
@@ -283,7 +283,7 @@ def _subtree(parent: Path) -> _Subtree:
         return _SUBTREES[key]
 
 
-class CgroupV2:
+class CgroupV2(RunCgroups):
     """Creates per-run cgroups in this process's subtree of ``/sys/fs/cgroup/rh-host/`` (see the
     module's docstring). The same interface as :class:`~rh_sandbox.linux.cgroups.CgroupV1`."""
 
@@ -461,19 +461,3 @@ class CgroupV2:
             cgroup.close()
             raise
         return cgroup
-
-    def for_run(
-        self, limits: Limits, cpu_quota_cores: float | None = None, *, group: str | None = None
-    ) -> RunCgroup | None:
-        """The cgroup one run's limits ask for, or None where the machine offers none."""
-        if not self.available:
-            return None
-        try:
-            return self.create(
-                memory_mb=limits.memory_mb,
-                max_processes=limits.max_processes,
-                cpu_quota_cores=cpu_quota_cores,
-                group=group,
-            )
-        except OSError as exc:
-            raise SandboxError(f"cannot create a cgroup for the run: {exc}") from exc
