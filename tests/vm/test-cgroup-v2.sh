@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 modules=(
-    tests/vm/test_guest.py
+    tests/sandbox/linux/test_vm_guest.py
     tests/sandbox/linux/test_cgroups_v2.py
     tests/sandbox/test_probe.py
     tests/sandbox/test_factory.py
