@@ -217,6 +217,9 @@ def push(source: Path, no_activate: bool, no_vendor: bool, url: str, key: str | 
     view = response.json()
     active = view["active"]
     state = "new version" if response.status_code == 201 else "already stored"
+    if active is None:
+        click.echo(f"{view['name']}: {state}; staged, no version active (rh-host plugin activate {view['name']})")
+        return
     click.echo(f"{view['name']}: {state}; active version {view['active_seq']} ({active['version']})")
     if active["limits"]["clamped"]:
         effective = active["limits"]["effective"]

@@ -190,8 +190,8 @@ class Store:
                 )
             else:
                 seq = existing.seq
-            if activate or plugin.active_seq is None:
-                conn.execute(plugins.update().where(plugins.c.id == plugin.id).values(active_seq=seq, enabled=True))
+            if activate:  # staged otherwise (a new plugin too); either way its enabled flag is the tenant's
+                conn.execute(plugins.update().where(plugins.c.id == plugin.id).values(active_seq=seq))
             if archive is not None:
                 _put_archive(conn, digest, archive, now)
             return self._version(conn, plugin.id, seq), created
@@ -273,10 +273,17 @@ class Store:
             return plugin, self._version(conn, plugin.id, seq)
 
     def activate(self, tenant_id: str, name: str, seq: int | None) -> Row:
-        """Make ``seq`` the active version and enable the plugin (``None``: re-enable the active one)."""
+        """Make ``seq`` the active version and enable the plugin (``None``: re-enable the active one, or
+        activate the newest of a plugin whose versions are all staged)."""
         with self.engine.begin() as conn:
             plugin = self._plugin(conn, tenant_id, name)
-            target = plugin.active_seq if seq is None else self._version(conn, plugin.id, seq).seq
+            if seq is not None:
+                target = self._version(conn, plugin.id, seq).seq
+            elif plugin.active_seq is not None:
+                target = plugin.active_seq
+            else:
+                newest = sa.select(sa.func.max(plugin_versions.c.seq)).where(plugin_versions.c.plugin_id == plugin.id)
+                target = conn.execute(newest).scalar_one()
             conn.execute(plugins.update().where(plugins.c.id == plugin.id).values(active_seq=target, enabled=True))
             return self._plugin(conn, tenant_id, name)
 
